@@ -1,0 +1,211 @@
+//! The output wire format: one alert per Kafka message on `patient-alerts`.
+//!
+//! An alert's id is derived from where its observation was read (topic, partition,
+//! offset) and which rule fired. Delivery is at-least-once, so after a crash the same
+//! observation may be evaluated twice; the second copy of its alert carries the same
+//! `alertId` and a downstream consumer drops it.
+
+use std::fmt;
+
+use serde::Serialize;
+
+use crate::vitals::Metric;
+
+/// Alarm priority, as in IEC 60601-1-8.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Low,
+    Medium,
+    High,
+}
+
+impl Severity {
+    pub const ALL: [Severity; 3] = [Severity::Low, Severity::Medium, Severity::High];
+
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+        }
+    }
+
+    pub fn from_wire(s: &str) -> Option<Severity> {
+        Self::ALL.into_iter().find(|v| v.as_str() == s)
+    }
+}
+
+impl fmt::Display for Severity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Where the observation behind an alert was read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Source<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+/// The deterministic id of the alert that `rule_id` raised for the observation at
+/// `source`: 128 bits of XXH3 over the four parts, as 32 hex digits.
+pub fn alert_id(source: &Source<'_>, rule_id: &str) -> AlertId {
+    let mut buf = Vec::with_capacity(source.topic.len() + rule_id.len() + 14);
+    // Length-prefix the variable parts so that ("ab", "c") and ("a", "bc") differ.
+    buf.extend_from_slice(&(source.topic.len() as u32).to_le_bytes());
+    buf.extend_from_slice(source.topic.as_bytes());
+    buf.extend_from_slice(&source.partition.to_le_bytes());
+    buf.extend_from_slice(&source.offset.to_le_bytes());
+    buf.extend_from_slice(rule_id.as_bytes());
+    AlertId(xxhash_rust::xxh3::xxh3_128(&buf))
+}
+
+/// An alert id; displays and serialises as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AlertId(pub u128);
+
+impl fmt::Display for AlertId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+impl Serialize for AlertId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+/// One alert as published. Borrows everything from the observation and the rule.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Alert<'a> {
+    pub alert_id: AlertId,
+    pub patient_id: &'a str,
+    pub rule_id: &'a str,
+    pub severity: Severity,
+    pub metric: Metric,
+    pub value: f64,
+    pub threshold: f64,
+    /// The observation's timestamp, Unix epoch milliseconds.
+    pub observed_at: i64,
+    /// When vitalwatch raised the alert, Unix epoch milliseconds.
+    pub emitted_at: i64,
+    pub source: Source<'a>,
+}
+
+impl Alert<'_> {
+    /// Appends the JSON encoding to `out` (reuse one buffer across alerts).
+    pub fn encode_into(&self, out: &mut Vec<u8>) {
+        // Writing plain strings and finite numbers into a Vec cannot fail.
+        let _ = serde_json::to_writer(out, self);
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        self.encode_into(&mut out);
+        out
+    }
+}
+
+/// An alert read back from the alert topic (tests, the demo's console, e2e oracles).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OwnedAlert {
+    pub alert_id: String,
+    pub patient_id: String,
+    pub rule_id: String,
+    pub severity: String,
+    pub metric: String,
+    pub value: f64,
+    pub threshold: f64,
+    pub observed_at: i64,
+    pub emitted_at: i64,
+    pub source: OwnedSource,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct OwnedSource {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn src(offset: i64) -> Source<'static> {
+        Source {
+            topic: "patient-data",
+            partition: 3,
+            offset,
+        }
+    }
+
+    #[test]
+    fn alert_id_is_stable_across_runs() {
+        // A fixed value: if this changes, every deployed consumer's dedup breaks.
+        assert_eq!(
+            alert_id(&src(12345), "heart_rate_high").to_string(),
+            alert_id(&src(12345), "heart_rate_high").to_string()
+        );
+        assert_eq!(
+            alert_id(&src(12345), "heart_rate_high").to_string(),
+            STABLE_ID
+        );
+    }
+
+    const STABLE_ID: &str = "8df0b5b1b4b0a3ab0e5b7f7b7d2a0b51";
+
+    #[test]
+    fn alert_id_differs_per_rule_offset_partition_and_topic() {
+        let base = alert_id(&src(12345), "heart_rate_high");
+        assert_ne!(base, alert_id(&src(12345), "heart_rate_low"));
+        assert_ne!(base, alert_id(&src(12346), "heart_rate_high"));
+        let other_partition = Source {
+            partition: 4,
+            ..src(12345)
+        };
+        assert_ne!(base, alert_id(&other_partition, "heart_rate_high"));
+        let other_topic = Source {
+            topic: "patient-data-2",
+            ..src(12345)
+        };
+        assert_ne!(base, alert_id(&other_topic, "heart_rate_high"));
+    }
+
+    #[test]
+    fn alert_encodes_to_the_contract_shape() {
+        let alert = Alert {
+            alert_id: alert_id(&src(12345), "heart_rate_high"),
+            patient_id: "P-000123",
+            rule_id: "heart_rate_high",
+            severity: Severity::Medium,
+            metric: Metric::HeartRate,
+            value: 138.0,
+            threshold: 130.0,
+            observed_at: 1_763_798_400_000,
+            emitted_at: 1_763_798_400_123,
+            source: src(12345),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&alert.to_json()).unwrap();
+        assert_eq!(json["alertId"].as_str().unwrap().len(), 32);
+        assert_eq!(json["patientId"], "P-000123");
+        assert_eq!(json["ruleId"], "heart_rate_high");
+        assert_eq!(json["severity"], "medium");
+        assert_eq!(json["metric"], "heart_rate");
+        assert_eq!(json["value"], 138.0);
+        assert_eq!(json["threshold"], 130.0);
+        assert_eq!(json["observedAt"], 1_763_798_400_000_i64);
+        assert_eq!(json["emittedAt"], 1_763_798_400_123_i64);
+        assert_eq!(json["source"]["topic"], "patient-data");
+        assert_eq!(json["source"]["partition"], 3);
+        assert_eq!(json["source"]["offset"], 12345);
+        let back: OwnedAlert = serde_json::from_slice(&alert.to_json()).unwrap();
+        assert_eq!(back.alert_id, alert.alert_id.to_string());
+    }
+}

@@ -1,0 +1,115 @@
+//! The subcommands: settings → telemetry → the work → an exit code.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info};
+
+use crate::cli::{Cli, Command};
+use crate::pipeline::{self, Hooks, PipelineConfig, Status};
+use crate::rules::RuleSet;
+use crate::settings::Settings;
+use crate::telemetry;
+
+pub fn main(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::CheckConfig(args) => report(check_config(args.config.as_deref())),
+        Command::Run(args) => report(run_service(args.config.as_deref())),
+        Command::Demo(args) => crate::demo::main(args),
+        Command::Loadgen(args) => crate::loadgen::main(args),
+    }
+}
+
+fn report(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings and rules, validated, or the first problem found.
+pub fn load(config: Option<&Path>) -> anyhow::Result<(Settings, RuleSet)> {
+    let settings = Settings::load(config)?;
+    let rules = RuleSet::load(&settings.rules.file)?;
+    Ok((settings, rules))
+}
+
+fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
+    let (settings, rules) = load(config)?;
+    println!(
+        "configuration ok: {} rules from {}; brokers {}, input {}, group {}, {} workers",
+        rules.len(),
+        settings.rules.file.display(),
+        settings.kafka.bootstrap_servers,
+        settings.kafka.input_topic,
+        settings.kafka.group_id,
+        settings.pipeline.workers,
+    );
+    Ok(())
+}
+
+fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
+    let (settings, rules) = load(config)?;
+    telemetry::init(&settings.log);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vw-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let shutdown = CancellationToken::new();
+        tokio::spawn(stop_on_signal(shutdown.clone()));
+        let status = Status::new();
+        let addr = crate::http::spawn(settings.http_listen()?, status.clone(), shutdown.clone()).await?;
+        info!(%addr, "serving /metrics /healthz /readyz");
+        let report = pipeline::run(
+            PipelineConfig::from_settings(&settings),
+            Arc::new(rules),
+            status,
+            shutdown,
+            Hooks::default(),
+        )
+        .await?;
+        if report.clean {
+            Ok(())
+        } else {
+            anyhow::bail!(
+                "shutdown did not finish within pipeline.shutdown_timeout_secs = {}; unfinished messages were left uncommitted",
+                settings.pipeline.shutdown_timeout_secs
+            )
+        }
+    })
+}
+
+/// Cancels `token` on SIGTERM or SIGINT.
+pub async fn stop_on_signal(token: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => info!(signal = "SIGINT", "shutdown requested"),
+                    _ = term.recv() => info!(signal = "SIGTERM", "shutdown requested"),
+                }
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the service");
+                let _ = ctrl_c.await;
+                info!(signal = "SIGINT", "shutdown requested");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    token.cancel();
+}

@@ -1,0 +1,427 @@
+//! The Kafka pipeline: ingest → per-patient workers → alert and DLQ sinks → offsets.
+//!
+//! [`run`] starts everything and returns when the pipeline has stopped. The stop signal is
+//! a parameter (a [`CancellationToken`]): `main` ties it to SIGTERM/SIGINT, tests and the
+//! demo cancel it at will. Delivery is at-least-once: an offset is stored for commit only
+//! when its message is done (evaluated with every alert acknowledged, or dead-lettered
+//! with the DLQ record acknowledged), and only for the partition assignment it was read
+//! under. See `docs/architecture.md` for the whole argument.
+
+pub mod ingest;
+pub mod offsets;
+pub mod sink;
+pub mod worker;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::metrics::{self as m, PipelineMetrics, SinkKind};
+use crate::rules::RuleSet;
+use crate::settings::Settings;
+use crate::vitals::DecodeLimits;
+use ingest::{BATCH, DlqItem, IngestContext, Outbox};
+use sink::{DoneTx, Sink, SinkHealth, Ticket};
+use worker::{Work, WorkerShared};
+
+/// What the pipeline needs from the settings.
+#[derive(Debug, Clone)]
+pub struct PipelineConfig {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub alert_topic: String,
+    pub dlq_topic: String,
+    /// librdkafka properties for every client, applied over vitalwatch's own.
+    pub client: BTreeMap<String, String>,
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub limits: DecodeLimits,
+    pub shutdown_timeout: Duration,
+}
+
+impl PipelineConfig {
+    pub fn from_settings(s: &Settings) -> Self {
+        PipelineConfig {
+            bootstrap_servers: s.kafka.bootstrap_servers.clone(),
+            group_id: s.kafka.group_id.clone(),
+            input_topic: s.kafka.input_topic.clone(),
+            alert_topic: s.kafka.alert_topic.clone(),
+            dlq_topic: s.kafka.dlq_topic.clone(),
+            client: s.kafka.client.clone(),
+            workers: s.pipeline.workers,
+            queue_capacity: s.pipeline.queue_capacity,
+            limits: s.decode_limits(),
+            shutdown_timeout: s.shutdown_timeout(),
+        }
+    }
+
+    /// Consumer settings for at-least-once: offsets are stored by vitalwatch once work
+    /// is done (`enable.auto.offset.store=false`) and committed by librdkafka's auto
+    /// commit, plus a synchronous commit on revoke and at shutdown.
+    pub fn consumer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("group.id", &self.group_id)
+            .set("client.id", "vitalwatch")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "1000")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("statistics.interval.ms", "5000");
+        self.apply_client(&mut c);
+        c
+    }
+
+    /// Producer settings: idempotent, acknowledged by all in-sync replicas, and a
+    /// delivery timeout short enough that a failing broker shows in readiness quickly.
+    pub fn producer_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", "vitalwatch")
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "30000");
+        self.apply_client(&mut c);
+        c
+    }
+
+    fn apply_client(&self, c: &mut ClientConfig) {
+        for (k, v) in &self.client {
+            c.set(k, v);
+        }
+    }
+
+    /// Channel slots per worker: `queue_capacity` messages in batches of up to [`BATCH`].
+    fn batch_and_slots(&self) -> (usize, usize) {
+        let batch = BATCH.min(self.queue_capacity).max(1);
+        (batch, self.queue_capacity.div_ceil(batch).max(1))
+    }
+}
+
+/// Hooks for tests. Production leaves them empty.
+#[derive(Clone, Default)]
+pub struct Hooks {
+    /// Called by a worker before evaluating; a returned duration is awaited first
+    /// (skewed work, slow paths, order recording).
+    #[allow(clippy::type_complexity)]
+    pub before_evaluate: Option<Arc<dyn Fn(&Work) -> Option<Duration> + Send + Sync>>,
+    /// Cancelling it stops the pipeline like a killed process: nothing is committed,
+    /// closed or flushed.
+    pub crash: Option<CancellationToken>,
+}
+
+/// Live counters and health, shared with the HTTP endpoints and the demo.
+#[derive(Debug)]
+pub struct Status {
+    started: Instant,
+    consumed: AtomicU64,
+    invalid: AtomicU64,
+    alerts: AtomicU64,
+    dlq: AtomicU64,
+    assigned: AtomicUsize,
+    running: AtomicBool,
+    ingest_beat_ms: AtomicU64,
+    worker_beat_ms: AtomicU64,
+    sinks: OnceLock<(Arc<SinkHealth>, Arc<SinkHealth>)>,
+}
+
+impl Default for Status {
+    fn default() -> Self {
+        Status {
+            started: Instant::now(),
+            consumed: AtomicU64::new(0),
+            invalid: AtomicU64::new(0),
+            alerts: AtomicU64::new(0),
+            dlq: AtomicU64::new(0),
+            assigned: AtomicUsize::new(0),
+            running: AtomicBool::new(false),
+            ingest_beat_ms: AtomicU64::new(0),
+            worker_beat_ms: AtomicU64::new(0),
+            sinks: OnceLock::new(),
+        }
+    }
+}
+
+/// A point-in-time copy of [`Status`] counters.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Messages read from the input topic.
+    pub consumed: u64,
+    /// Of those, invalid (headed for the DLQ).
+    pub invalid: u64,
+    /// Alerts handed to the alert producer.
+    pub alerts: u64,
+    /// Dead letters acknowledged by the broker.
+    pub dlq: u64,
+}
+
+impl Status {
+    pub fn new() -> Arc<Status> {
+        Arc::new(Status::default())
+    }
+
+    fn ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    pub(crate) fn consumed(&self) {
+        self.consumed.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn invalid(&self) {
+        self.invalid.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn alert_emitted(&self) {
+        self.alerts.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn dlq_published(&self) {
+        self.dlq.fetch_add(1, Ordering::Relaxed);
+    }
+    pub(crate) fn set_assigned(&self, n: usize) {
+        self.assigned.store(n, Ordering::Relaxed);
+    }
+    pub(crate) fn ingest_beat(&self) {
+        self.ingest_beat_ms.store(self.ms(), Ordering::Relaxed);
+    }
+    pub(crate) fn worker_beat(&self) {
+        self.worker_beat_ms.store(self.ms(), Ordering::Relaxed);
+    }
+
+    pub fn counts(&self) -> Counts {
+        Counts {
+            consumed: self.consumed.load(Ordering::Relaxed),
+            invalid: self.invalid.load(Ordering::Relaxed),
+            alerts: self.alerts.load(Ordering::Relaxed),
+            dlq: self.dlq.load(Ordering::Relaxed),
+        }
+    }
+
+    pub fn assigned_partitions(&self) -> usize {
+        self.assigned.load(Ordering::Relaxed)
+    }
+
+    /// Ready: running, with an assignment, and both sinks delivering.
+    pub fn readiness(&self) -> Result<(), &'static str> {
+        if !self.running.load(Ordering::Relaxed) {
+            return Err("pipeline not running");
+        }
+        if self.assigned_partitions() == 0 {
+            return Err("no partitions assigned");
+        }
+        if let Some((alerts, dlq)) = self.sinks.get() {
+            if alerts.is_failing() {
+                return Err("alert sink failing");
+            }
+            if dlq.is_failing() {
+                return Err("dlq sink failing");
+            }
+        }
+        Ok(())
+    }
+
+    /// Live: the ingest loop turned within `stall` (it turns at least every 100 ms, also
+    /// while the broker is unreachable or partitions are paused).
+    pub fn liveness(&self, stall: Duration) -> Result<(), &'static str> {
+        if !self.running.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let last = self.ingest_beat_ms.load(Ordering::Relaxed);
+        if self.ms().saturating_sub(last) > stall.as_millis() as u64 {
+            return Err("ingest loop stalled");
+        }
+        Ok(())
+    }
+}
+
+/// How a pipeline run ended.
+#[derive(Debug, Clone)]
+pub struct Report {
+    pub counts: Counts,
+    /// Committable offset per input partition at the end (next offset to read).
+    pub committed: Vec<(i32, i64)>,
+    /// Every message read was finished and committed within the deadline.
+    pub clean: bool,
+    /// Stopped through the crash hook.
+    pub crashed: bool,
+}
+
+/// Runs the pipeline until `shutdown` is cancelled, then drains and commits within
+/// `config.shutdown_timeout`. Errors only for start-up failures; a missed shutdown
+/// deadline is `Report::clean == false`.
+pub async fn run(
+    config: PipelineConfig,
+    rules: Arc<RuleSet>,
+    status: Arc<Status>,
+    shutdown: CancellationToken,
+    hooks: Hooks,
+) -> anyhow::Result<Report> {
+    let metrics = PipelineMetrics::new(&config.input_topic);
+    m::workers(config.workers);
+    m::build_info();
+
+    let producer_config = config.producer_config();
+    let alerts = Sink::new(SinkKind::Alerts, &config.alert_topic, &producer_config)?;
+    let dlq = Sink::new(SinkKind::Dlq, &config.dlq_topic, &producer_config)?;
+    let _ = status.sinks.set((alerts.health(), dlq.health()));
+
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let shared = Arc::new(WorkerShared::new(
+        rules,
+        alerts.clone(),
+        done_tx.clone(),
+        &config.input_topic,
+        metrics.clone(),
+        status.clone(),
+        hooks.clone(),
+    ));
+    let (batch, slots) = config.batch_and_slots();
+    let mut outboxes = Vec::with_capacity(config.workers);
+    let mut tasks = Vec::with_capacity(config.workers + 1);
+    for i in 0..config.workers {
+        let (tx, rx) = mpsc::channel(slots);
+        outboxes.push(Outbox::new(tx, batch));
+        tasks.push(tokio::spawn(worker::run(i, rx, shared.clone())));
+    }
+    drop(shared);
+    let (dlq_tx, dlq_rx) = mpsc::channel(slots);
+    tasks.push(tokio::spawn(dlq_task(dlq_rx, dlq.clone(), done_tx)));
+
+    let context = IngestContext::new(
+        outboxes,
+        Outbox::new(dlq_tx, batch),
+        done_rx,
+        metrics,
+        config.limits,
+        &config.input_topic,
+        status.clone(),
+        config.shutdown_timeout,
+    );
+    let consumer: BaseConsumer<IngestContext> = config
+        .consumer_config()
+        .create_with_context(context)
+        .context("cannot create the Kafka consumer")?;
+    consumer
+        .subscribe(&[&config.input_topic])
+        .with_context(|| format!("cannot subscribe to {}", config.input_topic))?;
+    status.running.store(true, Ordering::Relaxed);
+    info!(
+        brokers = %config.bootstrap_servers,
+        input = %config.input_topic,
+        alerts = %config.alert_topic,
+        dlq = %config.dlq_topic,
+        group = %config.group_id,
+        workers = config.workers,
+        queue_capacity = config.queue_capacity,
+        "pipeline started"
+    );
+
+    let (result_tx, result_rx) = oneshot::channel();
+    let shutdown_timeout = config.shutdown_timeout;
+    let crash = hooks.crash.clone();
+    let shutdown_started = {
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown.cancelled().await;
+            Instant::now()
+        }
+    };
+    std::thread::Builder::new()
+        .name("vw-ingest".into())
+        .spawn(move || {
+            let outcome = ingest::run(consumer, shutdown, crash, shutdown_timeout);
+            let _ = result_tx.send(outcome);
+        })
+        .context("cannot start the ingest thread")?;
+
+    let shutdown_started = tokio::spawn(shutdown_started);
+    let outcome = result_rx
+        .await
+        .context("the ingest thread died (see the panic above)")?;
+    status.running.store(false, Ordering::Relaxed);
+    let counts = status.counts();
+
+    match outcome {
+        ingest::Outcome::Crashed => {
+            for t in &tasks {
+                t.abort();
+            }
+            alerts.purge();
+            dlq.purge();
+            shutdown_started.abort();
+            Ok(Report {
+                counts,
+                committed: Vec::new(),
+                clean: false,
+                crashed: true,
+            })
+        }
+        ingest::Outcome::Stopped { clean, committed } => {
+            let started = shutdown_started.await.unwrap_or_else(|_| Instant::now());
+            let remaining = shutdown_timeout.saturating_sub(started.elapsed());
+            // The queues are closed: workers finish what they hold and exit.
+            let joined = tokio::time::timeout(remaining, async {
+                for t in tasks {
+                    let _ = t.await;
+                }
+            })
+            .await;
+            if joined.is_err() {
+                warn!("workers did not finish before the shutdown deadline");
+            }
+            let remaining = shutdown_timeout.saturating_sub(started.elapsed());
+            let flushed = tokio::task::spawn_blocking(move || {
+                let a = alerts.flush(remaining);
+                let d = dlq.flush(Duration::from_millis(100).min(remaining));
+                a.and(d)
+            })
+            .await
+            .unwrap_or_else(|e| Err(anyhow::anyhow!("flush task failed: {e}")));
+            if let Err(e) = &flushed {
+                warn!(error = %e, "producers not fully flushed");
+            }
+            let clean = clean && joined.is_ok() && flushed.is_ok();
+            info!(
+                consumed = counts.consumed,
+                invalid = counts.invalid,
+                alerts = counts.alerts,
+                dlq = counts.dlq,
+                committed = ?committed,
+                clean,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "pipeline stopped"
+            );
+            Ok(Report {
+                counts,
+                committed,
+                clean,
+                crashed: false,
+            })
+        }
+    }
+}
+
+/// Publishes dead letters; each is done when the broker acknowledges it.
+async fn dlq_task(mut rx: mpsc::Receiver<Vec<DlqItem>>, dlq: Sink, done_tx: DoneTx) {
+    while let Some(batch) = rx.recv().await {
+        for item in batch {
+            let ticket = Ticket::new(item.done, 1, done_tx.clone());
+            dlq.send(
+                item.key.as_deref(),
+                &item.payload,
+                Some(item.headers),
+                ticket,
+            )
+            .await;
+        }
+    }
+}

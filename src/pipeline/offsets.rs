@@ -1,0 +1,327 @@
+//! Which offsets may be committed: per partition, the lowest offset not yet done.
+//!
+//! Messages of one partition are read in offset order but finish out of order (they go
+//! to different workers, and one may wait for an alert delivery). Committing the offset
+//! of whatever finished last would skip unfinished work on a crash, so the tracker keeps,
+//! per assigned partition, the offsets read and not yet done; the committable offset (the
+//! next offset a restarted consumer reads) is the lowest of them, or one past the last
+//! read when none is pending.
+//!
+//! Every assignment of a partition gets a fresh epoch. Work carries the epoch it was read
+//! under, and completions from an earlier epoch (the partition was revoked and maybe
+//! assigned back while the work was in flight) are ignored: that work will be read again
+//! by whoever owns the partition now, and its completion must not move their offsets.
+//!
+//! The tracker is owned by the ingest thread; nothing here locks.
+
+use std::collections::{HashMap, VecDeque};
+
+/// Identifies one assignment of one partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Claim {
+    pub partition: i32,
+    pub epoch: u64,
+}
+
+#[derive(Debug)]
+struct PartitionState {
+    epoch: u64,
+    /// Offsets read and not yet known done, ascending, with their done flag. The front is
+    /// always not done (done entries at the front are popped at once).
+    pending: VecDeque<(i64, bool)>,
+    /// One past the highest offset read under this epoch, if any was read.
+    next_read: Option<i64>,
+    /// The committable offset last handed out by [`OffsetTracker::take_advanced`].
+    reported: Option<i64>,
+    /// Entries in `pending` not yet done.
+    in_flight: usize,
+}
+
+impl PartitionState {
+    fn committable(&self) -> Option<i64> {
+        match self.pending.front() {
+            Some(&(offset, _)) => Some(offset),
+            None => self.next_read,
+        }
+    }
+}
+
+/// Why a completion did not count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// The partition is not assigned, or was assigned again since the work was read.
+    Revoked,
+    /// The offset is not pending (completed twice, or never read).
+    Unknown,
+}
+
+#[derive(Debug, Default)]
+pub struct OffsetTracker {
+    partitions: HashMap<i32, PartitionState>,
+    next_epoch: u64,
+    /// Partitions whose committable offset moved since the last `take_advanced`.
+    dirty: Vec<i32>,
+}
+
+impl OffsetTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts tracking `partition` under a fresh epoch, forgetting any earlier state.
+    pub fn assign(&mut self, partition: i32) -> Claim {
+        self.next_epoch += 1;
+        let epoch = self.next_epoch;
+        self.partitions.insert(
+            partition,
+            PartitionState {
+                epoch,
+                pending: VecDeque::new(),
+                next_read: None,
+                reported: None,
+                in_flight: 0,
+            },
+        );
+        Claim { partition, epoch }
+    }
+
+    /// Stops tracking `partition`. Returns its committable offset at this moment (only
+    /// finished work is below it) so the caller can commit it before letting go.
+    pub fn revoke(&mut self, partition: i32) -> Option<i64> {
+        self.dirty.retain(|&p| p != partition);
+        self.partitions
+            .remove(&partition)
+            .and_then(|s| s.committable())
+    }
+
+    /// The current claim on `partition`, if assigned.
+    pub fn claim(&self, partition: i32) -> Option<Claim> {
+        self.partitions.get(&partition).map(|s| Claim {
+            partition,
+            epoch: s.epoch,
+        })
+    }
+
+    /// Records that `offset` was read under `claim`. Offsets of one claim must be read in
+    /// ascending order (as a consumer delivers them). Returns false, and records nothing,
+    /// for a stale claim or an offset not above the last one read (a redelivery after a
+    /// seek belongs to a new claim).
+    pub fn begin(&mut self, claim: Claim, offset: i64) -> bool {
+        let Some(state) = self.partitions.get_mut(&claim.partition) else {
+            return false;
+        };
+        if state.epoch != claim.epoch || state.next_read.is_some_and(|n| offset < n) {
+            return false;
+        }
+        state.pending.push_back((offset, false));
+        state.next_read = Some(offset + 1);
+        state.in_flight += 1;
+        true
+    }
+
+    /// Records that the work at `offset` under `claim` is done.
+    pub fn complete(&mut self, claim: Claim, offset: i64) -> Result<(), Stale> {
+        let Some(state) = self.partitions.get_mut(&claim.partition) else {
+            return Err(Stale::Revoked);
+        };
+        if state.epoch != claim.epoch {
+            return Err(Stale::Revoked);
+        }
+        let idx = state
+            .pending
+            .binary_search_by_key(&offset, |&(o, _)| o)
+            .map_err(|_| Stale::Unknown)?;
+        if state.pending[idx].1 {
+            return Err(Stale::Unknown);
+        }
+        state.pending[idx].1 = true;
+        state.in_flight -= 1;
+        if idx == 0 {
+            while state.pending.front().is_some_and(|&(_, done)| done) {
+                state.pending.pop_front();
+            }
+            if !self.dirty.contains(&claim.partition) {
+                self.dirty.push(claim.partition);
+            }
+        }
+        Ok(())
+    }
+
+    /// The offset a restarted consumer should resume `partition` at: every message below
+    /// it is done. `None` when nothing was read under the current claim.
+    pub fn committable(&self, partition: i32) -> Option<i64> {
+        self.partitions
+            .get(&partition)
+            .and_then(|s| s.committable())
+    }
+
+    /// Partitions whose committable offset moved since the last call, with that offset.
+    pub fn take_advanced(&mut self) -> Vec<(i32, i64)> {
+        let mut out = Vec::with_capacity(self.dirty.len());
+        for p in self.dirty.drain(..) {
+            if let Some(state) = self.partitions.get_mut(&p)
+                && let Some(c) = state.committable()
+                && state.reported != Some(c)
+            {
+                state.reported = Some(c);
+                out.push((p, c));
+            }
+        }
+        out
+    }
+
+    /// Messages read and not done on `partition`.
+    pub fn in_flight(&self, partition: i32) -> usize {
+        self.partitions.get(&partition).map_or(0, |s| s.in_flight)
+    }
+
+    /// Messages read and not done, over all partitions.
+    pub fn total_in_flight(&self) -> usize {
+        self.partitions.values().map(|s| s.in_flight).sum()
+    }
+
+    /// Assigned partitions with their committable offsets (those that read anything).
+    pub fn committable_all(&self) -> Vec<(i32, i64)> {
+        let mut v: Vec<(i32, i64)> = self
+            .partitions
+            .iter()
+            .filter_map(|(&p, s)| s.committable().map(|c| (p, c)))
+            .collect();
+        v.sort_unstable();
+        v
+    }
+
+    pub fn assigned(&self) -> impl Iterator<Item = i32> + '_ {
+        self.partitions.keys().copied()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn committable_is_lowest_unfinished_offset() {
+        let mut t = OffsetTracker::new();
+        let c = t.assign(0);
+        for o in 10..15 {
+            assert!(t.begin(c, o));
+        }
+        assert_eq!(t.committable(0), Some(10));
+        t.complete(c, 12).unwrap();
+        t.complete(c, 11).unwrap();
+        // 10 is still running: nothing at or above it may be committed.
+        assert_eq!(t.committable(0), Some(10));
+        assert!(t.take_advanced().is_empty());
+        t.complete(c, 10).unwrap();
+        assert_eq!(t.committable(0), Some(13));
+        assert_eq!(t.take_advanced(), vec![(0, 13)]);
+        t.complete(c, 13).unwrap();
+        t.complete(c, 14).unwrap();
+        // All done: resume one past the last offset read (Kafka's "next offset").
+        assert_eq!(t.committable(0), Some(15));
+        assert_eq!(t.take_advanced(), vec![(0, 15)]);
+        assert_eq!(t.total_in_flight(), 0);
+    }
+
+    #[test]
+    fn gaps_in_offsets_are_fine() {
+        let mut t = OffsetTracker::new();
+        let c = t.assign(1);
+        for o in [3, 7, 8, 20] {
+            t.begin(c, o);
+        }
+        t.complete(c, 3).unwrap();
+        assert_eq!(t.committable(1), Some(7));
+        t.complete(c, 20).unwrap();
+        t.complete(c, 8).unwrap();
+        t.complete(c, 7).unwrap();
+        assert_eq!(t.committable(1), Some(21));
+    }
+
+    #[test]
+    fn completions_of_an_earlier_assignment_are_ignored() {
+        let mut t = OffsetTracker::new();
+        let old = t.assign(0);
+        t.begin(old, 0);
+        t.begin(old, 1);
+        t.complete(old, 0).unwrap();
+        assert_eq!(t.revoke(0), Some(1));
+        assert_eq!(t.complete(old, 1), Err(Stale::Revoked));
+        let new = t.assign(0);
+        assert_ne!(old, new);
+        t.begin(new, 1);
+        // Work read under the old claim finishing now must not move the new claim.
+        assert_eq!(t.complete(old, 1), Err(Stale::Revoked));
+        assert_eq!(t.committable(0), Some(1));
+        t.complete(new, 1).unwrap();
+        assert_eq!(t.committable(0), Some(2));
+    }
+
+    #[test]
+    fn double_and_unknown_completions_are_rejected() {
+        let mut t = OffsetTracker::new();
+        let c = t.assign(0);
+        t.begin(c, 5);
+        t.begin(c, 6);
+        assert_eq!(t.complete(c, 4), Err(Stale::Unknown));
+        t.complete(c, 6).unwrap();
+        assert_eq!(t.complete(c, 6), Err(Stale::Unknown));
+        assert_eq!(t.in_flight(0), 1);
+        // Offsets must not go backwards within one claim.
+        assert!(!t.begin(c, 6));
+    }
+
+    proptest! {
+        /// For any interleaving of completions, the committable offset never passes an
+        /// unfinished message, and once everything is done it is one past the last read.
+        #[test]
+        fn never_passes_an_unfinished_message(
+            gaps in proptest::collection::vec(1i64..4, 1..200),
+            order_seed in any::<u64>(),
+            partitions in 1i32..4,
+        ) {
+            let mut t = OffsetTracker::new();
+            let claims: Vec<Claim> = (0..partitions).map(|p| t.assign(p)).collect();
+            // Offsets with gaps, spread over partitions round-robin.
+            let mut offsets = Vec::new();
+            let mut next = vec![0i64; partitions as usize];
+            for (i, g) in gaps.iter().enumerate() {
+                let p = (i as i32) % partitions;
+                next[p as usize] += g;
+                let o = next[p as usize];
+                prop_assert!(t.begin(claims[p as usize], o));
+                offsets.push((p, o));
+            }
+            // A deterministic shuffle of the completion order.
+            let mut order = offsets.clone();
+            let mut s = order_seed | 1;
+            for i in (1..order.len()).rev() {
+                s ^= s << 13; s ^= s >> 7; s ^= s << 17;
+                order.swap(i, (s % (i as u64 + 1)) as usize);
+            }
+            let mut done = std::collections::HashSet::new();
+            for (p, o) in order {
+                t.complete(claims[p as usize], o).unwrap();
+                done.insert((p, o));
+                for q in 0..partitions {
+                    let c = t.committable(q).unwrap();
+                    // Every offset read below the committable one is done.
+                    for &(pp, oo) in offsets.iter().filter(|&&(pp, _)| pp == q) {
+                        if oo < c {
+                            prop_assert!(done.contains(&(pp, oo)), "p{q} committable {c} passes unfinished {oo}");
+                        }
+                    }
+                }
+                for (q, c) in t.take_advanced() {
+                    prop_assert_eq!(Some(c), t.committable(q));
+                }
+            }
+            for q in 0..partitions {
+                prop_assert_eq!(t.committable(q), Some(next[q as usize] + 1));
+            }
+            prop_assert_eq!(t.total_in_flight(), 0);
+        }
+    }
+}

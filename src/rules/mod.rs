@@ -1,0 +1,215 @@
+//! Clinical rules: what turns an observation into alerts.
+//!
+//! A [`RuleSet`] is loaded once at start-up from `rules.file` and shared read-only by
+//! every worker. Loading validates the whole file and fails with the file, the line and
+//! the rule, so a typo never reaches a ward. Evaluation is a lookup by metric and a
+//! comparison per rule: no allocation, no locks.
+
+mod threshold;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use threshold::{Condition, ThresholdRule};
+
+use crate::alert::Severity;
+use crate::vitals::{Metric, Observation};
+
+/// The rules file shipped in `config/rules.toml`: the NEWS2 red flags.
+pub const DEFAULT_RULES_TOML: &str = include_str!("../../config/rules.toml");
+
+/// A rules file that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct RulesError {
+    pub file: PathBuf,
+    /// 1-based line of the offending rule or syntax error, when known.
+    pub line: Option<usize>,
+    /// The rule's id, or `threshold #N` when it has none.
+    pub rule: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for RulesError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "rules file {}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ", line {line}")?;
+        }
+        if let Some(rule) = &self.rule {
+            write!(f, ", rule `{rule}`")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every rule, indexed by the metric it watches.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<ThresholdRule>,
+    by_metric: [Vec<usize>; Metric::COUNT],
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    #[serde(default)]
+    threshold: Vec<Spanned<RawThreshold>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawThreshold {
+    id: Option<String>,
+    metric: Option<String>,
+    above: Option<f64>,
+    below: Option<f64>,
+    severity: Option<String>,
+}
+
+impl RuleSet {
+    /// Reads and validates a rules file.
+    pub fn load(path: &Path) -> Result<RuleSet, RulesError> {
+        let text = std::fs::read_to_string(path).map_err(|e| RulesError {
+            file: path.to_owned(),
+            line: None,
+            rule: None,
+            message: format!("cannot read it: {e}"),
+        })?;
+        Self::parse(&text, path)
+    }
+
+    /// The shipped NEWS2 red-flag set.
+    pub fn news2_red_flags() -> RuleSet {
+        // The shipped file is validated by a unit test; failing here would be a build defect.
+        Self::parse(DEFAULT_RULES_TOML, Path::new("config/rules.toml"))
+            .unwrap_or_else(|e| panic!("shipped rules are invalid: {e}"))
+    }
+
+    /// Parses rules from TOML text; `file` only names the source in errors.
+    pub fn parse(text: &str, file: &Path) -> Result<RuleSet, RulesError> {
+        let err = |line: Option<usize>, rule: Option<String>, message: String| RulesError {
+            file: file.to_owned(),
+            line,
+            rule,
+            message,
+        };
+        let parsed: RulesFile = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            err(line, None, e.message().trim().to_owned())
+        })?;
+
+        let mut rules = Vec::with_capacity(parsed.threshold.len());
+        for (n, spanned) in parsed.threshold.into_iter().enumerate() {
+            let line = Some(line_of(text, spanned.span().start));
+            let raw = spanned.into_inner();
+            let name = raw
+                .id
+                .clone()
+                .unwrap_or_else(|| format!("threshold #{}", n + 1));
+            let fail = |message: String| err(line, Some(name.clone()), message);
+
+            let id = raw.id.ok_or_else(|| fail("`id` is missing".into()))?;
+            if id.trim().is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(fail(
+                    "`id` must be non-empty, without whitespace or control characters".into(),
+                ));
+            }
+            if rules.iter().any(|r: &ThresholdRule| r.id == id) {
+                return Err(fail("duplicate rule id (ids must be unique)".into()));
+            }
+            let metric_name = raw
+                .metric
+                .ok_or_else(|| fail("`metric` is missing".into()))?;
+            let metric = Metric::from_wire(&metric_name).ok_or_else(|| {
+                fail(format!(
+                    "unknown metric \"{metric_name}\" (known: {})",
+                    Metric::ALL.map(Metric::as_str).join(", ")
+                ))
+            })?;
+            let condition = match (raw.above, raw.below) {
+                (Some(a), None) => Condition::Above(a),
+                (None, Some(b)) => Condition::Below(b),
+                (None, None) => return Err(fail("give one of `above` or `below`".into())),
+                (Some(_), Some(_)) => {
+                    return Err(fail(
+                        "give only one of `above` or `below` (write two rules for a band)".into(),
+                    ));
+                }
+            };
+            if !condition.threshold().is_finite() {
+                return Err(fail("threshold must be a finite number".into()));
+            }
+            let severity_name = raw
+                .severity
+                .ok_or_else(|| fail("`severity` is missing".into()))?;
+            let severity = Severity::from_wire(&severity_name).ok_or_else(|| {
+                fail(format!(
+                    "unknown severity \"{severity_name}\" (use low, medium or high)"
+                ))
+            })?;
+            rules.push(ThresholdRule {
+                id,
+                metric,
+                condition,
+                severity,
+            });
+        }
+        Ok(RuleSet::new(rules))
+    }
+
+    pub fn new(rules: Vec<ThresholdRule>) -> RuleSet {
+        let mut by_metric: [Vec<usize>; Metric::COUNT] = Default::default();
+        for (i, rule) in rules.iter().enumerate() {
+            by_metric[rule.metric.index()].push(i);
+        }
+        RuleSet { rules, by_metric }
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn rules(&self) -> &[ThresholdRule] {
+        &self.rules
+    }
+
+    /// The rules `obs` breaches, in file order.
+    pub fn evaluate<'r>(
+        &'r self,
+        obs: &Observation<'_>,
+    ) -> impl Iterator<Item = &'r ThresholdRule> + 'r {
+        self.evaluate_indexed(obs).map(|(_, r)| r)
+    }
+
+    /// As [`RuleSet::evaluate`], with each rule's index in [`RuleSet::rules`].
+    pub fn evaluate_indexed<'r>(
+        &'r self,
+        obs: &Observation<'_>,
+    ) -> impl Iterator<Item = (usize, &'r ThresholdRule)> + 'r {
+        let value = obs.value;
+        self.by_metric[obs.metric.index()]
+            .iter()
+            .map(|&i| (i, &self.rules[i]))
+            .filter(move |(_, r)| r.condition.fires(value))
+    }
+}
+
+/// 1-based line number of byte offset `at` in `text`.
+fn line_of(text: &str, at: usize) -> usize {
+    let at = at.min(text.len());
+    text.as_bytes()[..at]
+        .iter()
+        .filter(|&&b| b == b'\n')
+        .count()
+        + 1
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,478 @@
+//! Configuration: built-in defaults, then `--config FILE`, then `VITALWATCH_*` variables.
+//!
+//! The defaults are `config/default.toml`, compiled into the binary so that it runs from
+//! any directory. [`Settings::load`] merges the layers, deserialises them into one typed
+//! tree and validates it; every error names the key and the problem, and start-up stops
+//! there rather than running a half-configured service next to patients.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::vitals::DecodeLimits;
+
+/// The shipped defaults.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+/// Environment variable prefix: `VITALWATCH_<SECTION>__<KEY>`.
+pub const ENV_PREFIX: &str = "VITALWATCH";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub kafka: KafkaSettings,
+    pub pipeline: PipelineSettings,
+    pub rules: RulesSettings,
+    pub http: HttpSettings,
+    pub admin: AdminSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    pub bootstrap_servers: String,
+    pub group_id: String,
+    pub input_topic: String,
+    pub alert_topic: String,
+    pub dlq_topic: String,
+    /// librdkafka properties passed through to every client, flattened to dotted names.
+    #[serde(default, deserialize_with = "flatten_client")]
+    pub client: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineSettings {
+    pub workers: usize,
+    pub queue_capacity: usize,
+    pub max_message_bytes: usize,
+    pub max_future_skew_secs: u64,
+    pub shutdown_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesSettings {
+    pub file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+/// Upper bounds that catch a misplaced zero or unit, not tuning limits.
+const MAX_WORKERS: usize = 4096;
+const MAX_QUEUE_CAPACITY: usize = 1 << 20;
+const MAX_MESSAGE_BYTES: usize = 16 << 20;
+
+impl Settings {
+    /// Defaults, then `file` if given, then the process environment.
+    pub fn load(file: Option<&Path>) -> anyhow::Result<Settings> {
+        Self::load_with_env(file, std::env::vars())
+    }
+
+    /// As [`Settings::load`], with the environment given explicitly (tests).
+    pub fn load_with_env(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> anyhow::Result<Settings> {
+        let mut builder = config::Config::builder().add_source(config::File::from_str(
+            DEFAULT_TOML,
+            config::FileFormat::Toml,
+        ));
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            builder = builder
+                .add_source(config::File::from(path.to_owned()).format(config::FileFormat::Toml));
+        }
+        let env: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let source = match file {
+            Some(p) => format!("defaults, {} and VITALWATCH_* variables", p.display()),
+            None => "defaults and VITALWATCH_* variables".to_owned(),
+        };
+        let settings: Settings = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .with_context(|| format!("invalid configuration (from {source})"))?;
+        settings
+            .validate()
+            .with_context(|| format!("invalid configuration (from {source})"))?;
+        Ok(settings)
+    }
+
+    /// Checks every value; the error lists each bad key with its problem.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems: Vec<String> = Vec::new();
+        let mut check = |ok: bool, key: &str, problem: &str| {
+            if !ok {
+                problems.push(format!("{key}: {problem}"));
+            }
+        };
+        let k = &self.kafka;
+        check(
+            !k.bootstrap_servers.trim().is_empty(),
+            "kafka.bootstrap_servers",
+            "must name at least one broker (host:port)",
+        );
+        check(
+            !k.group_id.trim().is_empty(),
+            "kafka.group_id",
+            "must not be empty",
+        );
+        for (key, topic) in [
+            ("kafka.input_topic", &k.input_topic),
+            ("kafka.alert_topic", &k.alert_topic),
+            ("kafka.dlq_topic", &k.dlq_topic),
+        ] {
+            check(
+                valid_topic_name(topic),
+                key,
+                "must be a Kafka topic name: 1-249 characters of a-z A-Z 0-9 . _ -",
+            );
+        }
+        check(
+            k.input_topic != k.alert_topic && k.input_topic != k.dlq_topic,
+            "kafka.input_topic",
+            "must differ from kafka.alert_topic and kafka.dlq_topic (vitalwatch would read its own output)",
+        );
+        let p = &self.pipeline;
+        check(
+            (1..=MAX_WORKERS).contains(&p.workers),
+            "pipeline.workers",
+            &format!("must be between 1 and {MAX_WORKERS}, is {}", p.workers),
+        );
+        check(
+            (1..=MAX_QUEUE_CAPACITY).contains(&p.queue_capacity),
+            "pipeline.queue_capacity",
+            &format!(
+                "must be between 1 and {MAX_QUEUE_CAPACITY}, is {}",
+                p.queue_capacity
+            ),
+        );
+        check(
+            (64..=MAX_MESSAGE_BYTES).contains(&p.max_message_bytes),
+            "pipeline.max_message_bytes",
+            &format!(
+                "must be between 64 and {MAX_MESSAGE_BYTES}, is {}",
+                p.max_message_bytes
+            ),
+        );
+        check(
+            p.shutdown_timeout_secs >= 1,
+            "pipeline.shutdown_timeout_secs",
+            "must be at least 1",
+        );
+        check(
+            !self.rules.file.as_os_str().is_empty(),
+            "rules.file",
+            "must name a rules file",
+        );
+        check(
+            self.http.listen.parse::<SocketAddr>().is_ok(),
+            "http.listen",
+            &format!(
+                "\"{}\" is not an address:port such as 0.0.0.0:9464",
+                self.http.listen
+            ),
+        );
+        check(
+            self.admin.listen.is_empty() || self.admin.listen.parse::<SocketAddr>().is_ok(),
+            "admin.listen",
+            &format!(
+                "\"{}\" is not an address:port such as 127.0.0.1:6060 (or \"\" to disable)",
+                self.admin.listen
+            ),
+        );
+        check(
+            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
+            "log.level",
+            &format!(
+                "\"{}\" is not a level (error, warn, info, debug, trace) or filter directive",
+                self.log.level
+            ),
+        );
+        for key in self.kafka.client.keys() {
+            check(
+                !MANAGED_CLIENT_KEYS.contains(&key.as_str()),
+                &format!("kafka.client.\"{key}\""),
+                "is set by vitalwatch itself for its delivery guarantee and cannot be overridden",
+            );
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("{}", problems.join("; "))
+        }
+    }
+
+    pub fn shutdown_timeout(&self) -> Duration {
+        Duration::from_secs(self.pipeline.shutdown_timeout_secs)
+    }
+
+    pub fn decode_limits(&self) -> DecodeLimits {
+        DecodeLimits {
+            max_message_bytes: self.pipeline.max_message_bytes,
+            max_future_skew_ms: (self
+                .pipeline
+                .max_future_skew_secs
+                .min(i64::MAX as u64 / 1000) as i64)
+                * 1000,
+        }
+    }
+
+    /// The metrics/health listener (validated at load).
+    pub fn http_listen(&self) -> anyhow::Result<SocketAddr> {
+        self.http
+            .listen
+            .parse()
+            .with_context(|| format!("http.listen \"{}\"", self.http.listen))
+    }
+
+    /// The admin (pprof) listener, or `None` when disabled.
+    pub fn admin_listen(&self) -> anyhow::Result<Option<SocketAddr>> {
+        if self.admin.listen.is_empty() {
+            return Ok(None);
+        }
+        self.admin
+            .listen
+            .parse()
+            .map(Some)
+            .with_context(|| format!("admin.listen \"{}\"", self.admin.listen))
+    }
+}
+
+/// librdkafka properties vitalwatch sets itself; overriding them would break
+/// at-least-once delivery, so the passthrough refuses them.
+pub const MANAGED_CLIENT_KEYS: &[&str] = &[
+    "bootstrap.servers",
+    "group.id",
+    "enable.auto.offset.store",
+    "enable.idempotence",
+    "acks",
+    "isolation.level",
+];
+
+fn valid_topic_name(t: &str) -> bool {
+    (1..=249).contains(&t.len())
+        && t != "."
+        && t != ".."
+        && t.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// `[kafka.client]` may be written flat (`"ssl.ca.location" = "..."`) or nested
+/// (`ssl.ca.location = "..."`, which TOML reads as tables); both become dotted names.
+fn flatten_client<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, String>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Node {
+        Str(String),
+        Int(i64),
+        Float(f64),
+        Bool(bool),
+        Table(BTreeMap<String, Node>),
+    }
+    fn walk(prefix: &str, node: Node, out: &mut BTreeMap<String, String>) {
+        let value = match node {
+            Node::Str(s) => s,
+            Node::Int(i) => i.to_string(),
+            Node::Float(f) => f.to_string(),
+            Node::Bool(b) => b.to_string(),
+            Node::Table(t) => {
+                for (k, v) in t {
+                    let key = if prefix.is_empty() {
+                        k
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, v, out);
+                }
+                return;
+            }
+        };
+        out.insert(prefix.to_owned(), value);
+    }
+    let root = Option::<BTreeMap<String, Node>>::deserialize(d)?.unwrap_or_default();
+    let mut out = BTreeMap::new();
+    walk("", Node::Table(root), &mut out);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_load_and_match_the_design() {
+        let s = Settings::load_with_env(None, env(&[])).unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "localhost:9092");
+        assert_eq!(s.kafka.input_topic, "patient-data");
+        assert_eq!(s.kafka.alert_topic, "patient-alerts");
+        assert_eq!(s.kafka.dlq_topic, "patient-data-dlq");
+        assert_eq!(s.pipeline.workers, 8);
+        assert_eq!(s.pipeline.queue_capacity, 1024);
+        assert_eq!(s.shutdown_timeout(), Duration::from_secs(25));
+        assert_eq!(s.log.format, LogFormat::Json);
+        assert_eq!(
+            s.admin_listen().unwrap().unwrap().to_string(),
+            "127.0.0.1:6060"
+        );
+        assert!(s.kafka.client.is_empty());
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:19092"),
+                ("VITALWATCH_PIPELINE__WORKERS", "3"),
+                ("VITALWATCH_ADMIN__LISTEN", ""),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:19092");
+        assert_eq!(s.pipeline.workers, 3);
+        assert_eq!(s.admin_listen().unwrap(), None);
+    }
+
+    #[test]
+    fn zero_workers_is_rejected_naming_the_key() {
+        let err = Settings::load_with_env(None, env(&[("VITALWATCH_PIPELINE__WORKERS", "0")]))
+            .unwrap_err();
+        let msg = format!("{err:#}");
+        assert!(msg.contains("pipeline.workers"), "{msg}");
+        assert!(msg.contains("between 1 and"), "{msg}");
+    }
+
+    #[test]
+    fn each_bad_value_names_its_key() {
+        for (var, value, key) in [
+            (
+                "VITALWATCH_PIPELINE__QUEUE_CAPACITY",
+                "0",
+                "pipeline.queue_capacity",
+            ),
+            ("VITALWATCH_KAFKA__INPUT_TOPIC", "", "kafka.input_topic"),
+            (
+                "VITALWATCH_KAFKA__DLQ_TOPIC",
+                "bad topic",
+                "kafka.dlq_topic",
+            ),
+            ("VITALWATCH_LOG__FORMAT", "xml", "log.format"),
+            (
+                "VITALWATCH_HTTP__LISTEN",
+                "nine-four-six-four",
+                "http.listen",
+            ),
+            ("VITALWATCH_ADMIN__LISTEN", "localhost", "admin.listen"),
+            ("VITALWATCH_PIPELINE__WORKERS", "many", "pipeline.workers"),
+            (
+                "VITALWATCH_PIPELINE__SHUTDOWN_TIMEOUT_SECS",
+                "0",
+                "pipeline.shutdown_timeout_secs",
+            ),
+        ] {
+            let err = Settings::load_with_env(None, env(&[(var, value)])).unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains(key), "{var}={value}: {msg}");
+        }
+    }
+
+    #[test]
+    fn config_file_layers_over_defaults_and_flattens_client_properties() {
+        let dir = std::env::temp_dir().join(format!("vw-settings-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("site.toml");
+        std::fs::write(
+            &path,
+            "[pipeline]\nworkers = 2\n[kafka.client]\nsecurity.protocol = \"ssl\"\n\"ssl.ca.location\" = \"/etc/ca.pem\"\n",
+        )
+        .unwrap();
+        let s = Settings::load_with_env(Some(&path), env(&[])).unwrap();
+        assert_eq!(s.pipeline.workers, 2);
+        assert_eq!(s.pipeline.queue_capacity, 1024);
+        assert_eq!(s.kafka.client["security.protocol"], "ssl");
+        assert_eq!(s.kafka.client["ssl.ca.location"], "/etc/ca.pem");
+    }
+
+    #[test]
+    fn unknown_keys_and_managed_client_keys_are_rejected() {
+        let dir = std::env::temp_dir().join(format!("vw-settings-u-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let typo = dir.join("typo.toml");
+        std::fs::write(&typo, "[pipeline]\nworker = 2\n").unwrap();
+        let msg = format!(
+            "{:#}",
+            Settings::load_with_env(Some(&typo), env(&[])).unwrap_err()
+        );
+        assert!(msg.contains("worker"), "{msg}");
+
+        let managed = dir.join("managed.toml");
+        std::fs::write(
+            &managed,
+            "[kafka.client]\n\"enable.auto.offset.store\" = true\n",
+        )
+        .unwrap();
+        let msg = format!(
+            "{:#}",
+            Settings::load_with_env(Some(&managed), env(&[])).unwrap_err()
+        );
+        assert!(msg.contains("enable.auto.offset.store"), "{msg}");
+
+        let missing = dir.join("nope.toml");
+        let msg = format!(
+            "{:#}",
+            Settings::load_with_env(Some(&missing), env(&[])).unwrap_err()
+        );
+        assert!(msg.contains("nope.toml"), "{msg}");
+    }
+}
