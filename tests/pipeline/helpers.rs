@@ -20,6 +20,16 @@ use vitalwatch::pipeline::{self, Hooks, PipelineConfig, Report, Status};
 use vitalwatch::rules::RuleSet;
 use vitalwatch::vitals::{DecodeLimits, decode};
 
+/// The size limit the pipeline runs with in these tests.
+pub const TEST_MAX_BYTES: usize = 4096;
+
+pub fn test_limits() -> DecodeLimits {
+    DecodeLimits {
+        max_message_bytes: TEST_MAX_BYTES,
+        ..DecodeLimits::default()
+    }
+}
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// A mock cluster with three fresh topics.
@@ -66,7 +76,7 @@ impl Cluster {
             client: BTreeMap::new(),
             workers: 4,
             queue_capacity: 256,
-            limits: DecodeLimits::default(),
+            limits: test_limits(),
             shutdown_timeout: Duration::from_secs(20),
         }
     }
@@ -103,8 +113,8 @@ impl Cluster {
             .expect("reader")
     }
 
-    /// Every message of `topic` from the beginning, in partition order, until `expect`
-    /// messages were read or `timeout` passed.
+    /// Every message of `topic` from the beginning, until at least `expect` messages were
+    /// read and nothing more arrived for half a second, or `timeout` passed.
     pub fn read_all(&self, topic: &str, expect: usize, timeout: Duration) -> Vec<Record> {
         let consumer = self.reader();
         let md = consumer
@@ -113,13 +123,18 @@ impl Cluster {
         let parts = md.topics()[0].partitions().len() as i32;
         let mut tpl = TopicPartitionList::new();
         for p in 0..parts {
-            tpl.add_partition_offset(topic, p, Offset::Beginning).unwrap();
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
         }
         consumer.assign(&tpl).unwrap();
         let deadline = Instant::now() + timeout;
         let mut out = Vec::new();
-        while out.len() < expect && Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+        let mut last = Instant::now();
+        while Instant::now() < deadline
+            && (out.len() < expect || last.elapsed() < Duration::from_millis(500))
+        {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(50)) {
+                last = Instant::now();
                 let mut headers = HashMap::new();
                 if let Some(h) = m.headers() {
                     for hd in h.iter() {
@@ -141,7 +156,7 @@ impl Cluster {
         out
     }
 
-    /// Reads for `quiet` more and returns anything beyond what was expected.
+    /// The alert topic: at least `expect` alerts, and any that follow them.
     pub fn alerts(&self, expect: usize) -> Vec<OwnedAlert> {
         self.read_all(&self.alerts, expect, Duration::from_secs(30))
             .iter()
@@ -205,7 +220,7 @@ pub struct Oracle {
 }
 
 pub fn oracle(cluster: &Cluster, input: &[Record], rules: &RuleSet) -> Oracle {
-    let limits = DecodeLimits::default();
+    let limits = test_limits();
     let now = vitalwatch::pipeline::worker::now_ms();
     let mut o = Oracle {
         alert_ids: BTreeSet::new(),
@@ -265,7 +280,18 @@ impl Running {
     }
 }
 
+/// Shows the pipeline's warnings in test output (`RUST_LOG` overrides).
+pub fn init_logs() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("vitalwatch=info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 pub fn start(config: PipelineConfig, rules: Arc<RuleSet>, mut hooks: Hooks) -> Running {
+    init_logs();
     let shutdown = CancellationToken::new();
     let crash = CancellationToken::new();
     hooks.crash = Some(crash.clone());
@@ -325,7 +351,9 @@ pub fn traffic(n: usize, patients: usize, invalid_every: usize) -> Vec<(String, 
 /// One malformed message per DLQ reason, in turn.
 pub fn invalid_payload(k: usize, patient: &str, now: i64) -> Vec<u8> {
     match k % 10 {
-        0 => vec![b'x'; 70_000], // too_large
+        // too_large (the harness runs with max_message_bytes = TEST_MAX_BYTES; the mock
+        // broker stalls fetches of many 64 KiB+ messages, real brokers do not).
+        0 => vec![b'x'; TEST_MAX_BYTES + 1],
         1 => vec![0xff, 0xfe, b'{', b'}'], // not_utf8
         2 => b"{\"patientId\": ".to_vec(), // invalid_json
         3 => format!(r#"{{"patientId":"{patient}","metric":"spo2","timestamp":{now}}}"#).into_bytes(), // missing_field
