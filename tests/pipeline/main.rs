@@ -537,7 +537,7 @@ async fn graceful_shutdown_drains_queued_work_and_commits() {
         config.clone(),
         rules(),
         rec.hook("first", |w| {
-            w.done.offset.is_multiple_of(8).then_some(Duration::from_millis(1))
+            (w.done.offset % 8 == 0).then_some(Duration::from_millis(1))
         }),
     );
     let queued = |s: &vitalwatch::pipeline::Status| s.counts().consumed as usize - rec.seen().len();
