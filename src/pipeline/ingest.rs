@@ -22,10 +22,10 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::Status;
 use super::offsets::OffsetTracker;
 use super::sink::Done;
 use super::worker::{Work, now_ms};
+use super::{Status, WorkerProbe};
 use crate::metrics::{self as m, PipelineMetrics, RebalanceEvent};
 use crate::vitals::{DecodeError, DecodeLimits, Observation, decode};
 
@@ -51,14 +51,21 @@ pub struct Outbox<T> {
     tx: Option<mpsc::Sender<Vec<T>>>,
     batch: Vec<T>,
     max_batch: usize,
+    /// The receiving worker's queue counter, when the receiver is a worker.
+    probe: Option<Arc<WorkerProbe>>,
 }
 
 impl<T> Outbox<T> {
-    pub fn new(tx: mpsc::Sender<Vec<T>>, max_batch: usize) -> Self {
+    pub fn new(
+        tx: mpsc::Sender<Vec<T>>,
+        max_batch: usize,
+        probe: Option<Arc<WorkerProbe>>,
+    ) -> Self {
         Outbox {
             tx: Some(tx),
             batch: Vec::with_capacity(max_batch),
             max_batch,
+            probe,
         }
     }
 
@@ -75,8 +82,14 @@ impl<T> Outbox<T> {
             return false;
         };
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_batch));
+        let n = batch.len();
         match tx.try_send(batch) {
-            Ok(()) => true,
+            Ok(()) => {
+                if let Some(probe) = &self.probe {
+                    probe.enqueued(n);
+                }
+                true
+            }
             Err(TrySendError::Full(batch)) | Err(TrySendError::Closed(batch)) => {
                 self.batch = batch;
                 false
@@ -284,6 +297,9 @@ impl IngestState {
             return;
         }
         self.last_store = Instant::now();
+        self.metrics
+            .inflight
+            .set(self.tracker.total_in_flight() as f64);
         let advanced = self.tracker.take_advanced();
         if advanced.is_empty() {
             return;

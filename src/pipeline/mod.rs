@@ -132,8 +132,37 @@ pub struct Status {
     assigned: AtomicUsize,
     running: AtomicBool,
     ingest_beat_ms: AtomicU64,
-    worker_beat_ms: AtomicU64,
+    workers: OnceLock<Vec<Arc<WorkerProbe>>>,
     sinks: OnceLock<(Arc<SinkHealth>, Arc<SinkHealth>)>,
+}
+
+/// What ingest and one worker share about that worker's queue.
+#[derive(Debug, Default)]
+pub struct WorkerProbe {
+    /// Messages handed to the worker and not yet evaluated.
+    queued: AtomicUsize,
+    /// [`Status`] clock (ms) when the worker last finished a batch.
+    beat_ms: AtomicU64,
+}
+
+impl WorkerProbe {
+    pub(crate) fn enqueued(&self, n: usize) {
+        self.queued.fetch_add(n, Ordering::Relaxed);
+    }
+    /// Marks the worker alive (it just took a batch).
+    pub(crate) fn beat(&self, now_ms: u64) {
+        self.beat_ms.store(now_ms, Ordering::Relaxed);
+    }
+    /// Marks `n` messages evaluated; returns how many are still queued.
+    pub(crate) fn evaluated(&self, n: usize, now_ms: u64) -> usize {
+        self.beat_ms.store(now_ms, Ordering::Relaxed);
+        self.queued
+            .fetch_sub(n, Ordering::Relaxed)
+            .saturating_sub(n)
+    }
+    pub fn queued(&self) -> usize {
+        self.queued.load(Ordering::Relaxed)
+    }
 }
 
 impl Default for Status {
@@ -147,7 +176,7 @@ impl Default for Status {
             assigned: AtomicUsize::new(0),
             running: AtomicBool::new(false),
             ingest_beat_ms: AtomicU64::new(0),
-            worker_beat_ms: AtomicU64::new(0),
+            workers: OnceLock::new(),
             sinks: OnceLock::new(),
         }
     }
@@ -171,7 +200,7 @@ impl Status {
         Arc::new(Status::default())
     }
 
-    fn ms(&self) -> u64 {
+    pub(crate) fn ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
 
@@ -193,8 +222,12 @@ impl Status {
     pub(crate) fn ingest_beat(&self) {
         self.ingest_beat_ms.store(self.ms(), Ordering::Relaxed);
     }
-    pub(crate) fn worker_beat(&self) {
-        self.worker_beat_ms.store(self.ms(), Ordering::Relaxed);
+
+    /// Messages waiting in worker queues, over all workers.
+    pub fn queued(&self) -> usize {
+        self.workers
+            .get()
+            .map_or(0, |w| w.iter().map(|p| p.queued()).sum())
     }
 
     pub fn counts(&self) -> Counts {
@@ -230,14 +263,25 @@ impl Status {
     }
 
     /// Live: the ingest loop turned within `stall` (it turns at least every 100 ms, also
-    /// while the broker is unreachable or partitions are paused).
+    /// while the broker is unreachable or partitions are paused), and no worker with a
+    /// non-empty queue has gone `stall` without finishing a batch. Never depends on the
+    /// broker.
     pub fn liveness(&self, stall: Duration) -> Result<(), &'static str> {
         if !self.running.load(Ordering::Relaxed) {
             return Ok(());
         }
-        let last = self.ingest_beat_ms.load(Ordering::Relaxed);
-        if self.ms().saturating_sub(last) > stall.as_millis() as u64 {
+        let now = self.ms();
+        let stall = stall.as_millis() as u64;
+        if now.saturating_sub(self.ingest_beat_ms.load(Ordering::Relaxed)) > stall {
             return Err("ingest loop stalled");
+        }
+        let stuck = self.workers.get().is_some_and(|w| {
+            w.iter().any(|p| {
+                p.queued() > 0 && now.saturating_sub(p.beat_ms.load(Ordering::Relaxed)) > stall
+            })
+        });
+        if stuck {
+            return Err("a worker stopped making progress");
         }
         Ok(())
     }
@@ -285,12 +329,16 @@ pub async fn run(
         hooks.clone(),
     ));
     let (batch, slots) = config.batch_and_slots();
+    let probes: Vec<Arc<WorkerProbe>> = (0..config.workers)
+        .map(|_| Arc::new(WorkerProbe::default()))
+        .collect();
+    let _ = status.workers.set(probes.clone());
     let mut outboxes = Vec::with_capacity(config.workers);
     let mut tasks = Vec::with_capacity(config.workers + 1);
-    for i in 0..config.workers {
+    for (i, probe) in probes.into_iter().enumerate() {
         let (tx, rx) = mpsc::channel(slots);
-        outboxes.push(Outbox::new(tx, batch));
-        tasks.push(tokio::spawn(worker::run(i, rx, shared.clone())));
+        outboxes.push(Outbox::new(tx, batch, Some(probe.clone())));
+        tasks.push(tokio::spawn(worker::run(i, rx, shared.clone(), probe)));
     }
     drop(shared);
     let (dlq_tx, dlq_rx) = mpsc::channel(slots);
@@ -298,7 +346,7 @@ pub async fn run(
 
     let context = IngestContext::new(
         outboxes,
-        Outbox::new(dlq_tx, batch),
+        Outbox::new(dlq_tx, batch, None),
         done_rx,
         metrics,
         config.limits,

@@ -13,7 +13,7 @@ use tokio::sync::mpsc;
 
 use super::offsets::Claim;
 use super::sink::{Done, DoneTx, Sink, Ticket};
-use super::{Hooks, Status};
+use super::{Hooks, Status, WorkerProbe};
 use crate::alert::{Alert, Source, alert_id};
 use crate::metrics::{self as m, PipelineMetrics};
 use crate::rules::RuleSet;
@@ -73,12 +73,18 @@ impl WorkerShared {
     }
 }
 
-pub async fn run(index: usize, mut rx: mpsc::Receiver<Vec<Work>>, shared: Arc<WorkerShared>) {
+pub async fn run(
+    index: usize,
+    mut rx: mpsc::Receiver<Vec<Work>>,
+    shared: Arc<WorkerShared>,
+    probe: Arc<WorkerProbe>,
+) {
     let depth = m::worker_queue_depth(index);
     let mut buf = Vec::with_capacity(512);
     let mut fired = Vec::new();
     while let Some(batch) = rx.recv().await {
-        depth.set(rx.len() as f64);
+        let n = batch.len();
+        probe.beat(shared.status.ms());
         for work in batch {
             if let Some(hook) = &shared.hooks.before_evaluate
                 && let Some(delay) = hook(&work)
@@ -87,7 +93,8 @@ pub async fn run(index: usize, mut rx: mpsc::Receiver<Vec<Work>>, shared: Arc<Wo
             }
             evaluate(&shared, work, &mut fired, &mut buf).await;
         }
-        shared.status.worker_beat();
+        let left = probe.evaluated(n, shared.status.ms());
+        depth.set(left as f64);
     }
 }
 

@@ -223,6 +223,8 @@ async fn crash_loses_nothing_and_redoes_only_the_uncommitted_window() {
     let group = "crash";
     let mut config = cluster.config(group);
     fast_group_timeouts(&mut config);
+    // Room for everything behind the stuck message, so the rest of the input is read.
+    config.queue_capacity = 4_096;
 
     // Offset 5 of partition 0 hangs; everything after it finishes.
     let rec = Arc::new(Recorder::default());
