@@ -53,7 +53,7 @@ pub struct Source<'a> {
 /// The deterministic id of the alert that `rule_id` raised for the observation at
 /// `source`: 128 bits of XXH3 over the four parts, as 32 hex digits.
 pub fn alert_id(source: &Source<'_>, rule_id: &str) -> AlertId {
-    let mut buf = Vec::with_capacity(source.topic.len() + rule_id.len() + 14);
+    let mut buf = Vec::with_capacity(4 + source.topic.len() + 4 + 8 + rule_id.len());
     // Length-prefix the variable parts so that ("ab", "c") and ("a", "bc") differ.
     buf.extend_from_slice(&(source.topic.len() as u32).to_le_bytes());
     buf.extend_from_slice(source.topic.as_bytes());
@@ -159,7 +159,62 @@ mod tests {
         );
     }
 
-    const STABLE_ID: &str = "8df0b5b1b4b0a3ab0e5b7f7b7d2a0b51";
+    /// `alert_id` of patient-data/3@12345 for heart_rate_high, as every release computes it.
+    const STABLE_ID: &str = "fba55588450ab944eaf7fe21183f1b53";
+
+    #[test]
+    fn alert_id_is_xxh3_128_of_the_documented_layout() {
+        // The layout, spelled out independently of `alert_id`: u32 LE topic length, topic
+        // bytes, i32 LE partition, i64 LE offset, rule id bytes.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&12u32.to_le_bytes());
+        bytes.extend_from_slice(b"patient-data");
+        bytes.extend_from_slice(&3i32.to_le_bytes());
+        bytes.extend_from_slice(&12345i64.to_le_bytes());
+        bytes.extend_from_slice(b"heart_rate_high");
+        let id = alert_id(&src(12345), "heart_rate_high");
+        assert_eq!(id.0, xxhash_rust::xxh3::xxh3_128(&bytes));
+        assert_eq!(format!("{:032x}", id.0), STABLE_ID);
+    }
+
+    #[test]
+    fn alert_id_displays_as_32_lowercase_hex_digits() {
+        assert_eq!(AlertId(1).to_string(), format!("{}1", "0".repeat(31)));
+        assert_eq!(AlertId(u128::MAX).to_string(), "f".repeat(32));
+        assert_eq!(
+            serde_json::to_string(&AlertId(0xAB)).unwrap(),
+            format!("\"{}ab\"", "0".repeat(30))
+        );
+        for offset in [0, 1, 12345, i64::MAX] {
+            let shown = alert_id(&src(offset), "spo2_low").to_string();
+            assert_eq!(shown.len(), 32);
+            assert!(
+                shown
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)),
+                "{shown}"
+            );
+        }
+    }
+
+    #[test]
+    fn topic_and_rule_bytes_cannot_be_traded() {
+        let ab_c = alert_id(
+            &Source {
+                topic: "ab",
+                ..src(1)
+            },
+            "c",
+        );
+        let a_bc = alert_id(
+            &Source {
+                topic: "a",
+                ..src(1)
+            },
+            "bc",
+        );
+        assert_ne!(ab_c, a_bc);
+    }
 
     #[test]
     fn alert_id_differs_per_rule_offset_partition_and_topic() {

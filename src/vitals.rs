@@ -6,6 +6,10 @@
 //! `serde_json::Value`) or a [`DecodeError`] whose variant is the DLQ reason code.
 //! Error messages never echo the payload: they name the field and the rule only, because
 //! the payload is patient data and the message ends up in a header operators read.
+//!
+//! Beyond the contract's field rules: a known field given twice is `invalid_json` (which
+//! copy is the reading?), and an optional field (`unit`, `deviceId`, `siteId`) given as
+//! `null` counts as absent, as many JSON encoders write it.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -272,18 +276,33 @@ pub fn decode<'a>(
     let mut de = serde_json::Deserializer::from_str(text);
     let raw = match de.deserialize_map(ObservationVisitor) {
         Ok(raw) => raw,
-        Err(e) => return Err(json_error(&e)),
+        Err(e) => return Err(json_error(&e, text)),
     };
-    de.end().map_err(|e| json_error(&e))?;
+    de.end().map_err(|e| json_error(&e, text))?;
     raw?.validate(limits, now_ms)
 }
 
-fn json_error(e: &serde_json::Error) -> DecodeError {
+fn json_error(e: &serde_json::Error, text: &str) -> DecodeError {
     // serde_json's syntax errors say what was expected and where; they never quote input.
-    // Our visitors produce no data errors, so every error here is about the JSON itself
-    // (syntax, nesting depth, a number too large for f64, a top level that is no object).
+    // Our visitors produce no data errors, so the only data error is a top level that is no
+    // object, and serde_json's text for it quotes the value ("invalid type: string
+    // \"P-000123\""): name the kind of value instead, never the value.
     let detail = match e.classify() {
-        serde_json::error::Category::Data => format!("top level must be a JSON object ({e})"),
+        serde_json::error::Category::Data => {
+            let found = match text.trim_start().as_bytes().first() {
+                Some(b'"') => "a string",
+                Some(b'[') => "an array",
+                Some(b't' | b'f') => "a boolean",
+                Some(b'n') => "null",
+                Some(b'-' | b'0'..=b'9') => "a number",
+                _ => "another value",
+            };
+            format!(
+                "top level must be a JSON object, found {found} at line {} column {}",
+                e.line(),
+                e.column()
+            )
+        }
         _ => e.to_string(),
     };
     DecodeError::InvalidJson { detail }
@@ -513,6 +532,9 @@ impl<'de> Visitor<'de> for ObservationVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
         let mut raw = RawObservation::default();
+        // One bit per `Field`: a known field given twice is ambiguous (which one is the
+        // reading?), so it is rejected rather than resolved by taking the first or last.
+        let mut seen: u8 = 0;
         let mut first_error: Option<DecodeError> = None;
         while let Some(key) = map.next_key::<Key>()? {
             let field = match key {
@@ -531,6 +553,14 @@ impl<'de> Visitor<'de> for ObservationVisitor {
             if first_error.is_some() {
                 continue;
             }
+            let bit = 1u8 << (field as u8);
+            if seen & bit != 0 {
+                first_error = Some(DecodeError::InvalidJson {
+                    detail: format!("field `{field}` appears more than once"),
+                });
+                continue;
+            }
+            seen |= bit;
             if let Err(e) = raw.set(field, want, parsed) {
                 first_error = Some(e);
             }
@@ -551,6 +581,13 @@ impl<'a> RawObservation<'a> {
     ) -> Result<(), DecodeError> {
         let scalar = match parsed {
             Typed::Ok(s) => s,
+            // Many JSON encoders write an absent optional field as null; that is absence,
+            // not a malformed reading, and must not send a good vital sign to the DLQ.
+            Typed::Wrong(Kind::Null)
+                if matches!(field, Field::Unit | Field::DeviceId | Field::SiteId) =>
+            {
+                return Ok(());
+            }
             Typed::Wrong(kind) => {
                 return Err(DecodeError::WrongType {
                     field,
@@ -563,37 +600,1301 @@ impl<'a> RawObservation<'a> {
                 });
             }
         };
-        let duplicate = || DecodeError::InvalidJson {
-            detail: format!("field `{field}` appears more than once"),
-        };
         match (field, scalar) {
-            (Field::Value, Scalar::Num(v)) => put(&mut self.value, v).map_err(|_| duplicate()),
-            (Field::Timestamp, Scalar::Int(t)) => {
-                put(&mut self.timestamp, t).map_err(|_| duplicate())
-            }
-            (Field::PatientId, Scalar::Str(s)) => {
-                put(&mut self.patient_id, s).map_err(|_| duplicate())
-            }
-            (Field::Metric, Scalar::Str(s)) => put(&mut self.metric, s).map_err(|_| duplicate()),
-            (Field::Unit, Scalar::Str(s)) => put(&mut self.unit, s).map_err(|_| duplicate()),
-            (Field::DeviceId, Scalar::Str(s)) => {
-                put(&mut self.device_id, s).map_err(|_| duplicate())
-            }
-            (Field::SiteId, Scalar::Str(s)) => put(&mut self.site_id, s).map_err(|_| duplicate()),
+            (Field::Value, Scalar::Num(v)) => self.value = Some(v),
+            (Field::Timestamp, Scalar::Int(t)) => self.timestamp = Some(t),
+            (Field::PatientId, Scalar::Str(s)) => self.patient_id = Some(s),
+            (Field::Metric, Scalar::Str(s)) => self.metric = Some(s),
+            (Field::Unit, Scalar::Str(s)) => self.unit = Some(s),
+            (Field::DeviceId, Scalar::Str(s)) => self.device_id = Some(s),
+            (Field::SiteId, Scalar::Str(s)) => self.site_id = Some(s),
             // `Want` is chosen from the field, so a scalar of another shape cannot occur.
-            _ => Err(DecodeError::WrongType {
-                field,
-                expected: "another type",
-                found: "an unexpected value",
-            }),
+            _ => {
+                return Err(DecodeError::WrongType {
+                    field,
+                    expected: "another type",
+                    found: "an unexpected value",
+                });
+            }
         }
+        Ok(())
     }
 }
 
-fn put<T>(slot: &mut Option<T>, v: T) -> Result<(), ()> {
-    if slot.is_some() {
-        return Err(());
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// 2025-11-22T08:00:00Z, the wall clock of every test.
+    const NOW: i64 = 1_763_798_400_000;
+    /// `DecodeLimits::default().max_future_skew_ms`.
+    const SKEW: i64 = 300_000;
+    /// Payload values that no error message may repeat.
+    const SECRET_PATIENT: &str = "PID-SECRET-7731";
+    const SECRET_VALUE: &str = "128.25";
+
+    /// The fields of a valid observation, as raw JSON values.
+    const VALID: [(&str, &str); 4] = [
+        ("patientId", "\"PID-SECRET-7731\""),
+        ("metric", "\"heart_rate\""),
+        ("value", "128.25"),
+        ("timestamp", "1763798400000"),
+    ];
+
+    fn limits() -> DecodeLimits {
+        DecodeLimits::default()
     }
-    *slot = Some(v);
-    Ok(())
+
+    fn dec(payload: &str) -> Result<Observation<'_>, DecodeError> {
+        decode(payload.as_bytes(), &limits(), NOW)
+    }
+
+    fn render(fields: &[(String, String)]) -> String {
+        let body: Vec<String> = fields.iter().map(|(k, v)| format!("\"{k}\":{v}")).collect();
+        format!("{{{}}}", body.join(","))
+    }
+
+    fn valid_fields() -> Vec<(String, String)> {
+        VALID
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A valid observation with each `(key, raw JSON)` replacing a field or appended.
+    fn with_all(changes: &[(&str, &str)]) -> String {
+        let mut fields = valid_fields();
+        for (k, v) in changes {
+            match fields.iter_mut().find(|(key, _)| key == k) {
+                Some(slot) => slot.1 = v.to_string(),
+                None => fields.push((k.to_string(), v.to_string())),
+            }
+        }
+        render(&fields)
+    }
+
+    fn with(key: &str, value: &str) -> String {
+        with_all(&[(key, value)])
+    }
+
+    fn without(key: &str) -> String {
+        let fields: Vec<_> = valid_fields()
+            .into_iter()
+            .filter(|(k, _)| k != key)
+            .collect();
+        render(&fields)
+    }
+
+    /// `text` with the first `marker` replaced by raw (possibly non-UTF-8) bytes.
+    fn splice(text: &str, marker: &str, bytes: &[u8]) -> Vec<u8> {
+        let at = text.find(marker).expect("marker in text");
+        let mut out = text.as_bytes()[..at].to_vec();
+        out.extend_from_slice(bytes);
+        out.extend_from_slice(&text.as_bytes()[at + marker.len()..]);
+        out
+    }
+
+    /// A JSON string literal of `s`.
+    fn lit(s: &str) -> String {
+        serde_json::to_string(s).unwrap()
+    }
+
+    /// Every rejected input: (name, payload, reason, payload values the message must not
+    /// repeat besides the valid base fields').
+    fn rejected() -> Vec<(String, Vec<u8>, &'static str, Vec<String>)> {
+        let mut cases: Vec<(String, Vec<u8>, &'static str, Vec<String>)> = Vec::new();
+        let mut add = |name: &str, payload: Vec<u8>, reason: &'static str, secrets: &[&str]| {
+            cases.push((
+                name.to_owned(),
+                payload,
+                reason,
+                secrets.iter().map(|s| s.to_string()).collect(),
+            ));
+        };
+        let s = |t: String| t.into_bytes();
+
+        // too_large: one byte over pipeline.max_message_bytes (padding in an ignored field).
+        let base = with("pad", "\"\"");
+        let over = limits().max_message_bytes + 1 - base.len();
+        add(
+            "one byte over the limit",
+            s(with("pad", &format!("\"{}\"", "x".repeat(over)))),
+            "too_large",
+            &[],
+        );
+        add(
+            "invalid UTF-8 and too large: size is checked first",
+            splice(
+                &with("pad", &format!("\"{}\"", "x".repeat(over))),
+                "xx",
+                &[0xff, 0xff],
+            ),
+            "too_large",
+            &[],
+        );
+
+        // not_utf8
+        let dev = with("deviceId", "\"dev-XX\"");
+        add("0xFF byte", splice(&dev, "XX", &[0xff]), "not_utf8", &[]);
+        add(
+            "overlong '/'",
+            splice(&dev, "XX", &[0xc0, 0xaf]),
+            "not_utf8",
+            &[],
+        );
+        add(
+            "UTF-8 encoded surrogate U+D800",
+            splice(&dev, "XX", &[0xed, 0xa0, 0x80]),
+            "not_utf8",
+            &[],
+        );
+        add(
+            "Latin-1 e-acute in patientId",
+            splice(&with("patientId", "\"P-XX\""), "XX", &[0xe9]),
+            "not_utf8",
+            &[],
+        );
+        let mut truncated = dev.as_bytes()[..dev.len() - 1].to_vec();
+        truncated.extend_from_slice(&[0xe2, 0x82]);
+        add(
+            "truncated multi-byte sequence at the end",
+            truncated,
+            "not_utf8",
+            &[],
+        );
+        let mut utf16 = vec![0xff, 0xfe];
+        for unit in with_all(&[]).encode_utf16() {
+            utf16.extend_from_slice(&unit.to_le_bytes());
+        }
+        add("UTF-16LE with BOM", utf16, "not_utf8", &[]);
+
+        // invalid_json: syntax
+        let valid = with_all(&[]);
+        add("empty payload", vec![], "invalid_json", &[]);
+        add("whitespace only", s(" \n\t ".into()), "invalid_json", &[]);
+        add("lone brace", s("{".into()), "invalid_json", &[]);
+        add(
+            "truncated object",
+            s(valid[..valid.len() - 1].to_string()),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "trailing garbage",
+            s(format!("{valid}x")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "two objects",
+            s(format!("{valid}{valid}")),
+            "invalid_json",
+            &[],
+        );
+        add("trailing NUL", s(format!("{valid}\0")), "invalid_json", &[]);
+        add(
+            "UTF-8 BOM",
+            s(format!("\u{feff}{valid}")),
+            "invalid_json",
+            &[],
+        );
+        add("NaN literal", s(with("value", "NaN")), "invalid_json", &[]);
+        add(
+            "Infinity literal",
+            s(with("value", "Infinity")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "-Infinity literal",
+            s(with("value", "-Infinity")),
+            "invalid_json",
+            &[],
+        );
+        add("1e400", s(with("value", "1e400")), "invalid_json", &[]);
+        add("-1e400", s(with("value", "-1e400")), "invalid_json", &[]);
+        add("hex number", s(with("value", "0x80")), "invalid_json", &[]);
+        add(
+            "leading zero",
+            s(with("value", "0128")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "leading plus",
+            s(with("value", "+128")),
+            "invalid_json",
+            &[],
+        );
+        add("leading dot", s(with("value", ".5")), "invalid_json", &[]);
+        add(
+            "trailing dot",
+            s(with("value", "128.")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "lone leading surrogate",
+            s(with("patientId", r#""P-\ud800""#)),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "lone trailing surrogate",
+            s(with("patientId", r#""P-\udc00""#)),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "leading surrogate then a letter",
+            s(with("patientId", r#""P-\ud800\u0041""#)),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "invalid escape",
+            s(with("patientId", r#""P-\x41""#)),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "raw tab inside a string",
+            s(with("patientId", "\"P-\t1\"")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "single quotes",
+            s(valid.replace('"', "'")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "trailing comma",
+            s(format!("{},}}", &valid[..valid.len() - 1])),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "comment",
+            s(format!("{valid} // reading")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "unquoted key",
+            s(valid.replacen("\"metric\"", "metric", 1)),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "unclosed deep nesting",
+            s(format!("{{\"x\":{}", "[".repeat(10_000))),
+            "invalid_json",
+            &[],
+        );
+        // invalid_json: ambiguous objects
+        for (key, dup) in [
+            ("patientId", "\"PID-SECRET-7732\""),
+            ("metric", "\"spo2\""),
+            ("value", "64.5"),
+            ("timestamp", "1763798400001"),
+            ("unit", "\"/min\""),
+            ("deviceId", "\"dev-SECRET\""),
+            ("siteId", "\"site-SECRET\""),
+        ] {
+            let mut fields = valid_fields();
+            fields.push(("unit".into(), "\"/min\"".into()));
+            fields.push(("deviceId".into(), "\"dev-SECRET\"".into()));
+            fields.push(("siteId".into(), "\"site-SECRET\"".into()));
+            fields.push((key.into(), dup.into()));
+            add(
+                &format!("duplicate {key}"),
+                s(render(&fields)),
+                "invalid_json",
+                &["PID-SECRET-7732", "64.5", "dev-SECRET", "site-SECRET"],
+            );
+        }
+        add(
+            "duplicate null optional field",
+            s(with_all(&[("unit", "null")]).replace('}', ",\"unit\":\"/min\"}")),
+            "invalid_json",
+            &[],
+        );
+        // invalid_json: top level is not an object
+        add(
+            "top-level array",
+            s(format!("[{valid}]")),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "top-level string",
+            s(lit(SECRET_PATIENT)),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "top-level number",
+            s(SECRET_VALUE.into()),
+            "invalid_json",
+            &[],
+        );
+        add(
+            "top-level integer",
+            s("-7731".into()),
+            "invalid_json",
+            &["7731"],
+        );
+        add("top-level true", s("true".into()), "invalid_json", &[]);
+        add("top-level null", s("null".into()), "invalid_json", &[]);
+        add(
+            "top-level deep array",
+            s(format!("{}{}", "[".repeat(10_000), "]".repeat(10_000))),
+            "invalid_json",
+            &[],
+        );
+
+        // missing_field
+        for key in ["patientId", "metric", "value", "timestamp"] {
+            add(
+                &format!("missing {key}"),
+                s(without(key)),
+                "missing_field",
+                &[],
+            );
+        }
+        add("empty object", s("{}".into()), "missing_field", &[]);
+        add(
+            "key in the wrong case",
+            s(valid.replace("\"patientId\"", "\"PatientId\"")),
+            "missing_field",
+            &[],
+        );
+
+        // wrong_type
+        for (key, value) in [
+            ("value", "\"128.25\""),
+            ("value", "null"),
+            ("value", "true"),
+            ("value", "[128.25]"),
+            ("value", "{\"v\":128.25}"),
+            ("timestamp", "1763798400000.0"),
+            ("timestamp", "1.7637984e12"),
+            ("timestamp", "\"1763798400000\""),
+            ("timestamp", "null"),
+            ("patientId", "7731"),
+            ("patientId", "null"),
+            ("patientId", "[\"PID-SECRET-7731\"]"),
+            ("metric", "1"),
+            ("metric", "null"),
+            ("metric", "{\"name\":\"heart_rate\"}"),
+            ("unit", "7731"),
+            ("unit", "false"),
+            ("deviceId", "7731"),
+            ("deviceId", "{}"),
+            ("siteId", "[]"),
+        ] {
+            add(
+                &format!("{key} = {value}"),
+                s(with(key, value)),
+                "wrong_type",
+                &["7731"],
+            );
+        }
+
+        // unknown_metric
+        for metric in [
+            "heart_rate_SECRET",
+            "HEART_RATE",
+            "Heart_Rate",
+            "",
+            " heart_rate",
+            "heart_rate ",
+            "pulse",
+            "heart_rate\u{0}",
+            "heart\u{2010}rate",
+        ] {
+            add(
+                &format!("metric {metric:?}"),
+                s(with("metric", &lit(metric))),
+                "unknown_metric",
+                &["SECRET"],
+            );
+        }
+
+        // out_of_range
+        for (metric, value) in [
+            ("heart_rate", "300.01"),
+            ("heart_rate", "-0.01"),
+            ("heart_rate", "-1e-300"),
+            ("heart_rate", "1e308"),
+            ("respiratory_rate", "100.001"),
+            ("respiratory_rate", "-1"),
+            ("spo2", "100.5"),
+            ("spo2", "-1"),
+            ("systolic_bp", "300.5"),
+            ("systolic_bp", "-7731"),
+            ("diastolic_bp", "301"),
+            ("diastolic_bp", "-0.5"),
+            ("temperature", "24.9"),
+            ("temperature", "45.01"),
+            ("temperature", "98.6"),
+            ("temperature", "0"),
+        ] {
+            add(
+                &format!("{metric} {value}"),
+                s(with_all(&[("metric", &lit(metric)), ("value", value)])),
+                "out_of_range",
+                &[value],
+            );
+        }
+
+        // bad_timestamp
+        for ts in [
+            MIN_TIMESTAMP_MS - 1,
+            0,
+            -1,
+            i64::MIN,
+            // Seconds instead of milliseconds: 1970-01-21.
+            NOW / 1000,
+            NOW + SKEW + 1,
+            // Microseconds instead of milliseconds.
+            NOW * 1000,
+            i64::MAX,
+        ] {
+            add(
+                &format!("timestamp {ts}"),
+                s(with("timestamp", &ts.to_string())),
+                "bad_timestamp",
+                &[&ts.to_string()],
+            );
+        }
+        add(
+            "timestamp u64::MAX",
+            s(with("timestamp", &u64::MAX.to_string())),
+            "bad_timestamp",
+            &[&u64::MAX.to_string()],
+        );
+
+        // bad_patient_id
+        let too_long = "P".repeat(MAX_PATIENT_ID_BYTES + 1);
+        for id in [
+            "",
+            too_long.as_str(),
+            "PID SECRET",
+            " PID-SECRET",
+            "PID-SECRET ",
+            "PID\tSECRET",
+            "PID\nSECRET",
+            "PID-SECRET\u{0}",
+            "PID-SECRET\u{7f}",
+            "PID-SECR\u{e9}T",
+            "PID\u{a0}SECRET",
+            "PID\u{200b}SECRET",
+            "PID-SECRET-\u{1f600}",
+        ] {
+            add(
+                &format!("patientId {id:?}"),
+                s(with("patientId", &lit(id))),
+                "bad_patient_id",
+                &["SECRET"],
+            );
+        }
+        add(
+            "patientId escaped control character",
+            s(with("patientId", r#""PID-SECRET\u0001""#)),
+            "bad_patient_id",
+            &["SECRET"],
+        );
+        add(
+            "patientId 129 bytes of multi-byte characters",
+            s(with("patientId", &lit(&"\u{e9}".repeat(64)))),
+            "bad_patient_id",
+            &[],
+        );
+
+        // bad_unit
+        for (metric, unit) in [
+            ("heart_rate", "bpm"),
+            ("heart_rate", "%"),
+            ("heart_rate", ""),
+            ("heart_rate", "/MIN"),
+            ("heart_rate", "/min "),
+            ("respiratory_rate", "mmHg"),
+            ("spo2", "/min"),
+            ("systolic_bp", "mmhg"),
+            ("diastolic_bp", "kPa"),
+            ("temperature", "\u{b0}C"),
+            ("temperature", "C"),
+            ("temperature", "cel"),
+            ("temperature", "[degF]"),
+        ] {
+            let value = if metric == "temperature" { "37" } else { "80" };
+            add(
+                &format!("{metric} in {unit:?}"),
+                s(with_all(&[
+                    ("metric", &lit(metric)),
+                    ("value", value),
+                    ("unit", &lit(unit)),
+                ])),
+                "bad_unit",
+                &["bpm", "kPa", "degF", "\u{b0}"],
+            );
+        }
+        cases
+    }
+
+    #[test]
+    fn every_reason_code_has_a_rejected_case() {
+        let covered: std::collections::BTreeSet<&str> =
+            rejected().iter().map(|(_, _, reason, _)| *reason).collect();
+        let all: std::collections::BTreeSet<&str> = DecodeError::REASONS.into_iter().collect();
+        assert_eq!(covered, all);
+    }
+
+    #[test]
+    fn rejected_inputs_get_their_reason_code() {
+        let mut wrong = Vec::new();
+        for (name, payload, reason, _) in rejected() {
+            match decode(&payload, &limits(), NOW) {
+                Ok(obs) => wrong.push(format!("{name}: accepted as {obs:?}")),
+                Err(e) if e.reason() != reason => {
+                    wrong.push(format!("{name}: {} ({e}), expected {reason}", e.reason()))
+                }
+                Err(_) => {}
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn error_messages_never_echo_the_payload() {
+        for (name, payload, _, secrets) in rejected() {
+            let msg = decode(&payload, &limits(), NOW).unwrap_err().to_string();
+            assert!(!msg.is_empty(), "{name}");
+            for secret in secrets
+                .iter()
+                .map(String::as_str)
+                .chain([SECRET_PATIENT, SECRET_VALUE, "7731", "SECRET"])
+                // "0" or "-1" would match line numbers and ranges, not echoes.
+                .filter(|s| s.len() >= 3)
+            {
+                assert!(
+                    !msg.contains(secret),
+                    "{name}: message repeats payload value {secret:?}: {msg}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn every_reason_is_in_reasons_and_distinct() {
+        let mut reasons = DecodeError::REASONS.to_vec();
+        reasons.sort_unstable();
+        reasons.dedup();
+        assert_eq!(reasons.len(), DecodeError::REASONS.len());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_rule() {
+        assert_eq!(
+            dec(&without("value")).unwrap_err(),
+            DecodeError::MissingField(Field::Value)
+        );
+        assert_eq!(
+            dec(&with("value", "\"120\"")).unwrap_err(),
+            DecodeError::WrongType {
+                field: Field::Value,
+                expected: "a number",
+                found: "a string",
+            }
+        );
+        assert_eq!(
+            dec(&with("timestamp", "1763798400000.5")).unwrap_err(),
+            DecodeError::WrongType {
+                field: Field::Timestamp,
+                expected: "an integer (Unix epoch milliseconds)",
+                found: "a fractional number",
+            }
+        );
+        assert_eq!(
+            dec(&with("deviceId", "true")).unwrap_err(),
+            DecodeError::WrongType {
+                field: Field::DeviceId,
+                expected: "a string",
+                found: "a boolean",
+            }
+        );
+        assert_eq!(
+            dec(&with_all(&[
+                ("metric", "\"temperature\""),
+                ("value", "24.9")
+            ]))
+            .unwrap_err(),
+            DecodeError::OutOfRange {
+                metric: Metric::Temperature
+            }
+        );
+        assert_eq!(
+            dec(&with("unit", "\"bpm\"")).unwrap_err(),
+            DecodeError::BadUnit {
+                metric: Metric::HeartRate
+            }
+        );
+        let valid = with_all(&[]);
+        let big = format!("{valid}{}", " ".repeat(70_000 - valid.len()));
+        assert_eq!(
+            dec(&big).unwrap_err(),
+            DecodeError::TooLarge {
+                size: 70_000,
+                limit: 65_536
+            }
+        );
+        let bytes = splice(&with_all(&[]), "PID", &[b'P', 0xff]);
+        assert_eq!(
+            decode(&bytes, &limits(), NOW).unwrap_err(),
+            DecodeError::NotUtf8 {
+                valid_up_to: "{\"patientId\":\"P".len()
+            }
+        );
+        let msg = dec(&with("value", "null")).unwrap_err().to_string();
+        assert_eq!(msg, "field `value` must be a number, found null");
+        let msg = dec("\"PID-SECRET-7731\"").unwrap_err().to_string();
+        assert!(msg.contains("found a string"), "{msg}");
+        let msg = dec(&with_all(&[("metric", "\"spo2\""), ("value", "101")]))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(msg, "spo2 value is outside its plausible range [0, 100] %");
+        let msg = dec(&with("timestamp", "0")).unwrap_err().to_string();
+        assert!(msg.contains("2000-01-01"), "{msg}");
+        let msg = dec(&with("timestamp", &(NOW + SKEW + 1).to_string()))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("max_future_skew_secs"), "{msg}");
+        let msg = dec(&with("value", "[1]}")).unwrap_err().to_string();
+        assert!(msg.contains("line 1 column"), "{msg}");
+    }
+
+    #[test]
+    fn the_first_problem_in_document_order_wins_and_syntax_beats_fields() {
+        // Two field errors: the earlier one is reported.
+        let p = r#"{"value":"x","patientId":7,"metric":"heart_rate","timestamp":1763798400000}"#;
+        assert_eq!(dec(p).unwrap_err().reason(), "wrong_type");
+        assert!(matches!(
+            dec(p).unwrap_err(),
+            DecodeError::WrongType {
+                field: Field::Value,
+                ..
+            }
+        ));
+        // A field error, then a syntax error later on: the payload is not JSON at all.
+        let p = r#"{"value":"x","patientId":"P","metric":"heart_rate","timestamp":1,}"#;
+        assert_eq!(dec(p).unwrap_err().reason(), "invalid_json");
+        // A missing field is reported before a bad value of a present one.
+        assert_eq!(
+            dec(&with_all(&[("patientId", "\"\"")]).replace(",\"value\":128.25", "")).unwrap_err(),
+            DecodeError::MissingField(Field::Value)
+        );
+    }
+
+    #[test]
+    fn accepts_valid_inputs_and_range_boundaries() {
+        let all_graphic: String = (b'!'..=b'~').map(char::from).collect();
+        let max_id = "P".repeat(MAX_PATIENT_ID_BYTES);
+        let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+        let pretty = concat!(
+            "\n{\n\t\"patientId\" : \"P-1\" ,\r\n  \"metric\":\"spo2\",",
+            "\"value\" : 97,\n\"timestamp\":1763798400000\n}\n  "
+        );
+        let reordered = concat!(
+            r#"{"timestamp":1763798400000,"value":97,"unit":"%","#,
+            r#""metric":"spo2","patientId":"P-1"}"#
+        );
+        let cases: Vec<(&str, String)> = vec![
+            ("the example", with_all(&[])),
+            ("integer value", with("value", "128")),
+            ("exponent value", with("value", "1.2825E2")),
+            ("negative zero", with("value", "-0.0")),
+            (
+                "timestamp 2000-01-01",
+                with("timestamp", &MIN_TIMESTAMP_MS.to_string()),
+            ),
+            ("timestamp now", with("timestamp", &NOW.to_string())),
+            (
+                "timestamp at the skew limit",
+                with("timestamp", &(NOW + SKEW).to_string()),
+            ),
+            ("128-byte id", with("patientId", &lit(&max_id))),
+            ("1-byte id", with("patientId", "\"7\"")),
+            (
+                "every printable ASCII",
+                with("patientId", &lit(&all_graphic)),
+            ),
+            ("escaped id", with("patientId", r#""P-\u0030001""#)),
+            (
+                "escaped key",
+                with_all(&[]).replace("patientId", r"patient\u0049d"),
+            ),
+            ("escaped slash", with("patientId", r#""P\/1""#)),
+            ("null unit", with("unit", "null")),
+            (
+                "null device and site",
+                with_all(&[("deviceId", "null"), ("siteId", "null")]),
+            ),
+            (
+                "non-ASCII deviceId",
+                with("deviceId", "\"Ger\u{e4}t \u{1f4df}\""),
+            ),
+            ("empty siteId", with("siteId", "\"\"")),
+            ("unknown scalar field", with("extra", "1")),
+            ("unknown 1e400 field", with("extra", "1e400")),
+            ("unknown surrogate field", with("extra", r#""\ud800""#)),
+            (
+                "unknown nested field",
+                with("extra", r#"{"a":[1,{"b":null}],"value":"x"}"#),
+            ),
+            ("unknown null field", with("extra", "null")),
+            (
+                "unknown field twice",
+                with_all(&[("x", "1")]).replace('}', ",\"x\":2}"),
+            ),
+            (
+                "unknown with a known key inside",
+                with("meta", "{\"patientId\":5}"),
+            ),
+            ("unknown deep field", with("extra", &deep)),
+            ("pretty-printed", pretty.to_owned()),
+            ("keys in another order", reordered.to_owned()),
+        ];
+        let mut cases: Vec<(String, String)> = cases
+            .into_iter()
+            .map(|(name, payload)| (name.to_owned(), payload))
+            .collect();
+        for metric in Metric::ALL {
+            let (min, max) = metric.plausible_range();
+            for value in [min, max, (min + max) / 2.0] {
+                for unit in ["null".to_string(), lit(metric.unit())] {
+                    cases.push((
+                        format!("{metric} {value} {unit}"),
+                        with_all(&[
+                            ("metric", &lit(metric.as_str())),
+                            ("value", &value.to_string()),
+                            ("unit", &unit),
+                        ]),
+                    ));
+                }
+            }
+        }
+        for (name, payload) in [
+            ("heart_rate 0", "0"),
+            ("heart_rate 300", "300"),
+            ("heart_rate 300.0", "300.0"),
+            ("heart_rate 3e2", "3e2"),
+        ] {
+            cases.push((name.into(), with("value", payload)));
+        }
+        for (name, payload) in [
+            ("temperature 25", "25"),
+            ("temperature 45", "45"),
+            ("temperature 45.0", "45.0"),
+        ] {
+            cases.push((
+                name.into(),
+                with_all(&[("metric", "\"temperature\""), ("value", payload)]),
+            ));
+        }
+        let max = with("pad", "\"\"");
+        let pad = limits().max_message_bytes - max.len();
+        cases.push((
+            "exactly max_message_bytes".into(),
+            with("pad", &format!("\"{}\"", "x".repeat(pad))),
+        ));
+        assert_eq!(cases.last().unwrap().1.len(), limits().max_message_bytes);
+
+        let mut wrong = Vec::new();
+        for (name, payload) in &cases {
+            if let Err(e) = dec(payload) {
+                wrong.push(format!("{name}: {} ({e})", e.reason()));
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn decodes_every_field() {
+        let p = concat!(
+            r#"{"patientId":"P-000123","metric":"systolic_bp","value":88.5,"#,
+            r#""timestamp":1763798400000,"unit":"mmHg","deviceId":"mon-7","#,
+            r#""siteId":"ward-3","note":"x"}"#
+        );
+        assert_eq!(
+            dec(p).unwrap(),
+            Observation {
+                patient_id: "P-000123".into(),
+                metric: Metric::SystolicBp,
+                value: 88.5,
+                timestamp: NOW,
+                unit: Some("mmHg".into()),
+                device_id: Some("mon-7".into()),
+                site_id: Some("ward-3".into()),
+            }
+        );
+        let nulls = with_all(&[("unit", "null"), ("deviceId", "null")]);
+        let obs = dec(&nulls).unwrap();
+        assert_eq!((obs.unit, obs.device_id, obs.site_id), (None, None, None));
+        assert_eq!(dec(&with("value", "128")).unwrap().value, 128.0);
+        assert_eq!(dec(&with("value", "1.2825E2")).unwrap().value, 128.25);
+    }
+
+    #[test]
+    fn strings_borrow_from_the_payload_unless_escaped() {
+        let plain = with_all(&[]);
+        assert!(matches!(
+            dec(&plain).unwrap().patient_id,
+            Cow::Borrowed(SECRET_PATIENT)
+        ));
+        let escaped = with("patientId", r#""P-\u0030001""#);
+        let obs = dec(&escaped).unwrap();
+        assert_eq!(obs.patient_id, "P-0001");
+        assert!(matches!(obs.patient_id, Cow::Owned(_)));
+        let escaped = with("deviceId", r#""mon\"7\\\n""#);
+        assert_eq!(dec(&escaped).unwrap().device_id.unwrap(), "mon\"7\\\n");
+    }
+
+    #[test]
+    fn unit_must_be_the_metrics_unit() {
+        for metric in Metric::ALL {
+            let value = if metric == Metric::Temperature {
+                "37"
+            } else {
+                "50"
+            };
+            for other in Metric::ALL {
+                let p = with_all(&[
+                    ("metric", &lit(metric.as_str())),
+                    ("value", value),
+                    ("unit", &lit(other.unit())),
+                ]);
+                match dec(&p) {
+                    Ok(obs) => {
+                        assert_eq!(other.unit(), metric.unit());
+                        assert_eq!(obs.unit.as_deref(), Some(metric.unit()));
+                    }
+                    Err(e) => {
+                        assert_ne!(other.unit(), metric.unit());
+                        assert_eq!(e, DecodeError::BadUnit { metric });
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn future_skew_follows_the_limit() {
+        let strict = DecodeLimits {
+            max_future_skew_ms: 0,
+            ..limits()
+        };
+        let at = |ts: i64, l: &DecodeLimits| {
+            decode(with("timestamp", &ts.to_string()).as_bytes(), l, NOW).map(|o| o.timestamp)
+        };
+        assert_eq!(at(NOW, &strict), Ok(NOW));
+        assert_eq!(at(NOW + 1, &strict).unwrap_err().reason(), "bad_timestamp");
+        let loose = DecodeLimits {
+            max_future_skew_ms: 3_600_000,
+            ..limits()
+        };
+        assert_eq!(at(NOW + 3_600_000, &loose), Ok(NOW + 3_600_000));
+        assert_eq!(
+            at(NOW + 3_600_001, &loose).unwrap_err().reason(),
+            "bad_timestamp"
+        );
+        // A wall clock near the end of time must not overflow.
+        let huge = DecodeLimits {
+            max_future_skew_ms: i64::MAX,
+            ..limits()
+        };
+        assert_eq!(at(NOW, &huge), Ok(NOW));
+        let valid = with_all(&[]);
+        assert!(decode(valid.as_bytes(), &huge, i64::MAX).is_ok());
+    }
+
+    #[test]
+    fn deep_nesting_neither_overflows_the_stack_nor_passes() {
+        // serde_json skips ignored values iteratively (its recursion limit of 128 only
+        // guards typed recursion, which the decoder never does), so depth costs heap, not
+        // stack. A small stack proves it.
+        let big = DecodeLimits {
+            max_message_bytes: 16 << 20,
+            ..limits()
+        };
+        let result = std::thread::Builder::new()
+            .stack_size(128 * 1024)
+            .spawn(move || {
+                let nest = |n: usize| format!("{}{}", "[".repeat(n), "]".repeat(n));
+                let objects = |n: usize| format!("{}1{}", "{\"a\":".repeat(n), "}".repeat(n));
+                let reason = |p: String| match decode(p.as_bytes(), &big, NOW) {
+                    Ok(_) => "ok",
+                    Err(e) => e.reason(),
+                };
+                vec![
+                    reason(with("value", &nest(10_000))),
+                    reason(with("value", &objects(10_000))),
+                    reason(with("patientId", &nest(1_000_000))),
+                    reason(with("extra", &nest(10_000))),
+                    reason(with("extra", &objects(1_000_000))),
+                    reason(format!("{{\"extra\":{}", "[".repeat(1_000_000))),
+                    reason(nest(1_000_000)),
+                ]
+            })
+            .unwrap()
+            .join()
+            .expect("decoder overflowed a 128 KiB stack");
+        assert_eq!(
+            result,
+            [
+                "wrong_type",
+                "wrong_type",
+                "wrong_type",
+                "ok",
+                "ok",
+                "invalid_json",
+                "invalid_json"
+            ]
+        );
+    }
+
+    // ---- property tests ----
+
+    /// Whether serde_json parses floats correctly rounded (its `float_roundtrip` feature).
+    /// Without it, values with 17 significant digits may come back one ULP off.
+    fn exact_float_parsing() -> bool {
+        let v: f64 = 123.456_789_012_345_67;
+        serde_json::from_str::<f64>(&serde_json::to_string(&v).unwrap()).ok() == Some(v)
+    }
+
+    fn ulps_apart(a: f64, b: f64) -> u64 {
+        if a == b {
+            return 0;
+        }
+        (a.to_bits() as i64).abs_diff(b.to_bits() as i64)
+    }
+
+    /// Checks what holds for any outcome of `decode`.
+    fn check_outcome(payload: &[u8], limits: &DecodeLimits) -> Result<(), TestCaseError> {
+        match decode(payload, limits, NOW) {
+            Ok(obs) => {
+                prop_assert!(payload.len() <= limits.max_message_bytes);
+                prop_assert!(std::str::from_utf8(payload).is_ok());
+                prop_assert!((1..=MAX_PATIENT_ID_BYTES).contains(&obs.patient_id.len()));
+                prop_assert!(obs.patient_id.bytes().all(|b| b.is_ascii_graphic()));
+                let (min, max) = obs.metric.plausible_range();
+                prop_assert!(obs.value.is_finite() && min <= obs.value && obs.value <= max);
+                prop_assert!(
+                    (MIN_TIMESTAMP_MS..=NOW + limits.max_future_skew_ms).contains(&obs.timestamp)
+                );
+                if let Some(unit) = &obs.unit {
+                    prop_assert_eq!(unit.as_ref(), obs.metric.unit());
+                }
+                // What was accepted once is accepted again after re-encoding.
+                let again = obs.to_json();
+                let back = decode(&again, limits, NOW);
+                prop_assert!(back.is_ok(), "{:?}", back);
+            }
+            Err(e) => {
+                prop_assert!(DecodeError::REASONS.contains(&e.reason()));
+                let msg = e.to_string();
+                prop_assert!(!msg.is_empty());
+                prop_assert!(!msg.contains("SECRET"), "{}", msg);
+            }
+        }
+        Ok(())
+    }
+
+    fn string_literal() -> impl Strategy<Value = String> {
+        prop_oneof![
+            prop::sample::select(vec![
+                "\"heart_rate\"",
+                "\"respiratory_rate\"",
+                "\"spo2\"",
+                "\"systolic_bp\"",
+                "\"diastolic_bp\"",
+                "\"temperature\"",
+                "\"/min\"",
+                "\"%\"",
+                "\"mmHg\"",
+                "\"Cel\"",
+                "\"PID-SECRET-1\"",
+                "\"\"",
+                "\"120\"",
+                r#""\ud800""#,
+                r#""P-\u0030001""#,
+                r#""\uD83D\uDE00""#,
+            ])
+            .prop_map(String::from),
+            "[!-~]{0,130}".prop_map(|s| lit(&s)),
+            any::<String>().prop_map(|s| lit(&s)),
+            // Raw, unescaped: may be invalid JSON on purpose.
+            "\"[ -~]{0,12}\"",
+            "\"(\\\\u[0-9a-fA-F]{4}|[a-z]){0,4}\"",
+        ]
+    }
+
+    fn number_literal() -> impl Strategy<Value = String> {
+        prop_oneof![
+            any::<i64>().prop_map(|n| n.to_string()),
+            any::<u64>().prop_map(|n| n.to_string()),
+            any::<f64>().prop_map(|f| f.to_string()),
+            (-50.0..400.0f64).prop_map(|f| f.to_string()),
+            (MIN_TIMESTAMP_MS - 10..NOW + 2 * SKEW).prop_map(|t| t.to_string()),
+            prop::sample::select(vec![
+                "0", "-0", "300", "300.01", "25", "24.9", "45", "1e400", "-1e400", "NaN",
+                "Infinity", "01", "1.", ".5", "+1", "1e", "0x10", "1_0",
+            ])
+            .prop_map(String::from),
+        ]
+    }
+
+    fn json_key() -> impl Strategy<Value = String> {
+        prop_oneof![
+            4 => prop::sample::select(vec![
+                "patientId", "metric", "value", "timestamp", "unit", "deviceId", "siteId",
+            ])
+            .prop_map(lit),
+            1 => prop::sample::select(vec!["PatientId", "x", "", "patient\\u0049d", "value "])
+                .prop_map(|k| format!("\"{k}\"")),
+            1 => string_literal(),
+        ]
+    }
+
+    fn json_value() -> impl Strategy<Value = String> {
+        let leaf = prop_oneof![
+            Just("null".to_string()),
+            Just("true".to_string()),
+            Just("false".to_string()),
+            number_literal(),
+            string_literal(),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..4)
+                    .prop_map(|v| format!("[{}]", v.join(","))),
+                prop::collection::vec((json_key(), inner), 0..4).prop_map(|kv| {
+                    let body: Vec<String> =
+                        kv.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                    format!("{{{}}}", body.join(","))
+                }),
+            ]
+        })
+    }
+
+    /// Objects with the known keys and arbitrary values, sometimes mangled.
+    fn json_object() -> impl Strategy<Value = String> {
+        (
+            prop::collection::vec((json_key(), json_value()), 0..9),
+            prop::sample::select(vec!["", "", "", " ", "x", "}", ",", "{}", "\n", "\u{0}"]),
+            prop::sample::select(vec!["", "", "", " ", "\u{feff}", "[", "\t"]),
+        )
+            .prop_map(|(kv, suffix, prefix)| {
+                let body: Vec<String> = kv.into_iter().map(|(k, v)| format!("{k}:{v}")).collect();
+                format!("{prefix}{{{}}}{suffix}", body.join(","))
+            })
+    }
+
+    /// Objects that are valid or nearly: each field drawn from good and bad values.
+    fn near_valid_object() -> impl Strategy<Value = String> {
+        let patient = prop_oneof![
+            3 => "[!-~]{1,128}".prop_map(|s| lit(&s)),
+            1 => "PID-SECRET-[ -~\u{e9}]{0,4}".prop_map(|s| lit(&s)),
+            1 => "P{129}".prop_map(|s| lit(&s)),
+            1 => json_value(),
+        ];
+        let metric = prop_oneof![
+            4 => prop::sample::select(Metric::ALL.to_vec()).prop_map(|m| lit(m.as_str())),
+            1 => json_value(),
+        ];
+        let value = prop_oneof![
+            4 => (-10.0..320.0f64).prop_map(|f| f.to_string()),
+            1 => json_value(),
+        ];
+        let timestamp = prop_oneof![
+            4 => (MIN_TIMESTAMP_MS - 1000..NOW + SKEW + 1000).prop_map(|t| t.to_string()),
+            1 => json_value(),
+        ];
+        let unit = prop::option::of(prop_oneof![
+            prop::sample::select(vec!["\"/min\"", "\"%\"", "\"mmHg\"", "\"Cel\"", "null"])
+                .prop_map(String::from),
+            json_value(),
+        ]);
+        let extra = prop::collection::vec((json_key(), json_value()), 0..3);
+        (
+            patient,
+            metric,
+            value,
+            timestamp,
+            unit,
+            extra,
+            any::<bool>(),
+            0..6usize,
+        )
+            .prop_map(|(p, m, v, t, u, extra, shuffle, drop)| {
+                let mut fields = vec![
+                    ("\"patientId\"".to_string(), p),
+                    ("\"metric\"".to_string(), m),
+                    ("\"value\"".to_string(), v),
+                    ("\"timestamp\"".to_string(), t),
+                ];
+                if let Some(u) = u {
+                    fields.push(("\"unit\"".to_string(), u));
+                }
+                fields.extend(extra);
+                if drop < fields.len() && drop < 4 && shuffle {
+                    fields.remove(drop);
+                }
+                if shuffle {
+                    fields.reverse();
+                }
+                let body: Vec<String> = fields
+                    .into_iter()
+                    .map(|(k, v)| format!("{k}:{v}"))
+                    .collect();
+                format!("{{{}}}", body.join(","))
+            })
+    }
+
+    /// Any observation the contract accepts.
+    fn valid_observation() -> impl Strategy<Value = Observation<'static>> {
+        (
+            prop::sample::select(Metric::ALL.to_vec()),
+            "[!-~]{1,128}",
+            MIN_TIMESTAMP_MS..=NOW + SKEW,
+            any::<bool>(),
+            prop::option::of(any::<String>()),
+            prop::option::of("\\PC{0,40}"),
+        )
+            .prop_flat_map(|(metric, patient, timestamp, unit, device, site)| {
+                let (min, max) = metric.plausible_range();
+                let value = prop_oneof![
+                    min..=max,
+                    ((min * 1000.0) as i64..=(max * 1000.0) as i64).prop_map(|n| n as f64 / 1000.0),
+                    Just(min),
+                    Just(max),
+                ];
+                (
+                    value,
+                    Just((metric, patient, timestamp, unit, device, site)),
+                )
+            })
+            .prop_map(
+                |(value, (metric, patient, timestamp, unit, device, site))| Observation {
+                    patient_id: Cow::Owned(patient),
+                    metric,
+                    value,
+                    timestamp,
+                    unit: unit.then_some(Cow::Borrowed(metric.unit())),
+                    device_id: device.map(Cow::Owned),
+                    site_id: site.map(Cow::Owned),
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            check_outcome(&bytes, &limits())?;
+            // A tiny limit sends some of them to too_large.
+            check_outcome(&bytes, &DecodeLimits { max_message_bytes: 64, ..limits() })?;
+        }
+
+        #[test]
+        fn never_panics_on_arbitrary_strings(s in any::<String>()) {
+            check_outcome(s.as_bytes(), &limits())?;
+        }
+
+        #[test]
+        fn never_panics_on_json_like_objects(s in json_object()) {
+            check_outcome(s.as_bytes(), &limits())?;
+        }
+
+        #[test]
+        fn never_panics_on_nearly_valid_objects(s in near_valid_object()) {
+            check_outcome(s.as_bytes(), &limits())?;
+        }
+
+        #[test]
+        fn valid_observations_survive_encode_then_decode(obs in valid_observation()) {
+            let json = obs.to_json();
+            let back = decode(&json, &limits(), NOW);
+            prop_assert!(back.is_ok(), "{:?} from {}", back, String::from_utf8_lossy(&json));
+            let back = back.unwrap();
+            if exact_float_parsing() {
+                prop_assert_eq!(&back, &obs);
+            } else {
+                let ulps = ulps_apart(back.value, obs.value);
+                prop_assert!(ulps <= 1, "{} vs {}", back.value, obs.value);
+                prop_assert_eq!(&back, &Observation { value: back.value, ..obs.clone() });
+            }
+            prop_assert_eq!(back.clone().into_owned(), back);
+        }
+
+        #[test]
+        fn sensor_resolution_values_survive_bit_exact(
+            metric in prop::sample::select(Metric::ALL.to_vec()),
+            milli in 0..=300_000i64,
+        ) {
+            let (min, max) = metric.plausible_range();
+            // What a sensor reports: a decimal with three places, nearest double.
+            let value = (((min * 1000.0) as i64 + milli) as f64 / 1000.0).min(max);
+            let obs = Observation {
+                patient_id: "P-1".into(),
+                metric,
+                value,
+                timestamp: NOW,
+                unit: None,
+                device_id: None,
+                site_id: None,
+            };
+            let json = obs.to_json();
+            let back = decode(&json, &limits(), NOW).unwrap();
+            prop_assert_eq!(back.value.to_bits(), value.to_bits());
+        }
+
+        #[test]
+        fn unknown_fields_do_not_change_the_result(
+            obs in valid_observation(),
+            extra in prop::collection::vec(("x[a-zA-Z]{0,8}", json_value()), 0..4),
+        ) {
+            let json = String::from_utf8(obs.to_json()).unwrap();
+            let plain = decode(json.as_bytes(), &limits(), NOW).unwrap();
+            let mut padded = json.trim_end_matches('}').to_string();
+            for (k, v) in &extra {
+                padded.push_str(&format!(",{}:{v}", lit(k)));
+            }
+            padded.push('}');
+            match decode(padded.as_bytes(), &limits(), NOW) {
+                Ok(back) => prop_assert_eq!(back, plain),
+                // Only a syntax error inside the extra field may change the outcome.
+                Err(e) => prop_assert_eq!(e.reason(), "invalid_json"),
+            }
+        }
+
+        #[test]
+        fn values_outside_the_plausible_range_are_out_of_range(
+            obs in valid_observation(),
+            above in any::<bool>(),
+            by in 1e-6..1e6f64,
+        ) {
+            let (min, max) = obs.metric.plausible_range();
+            let value = if above { max + by } else { min - by };
+            let json = Observation { value, ..obs.clone() }.to_json();
+            prop_assert_eq!(
+                decode(&json, &limits(), NOW).unwrap_err(),
+                DecodeError::OutOfRange { metric: obs.metric }
+            );
+        }
+    }
 }

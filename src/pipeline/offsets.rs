@@ -306,7 +306,8 @@ mod tests {
                 t.complete(claims[p as usize], o).unwrap();
                 done.insert((p, o));
                 for q in 0..partitions {
-                    let c = t.committable(q).unwrap();
+                    // A partition that read nothing has nothing to commit.
+                    let Some(c) = t.committable(q) else { continue };
                     // Every offset read below the committable one is done.
                     for &(pp, oo) in offsets.iter().filter(|&&(pp, _)| pp == q) {
                         if oo < c {
@@ -319,7 +320,8 @@ mod tests {
                 }
             }
             for q in 0..partitions {
-                prop_assert_eq!(t.committable(q), Some(next[q as usize] + 1));
+                let expected = (next[q as usize] > 0).then(|| next[q as usize] + 1);
+                prop_assert_eq!(t.committable(q), expected);
             }
             prop_assert_eq!(t.total_in_flight(), 0);
         }

@@ -7,6 +7,7 @@
 
 mod threshold;
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
@@ -62,11 +63,12 @@ struct RulesFile {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawThreshold {
-    id: Option<String>,
-    metric: Option<String>,
-    above: Option<f64>,
-    below: Option<f64>,
-    severity: Option<String>,
+    // Spans let every error point at the line of the key that is wrong.
+    id: Option<Spanned<String>>,
+    metric: Option<Spanned<String>>,
+    above: Option<Spanned<f64>>,
+    below: Option<Spanned<f64>>,
+    severity: Option<Spanned<String>>,
 }
 
 impl RuleSet {
@@ -97,59 +99,89 @@ impl RuleSet {
             message,
         };
         let parsed: RulesFile = toml::from_str(text).map_err(|e| {
-            let line = e.span().map(|s| line_of(text, s.start));
-            err(line, None, e.message().trim().to_owned())
+            let at = e.span().map(|s| s.start);
+            err(
+                at.map(|at| line_of(text, at)),
+                at.and_then(|at| rule_enclosing(text, at)),
+                e.message().trim().to_owned(),
+            )
         })?;
 
-        let mut rules = Vec::with_capacity(parsed.threshold.len());
+        let mut rules: Vec<ThresholdRule> = Vec::with_capacity(parsed.threshold.len());
+        // Line of each accepted rule's `id`, to point a duplicate at the first definition.
+        let mut id_lines: Vec<usize> = Vec::with_capacity(parsed.threshold.len());
         for (n, spanned) in parsed.threshold.into_iter().enumerate() {
-            let line = Some(line_of(text, spanned.span().start));
+            let rule_line = line_of(text, spanned.span().start);
             let raw = spanned.into_inner();
-            let name = raw
-                .id
-                .clone()
-                .unwrap_or_else(|| format!("threshold #{}", n + 1));
-            let fail = |message: String| err(line, Some(name.clone()), message);
+            let name = rule_name(raw.id.as_ref().map(|id| id.get_ref().as_str()), n);
+            let fail = |line: usize, message: String| err(Some(line), Some(name.clone()), message);
+            let key_line = |span: std::ops::Range<usize>| line_of(text, span.start);
 
-            let id = raw.id.ok_or_else(|| fail("`id` is missing".into()))?;
+            let id = raw
+                .id
+                .ok_or_else(|| fail(rule_line, "`id` is missing".into()))?;
+            let id_line = key_line(id.span());
+            let id = id.into_inner();
             if id.trim().is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
                 return Err(fail(
+                    id_line,
                     "`id` must be non-empty, without whitespace or control characters".into(),
                 ));
             }
-            if rules.iter().any(|r: &ThresholdRule| r.id == id) {
-                return Err(fail("duplicate rule id (ids must be unique)".into()));
+            if let Some(first) = rules.iter().position(|r| r.id == id) {
+                return Err(fail(
+                    id_line,
+                    format!(
+                        "duplicate rule id, first defined at line {} (ids must be unique)",
+                        id_lines[first]
+                    ),
+                ));
             }
             let metric_name = raw
                 .metric
-                .ok_or_else(|| fail("`metric` is missing".into()))?;
-            let metric = Metric::from_wire(&metric_name).ok_or_else(|| {
-                fail(format!(
-                    "unknown metric \"{metric_name}\" (known: {})",
-                    Metric::ALL.map(Metric::as_str).join(", ")
-                ))
+                .ok_or_else(|| fail(rule_line, "`metric` is missing".into()))?;
+            let metric = Metric::from_wire(metric_name.get_ref()).ok_or_else(|| {
+                fail(
+                    key_line(metric_name.span()),
+                    format!(
+                        "unknown metric \"{}\" (known: {})",
+                        metric_name.get_ref(),
+                        Metric::ALL.map(Metric::as_str).join(", ")
+                    ),
+                )
             })?;
-            let condition = match (raw.above, raw.below) {
-                (Some(a), None) => Condition::Above(a),
-                (None, Some(b)) => Condition::Below(b),
-                (None, None) => return Err(fail("give one of `above` or `below`".into())),
-                (Some(_), Some(_)) => {
+            let (condition, threshold_line) = match (raw.above, raw.below) {
+                (Some(a), None) => (Condition::Above(*a.get_ref()), key_line(a.span())),
+                (None, Some(b)) => (Condition::Below(*b.get_ref()), key_line(b.span())),
+                (None, None) => {
+                    return Err(fail(rule_line, "give one of `above` or `below`".into()));
+                }
+                (Some(a), Some(b)) => {
                     return Err(fail(
+                        key_line(a.span()).max(key_line(b.span())),
                         "give only one of `above` or `below` (write two rules for a band)".into(),
                     ));
                 }
             };
             if !condition.threshold().is_finite() {
-                return Err(fail("threshold must be a finite number".into()));
+                return Err(fail(
+                    threshold_line,
+                    "threshold must be a finite number".into(),
+                ));
             }
             let severity_name = raw
                 .severity
-                .ok_or_else(|| fail("`severity` is missing".into()))?;
-            let severity = Severity::from_wire(&severity_name).ok_or_else(|| {
-                fail(format!(
-                    "unknown severity \"{severity_name}\" (use low, medium or high)"
-                ))
+                .ok_or_else(|| fail(rule_line, "`severity` is missing".into()))?;
+            let severity = Severity::from_wire(severity_name.get_ref()).ok_or_else(|| {
+                fail(
+                    key_line(severity_name.span()),
+                    format!(
+                        "unknown severity \"{}\" (use low, medium or high)",
+                        severity_name.get_ref()
+                    ),
+                )
             })?;
+            id_lines.push(id_line);
             rules.push(ThresholdRule {
                 id,
                 metric,
@@ -199,6 +231,41 @@ impl RuleSet {
             .map(|&i| (i, &self.rules[i]))
             .filter(move |(_, r)| r.condition.fires(value))
     }
+}
+
+/// How errors name a rule: its id, or its position when it has none.
+fn rule_name(id: Option<&str>, index: usize) -> String {
+    match id {
+        Some(id) => id.to_owned(),
+        None => format!("threshold #{}", index + 1),
+    }
+}
+
+/// The rule whose `[[threshold]]` table contains byte offset `at`, for errors that serde
+/// reports with a position only (an unknown key, a value of the wrong type). `None` when
+/// the text is not TOML at all or `at` is outside every rule.
+fn rule_enclosing(text: &str, at: usize) -> Option<String> {
+    // A table's own span is only its `[[threshold]]` header; its keys and values carry
+    // their own spans, so keep them.
+    type Entries = BTreeMap<Spanned<String>, Spanned<toml::Value>>;
+    #[derive(Deserialize)]
+    struct Outline {
+        #[serde(default)]
+        threshold: Vec<Spanned<Entries>>,
+    }
+    let outline: Outline = toml::from_str(text).ok()?;
+    let (n, table) = outline.threshold.iter().enumerate().find(|(_, t)| {
+        t.span().contains(&at)
+            || t.get_ref()
+                .iter()
+                .any(|(k, v)| k.span().contains(&at) || v.span().contains(&at))
+    })?;
+    let id = table
+        .get_ref()
+        .iter()
+        .find(|(k, _)| k.get_ref() == "id")
+        .and_then(|(_, v)| v.get_ref().as_str());
+    Some(rule_name(id, n))
 }
 
 /// 1-based line number of byte offset `at` in `text`.
