@@ -3,6 +3,7 @@
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
@@ -62,12 +63,24 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
         .thread_name("vw-worker")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         let shutdown = CancellationToken::new();
         tokio::spawn(stop_on_signal(shutdown.clone()));
+        // The listeners outlive the pipeline: the drain shows in /metrics and /readyz
+        // answers 503 while it runs. They stop once the pipeline has returned.
+        let listeners = CancellationToken::new();
+        let _stop_listeners = listeners.clone().drop_guard();
         let status = Status::new();
-        let addr = crate::http::spawn(settings.http_listen()?, status.clone(), shutdown.clone()).await?;
+        let addr =
+            crate::http::spawn(settings.http_listen()?, status.clone(), listeners.clone()).await?;
         info!(%addr, "serving /metrics /healthz /readyz");
+        match settings.admin_listen()? {
+            Some(listen) => {
+                let addr = crate::admin::spawn(listen, listeners.clone()).await?;
+                info!(%addr, "serving /debug/pprof/profile and /debug/pprof/flamegraph");
+            }
+            None => info!("admin listener disabled (admin.listen is empty)"),
+        }
         let report = pipeline::run(
             PipelineConfig::from_settings(&settings),
             Arc::new(rules),
@@ -76,6 +89,8 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
             Hooks::default(),
         )
         .await?;
+        listeners.cancel();
+        info!(clean = report.clean, "shutdown: listeners stopped");
         if report.clean {
             Ok(())
         } else {
@@ -84,7 +99,10 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
                 settings.pipeline.shutdown_timeout_secs
             )
         }
-    })
+    });
+    // A profile being symbolized or a slow scrape must not hold the exit.
+    runtime.shutdown_timeout(Duration::from_secs(1));
+    result
 }
 
 /// Cancels `token` on SIGTERM or SIGINT.

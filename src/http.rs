@@ -1,10 +1,12 @@
-//! The HTTP listener: `/metrics`, `/healthz`, `/readyz`.
+//! The HTTP listener on `http.listen`: `/metrics`, `/healthz`, `/readyz`.
 //!
 //! Liveness never depends on the broker (a broker outage must not make Kubernetes
-//! restart every replica); readiness does, and says why it is not ready.
+//! restart every replica); readiness does, and says why it is not ready. The service
+//! keeps this listener up until the pipeline has drained, so the last scrape sees the
+//! shutdown and `/readyz` answers 503 while it runs.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -13,7 +15,7 @@ use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::pipeline::Status;
@@ -21,22 +23,28 @@ use crate::pipeline::Status;
 /// How long the ingest loop may not turn before liveness fails.
 pub const STALL: Duration = Duration::from_secs(30);
 
-/// Installs the process-wide Prometheus recorder once and returns its handle.
+/// The Prometheus text exposition format version `/metrics` speaks.
+pub const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Installs the process-wide Prometheus recorder once and returns its handle
+/// (see [`crate::metrics::install`]).
 pub fn metrics_handle() -> anyhow::Result<PrometheusHandle> {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    if let Some(h) = HANDLE.get() {
-        return Ok(h.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .context("cannot install the Prometheus recorder")?;
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    crate::metrics::install()
 }
 
 #[derive(Clone)]
 struct AppState {
     status: Arc<Status>,
     metrics: PrometheusHandle,
+}
+
+/// The routes, for serving or for calling in-process.
+pub fn router(status: Arc<Status>, metrics: PrometheusHandle) -> Router {
+    Router::new()
+        .route("/metrics", get(render_metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .with_state(AppState { status, metrics })
 }
 
 /// Binds `listen` and serves until `shutdown`. Returns the bound address (port 0 picks
@@ -46,33 +54,25 @@ pub async fn spawn(
     status: Arc<Status>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<SocketAddr> {
-    let state = AppState {
-        status,
-        metrics: metrics_handle()?,
-    };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .with_state(state);
+    let app = router(status, metrics_handle()?);
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .with_context(|| format!("cannot listen on http.listen {listen}"))?;
     let addr = listener.local_addr()?;
     tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
+        if let Err(e) = axum::serve(listener, app)
             .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
+            .await
+        {
+            tracing::error!(error = %e, %addr, "the metrics and health listener failed");
+        }
     });
     Ok(addr)
 }
 
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
-        [(
-            header::CONTENT_TYPE,
-            "text/plain; version=0.0.4; charset=utf-8",
-        )],
+        [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
         state.metrics.render(),
     )
 }

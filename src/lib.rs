@@ -12,10 +12,11 @@
 //!
 //! - [`settings`]: layered configuration and its validation.
 //! - [`telemetry`] and [`metrics`]: logs and the Prometheus metrics.
-//! - [`http`]: `/metrics`, `/healthz`, `/readyz`.
+//! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`admin`]: `/debug/pprof/*` on loopback.
 //! - [`demo`] and [`loadgen`]: the in-process demo and the traffic generator.
 //! - [`app`]: the subcommands `main` dispatches to.
 
+pub mod admin;
 pub mod alert;
 pub mod app;
 pub mod cli;

@@ -1,11 +1,23 @@
-//! Every metric vitalwatch exports: names, labels and emission in one place.
+//! Every metric vitalwatch exports: names, labels, buckets and emission in one place.
 //!
 //! The pipeline calls the small functions and handles below instead of naming metrics
 //! itself (vector's `internal_events` pattern). Label values are topic names, partition
 //! numbers, rule ids, severities, reason codes and worker numbers: never a patient id or a
 //! vital value. Hot-path counters are resolved once into handles ([`PipelineMetrics`]).
+//!
+//! [`install`] sets up the process-wide Prometheus recorder: real histograms with the
+//! buckets below (replicas aggregate them; summaries cannot be), a description for every
+//! metric, and every series whose labels are known up front registered at zero, so a
+//! dashboard sees `0` rather than "no data" before the first event.
 
-use metrics::{Counter, Gauge, Histogram, counter, gauge, histogram};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use metrics::{
+    Counter, Gauge, Histogram, Unit, counter, describe_counter, describe_gauge, describe_histogram,
+    gauge, histogram,
+};
+use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::alert::Severity;
 use crate::vitals::DecodeError;
@@ -24,6 +36,227 @@ pub const COMMITTED_OFFSET: &str = "vitalwatch_committed_offset";
 pub const REBALANCES: &str = "vitalwatch_rebalances_total";
 pub const WORKERS: &str = "vitalwatch_workers";
 pub const BUILD_INFO: &str = "vitalwatch_build_info";
+
+/// A Prometheus metric type, as written on the `# TYPE` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Counter,
+    Gauge,
+    Histogram,
+}
+
+impl Kind {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "counter",
+            Kind::Gauge => "gauge",
+            Kind::Histogram => "histogram",
+        }
+    }
+}
+
+/// One exported metric: what the contract in design.md lists, plus its help text.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricDef {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub labels: &'static [&'static str],
+    pub help: &'static str,
+}
+
+const fn def(
+    name: &'static str,
+    kind: Kind,
+    labels: &'static [&'static str],
+    help: &'static str,
+) -> MetricDef {
+    MetricDef {
+        name,
+        kind,
+        labels,
+        help,
+    }
+}
+
+/// Every metric vitalwatch exports, in the order of the design's table.
+pub const CATALOGUE: [MetricDef; 14] = [
+    def(
+        MESSAGES_CONSUMED,
+        Kind::Counter,
+        &["topic"],
+        "Messages read from the input topic.",
+    ),
+    def(
+        MESSAGES_INVALID,
+        Kind::Counter,
+        &["reason"],
+        "Messages that failed validation, by DLQ reason code.",
+    ),
+    def(
+        ALERTS_EMITTED,
+        Kind::Counter,
+        &["rule", "severity"],
+        "Alerts handed to the alert producer, by rule and severity.",
+    ),
+    def(
+        DLQ_PUBLISHED,
+        Kind::Counter,
+        &[],
+        "Dead letters acknowledged by the broker.",
+    ),
+    def(
+        SINK_ERRORS,
+        Kind::Counter,
+        &["sink"],
+        "Failed alert or dead-letter publishes (each is retried, never dropped).",
+    ),
+    def(
+        PROCESSING_DURATION,
+        Kind::Histogram,
+        &[],
+        "Time from reading a message to its being done (alerts or dead letter acknowledged).",
+    ),
+    def(
+        EVENT_AGE,
+        Kind::Histogram,
+        &[],
+        "Age of an observation when evaluated: now minus its timestamp.",
+    ),
+    def(
+        WORKER_QUEUE_DEPTH,
+        Kind::Gauge,
+        &["worker"],
+        "Work queued for one evaluation worker.",
+    ),
+    def(
+        INFLIGHT_MESSAGES,
+        Kind::Gauge,
+        &[],
+        "Messages read but not yet done (their offsets cannot be committed yet).",
+    ),
+    def(
+        CONSUMER_LAG,
+        Kind::Gauge,
+        &["topic", "partition"],
+        "Messages between the committed offset and the log end, per assigned partition.",
+    ),
+    def(
+        COMMITTED_OFFSET,
+        Kind::Gauge,
+        &["topic", "partition"],
+        "Last offset committed for a partition (the next one to read after a restart).",
+    ),
+    def(
+        REBALANCES,
+        Kind::Counter,
+        &["event"],
+        "Consumer-group rebalance events: assign, revoke, lost.",
+    ),
+    def(WORKERS, Kind::Gauge, &[], "Evaluation workers configured."),
+    def(
+        BUILD_INFO,
+        Kind::Gauge,
+        &["version"],
+        "Always 1; the version label says which build is running.",
+    ),
+];
+
+/// Buckets of [`PROCESSING_DURATION`]: a healthy message is done in milliseconds (one
+/// broker round trip); seconds mean a slow or failing sink, minutes an outage.
+pub const PROCESSING_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0, 300.0,
+];
+
+/// Buckets of [`EVENT_AGE`]: bedside feeds arrive within a second, wearables and ePRO
+/// uploads can be minutes to hours old; the top buckets separate "late" from "backlog".
+pub const EVENT_AGE_BUCKETS: &[f64] = &[
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0,
+    86400.0,
+];
+
+/// How often histogram samples are folded into buckets when nobody scrapes.
+const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+
+/// The recorder configuration: real histograms for both timing metrics.
+pub fn recorder_builder() -> Result<PrometheusBuilder, BuildError> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Full(PROCESSING_DURATION.to_owned()),
+            PROCESSING_BUCKETS,
+        )?
+        .set_buckets_for_metric(Matcher::Full(EVENT_AGE.to_owned()), EVENT_AGE_BUCKETS)
+}
+
+/// Installs the process-wide Prometheus recorder once and returns its handle; later calls
+/// return the same handle. Metrics recorded before the first call are lost, so the
+/// service calls this before it starts the pipeline.
+pub fn install() -> anyhow::Result<PrometheusHandle> {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let _once = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(h) = HANDLE.get() {
+        return Ok(h.clone());
+    }
+    let handle = recorder_builder()
+        .and_then(PrometheusBuilder::install_recorder)
+        .map_err(|e| anyhow::anyhow!("cannot install the Prometheus recorder: {e}"))?;
+    register_all();
+    // Without an exporter task nobody runs upkeep: do it here so histogram samples do
+    // not pile up between scrapes.
+    let upkeep = handle.clone();
+    std::thread::Builder::new()
+        .name("vw-metrics".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_EVERY);
+                upkeep.run_upkeep();
+            }
+        })
+        .map_err(|e| anyhow::anyhow!("cannot start the metrics upkeep thread: {e}"))?;
+    Ok(HANDLE.get_or_init(|| handle).clone())
+}
+
+/// Describes every metric and registers, at zero, the series whose labels are fixed.
+/// Series labelled by topic, partition, worker or rule appear when the pipeline starts
+/// (and lag and committed offsets once librdkafka reports them).
+fn register_all() {
+    for m in CATALOGUE {
+        let unit = match m.kind {
+            Kind::Histogram => Some(Unit::Seconds),
+            _ => None,
+        };
+        match (m.kind, unit) {
+            (Kind::Counter, _) => describe_counter!(m.name, m.help),
+            (Kind::Gauge, _) => describe_gauge!(m.name, m.help),
+            (Kind::Histogram, Some(u)) => describe_histogram!(m.name, u, m.help),
+            (Kind::Histogram, None) => describe_histogram!(m.name, m.help),
+        }
+    }
+    for reason in DecodeError::REASONS {
+        counter!(MESSAGES_INVALID, "reason" => reason).absolute(0);
+    }
+    counter!(DLQ_PUBLISHED).absolute(0);
+    for sink in [SinkKind::Alerts, SinkKind::Dlq] {
+        counter!(SINK_ERRORS, "sink" => sink.as_str()).absolute(0);
+    }
+    for event in [
+        RebalanceEvent::Assign,
+        RebalanceEvent::Revoke,
+        RebalanceEvent::Lost,
+    ] {
+        counter!(REBALANCES, "event" => event.as_str()).absolute(0);
+    }
+    // Registering is enough: an empty histogram renders with zero counts.
+    let _ = histogram!(PROCESSING_DURATION);
+    let _ = histogram!(EVENT_AGE);
+    gauge!(INFLIGHT_MESSAGES).set(0.0);
+    gauge!(WORKERS).set(0.0);
+    build_info();
+}
 
 /// Which producer a sink metric is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,9 +336,19 @@ pub fn worker_queue_depth(worker: usize) -> Gauge {
     gauge!(WORKER_QUEUE_DEPTH, "worker" => worker.to_string())
 }
 
+/// Lag of one partition from librdkafka's statistics (callers skip its `-1`, "unknown").
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
         .set(lag as f64);
+}
+
+/// Zeroes the lag of partitions this instance no longer owns, so that summing lag over
+/// replicas after a rebalance does not count a stale value next to the new owner's.
+pub fn partitions_released(topic: &str, partitions: &[i32]) {
+    for &partition in partitions {
+        gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
+            .set(0.0);
+    }
 }
 
 pub fn committed_offset(topic: &str, partition: i32, offset: i64) {
@@ -123,4 +366,40 @@ pub fn workers(n: usize) {
 
 pub fn build_info() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn catalogue_names_follow_prometheus_conventions() {
+        let mut names: Vec<&str> = CATALOGUE.iter().map(|m| m.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), CATALOGUE.len(), "duplicate metric name");
+        for m in CATALOGUE {
+            assert!(m.name.starts_with("vitalwatch_"), "{}", m.name);
+            assert_eq!(
+                m.name.ends_with("_total"),
+                m.kind == Kind::Counter,
+                "{}: counters and only counters end in _total",
+                m.name
+            );
+            if m.kind == Kind::Histogram {
+                assert!(m.name.ends_with("_seconds"), "{}", m.name);
+            }
+            for label in m.labels {
+                assert!(!label.contains("patient"), "{}: no patient label", m.name);
+            }
+        }
+    }
+
+    #[test]
+    fn buckets_are_increasing() {
+        for b in [PROCESSING_BUCKETS, EVENT_AGE_BUCKETS] {
+            assert!(b.len() >= 10);
+            assert!(b.windows(2).all(|w| w[0] < w[1]));
+        }
+    }
 }

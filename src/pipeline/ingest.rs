@@ -27,6 +27,7 @@ use super::sink::Done;
 use super::worker::{Work, now_ms};
 use super::{Status, WorkerProbe};
 use crate::metrics::{self as m, PipelineMetrics, RebalanceEvent};
+use crate::telemetry::Episode;
 use crate::vitals::{DecodeError, DecodeLimits, Observation, decode};
 
 /// Messages per batch handed to a worker channel.
@@ -120,6 +121,9 @@ pub struct IngestState {
 
 pub struct IngestContext {
     state: Mutex<IngestState>,
+    /// Consume and client errors come many times a second while a broker is
+    /// unreachable: logged when they start and when they stop.
+    broker_errors: Episode,
     input_topic: String,
     status: Arc<Status>,
     /// Bound on how long a revoke waits for in-flight work of its partitions.
@@ -151,6 +155,7 @@ impl IngestContext {
                 closing: false,
                 last_store: Instant::now(),
             }),
+            broker_errors: Episode::new(),
             input_topic: input_topic.to_owned(),
             status,
             drain_timeout,
@@ -180,7 +185,11 @@ impl ClientContext for IngestContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(%error, reason, "consumer error");
+        if self.broker_errors.occurred() {
+            warn!(%error, reason, "consumer errors: broker unreachable or failing; retrying (logged again when it recovers)");
+        } else {
+            debug!(%error, reason, "consumer error");
+        }
     }
 }
 
@@ -442,6 +451,7 @@ impl IngestState {
         } else {
             RebalanceEvent::Revoke
         });
+        m::partitions_released(topic, partitions);
         // Read but not yet handed to a worker: drop, the next owner reads them again.
         for w in &mut self.workers {
             w.batch
@@ -604,6 +614,9 @@ pub fn run(
 
         match consumer.poll(timeout) {
             Some(Ok(msg)) => {
+                if let Some(errors) = ctx.broker_errors.cleared() {
+                    info!(errors, "consuming again");
+                }
                 let mut st = ctx.state();
                 st.handle(&msg, &status);
                 if st.has_full_batch() {
@@ -611,7 +624,11 @@ pub fn run(
                 }
             }
             Some(Err(e)) => {
-                warn!(error = %e, "consume error");
+                if ctx.broker_errors.occurred() {
+                    warn!(error = %e, "consume errors: broker unreachable or failing; retrying (logged again when it recovers)");
+                } else {
+                    debug!(error = %e, "consume error");
+                }
             }
             None => {
                 // Nothing more right now: hand over partial batches, or wait for room

@@ -275,11 +275,18 @@ impl Status {
         if now.saturating_sub(self.ingest_beat_ms.load(Ordering::Relaxed)) > stall {
             return Err("ingest loop stalled");
         }
-        let stuck = self.workers.get().is_some_and(|w| {
-            w.iter().any(|p| {
-                p.queued() > 0 && now.saturating_sub(p.beat_ms.load(Ordering::Relaxed)) > stall
-            })
-        });
+        // A worker waiting on a full producer queue during a sink outage is not stuck:
+        // restarting it would not help, and liveness must not follow the broker.
+        let sink_failing = self
+            .sinks
+            .get()
+            .is_some_and(|(a, d)| a.is_failing() || d.is_failing());
+        let stuck = !sink_failing
+            && self.workers.get().is_some_and(|w| {
+                w.iter().any(|p| {
+                    p.queued() > 0 && now.saturating_sub(p.beat_ms.load(Ordering::Relaxed)) > stall
+                })
+            });
         if stuck {
             return Err("a worker stopped making progress");
         }
@@ -309,6 +316,8 @@ pub async fn run(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> anyhow::Result<Report> {
+    // The recorder must exist before the handles below are resolved.
+    m::install()?;
     let metrics = PipelineMetrics::new(&config.input_topic);
     m::workers(config.workers);
     m::build_info();
@@ -396,10 +405,10 @@ pub async fn run(
         .await
         .context("the ingest thread died (see the panic above)")?;
     status.running.store(false, Ordering::Relaxed);
-    let counts = status.counts();
 
     match outcome {
         ingest::Outcome::Crashed => {
+            let counts = status.counts();
             for t in &tasks {
                 t.abort();
             }
@@ -438,6 +447,7 @@ pub async fn run(
                 warn!(error = %e, "producers not fully flushed");
             }
             let clean = clean && joined.is_ok() && flushed.is_ok();
+            let counts = status.counts();
             info!(
                 consumed = counts.consumed,
                 invalid = counts.invalid,

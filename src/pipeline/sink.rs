@@ -19,10 +19,11 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::offsets::Claim;
 use crate::metrics::{self, SinkKind};
+use crate::telemetry::Episode;
 
 /// An input message finished: its offset may count as done.
 #[derive(Debug, Clone, Copy)]
@@ -91,13 +92,19 @@ impl SinkHealth {
 
 pub struct SinkContext {
     kind: SinkKind,
+    /// Client-level errors (broker connections), logged per episode.
+    client_errors: Episode,
     health: Arc<SinkHealth>,
     retry_tx: mpsc::UnboundedSender<Retry>,
 }
 
 impl ClientContext for SinkContext {
     fn error(&self, error: KafkaError, reason: &str) {
-        warn!(sink = self.kind.as_str(), %error, reason, "producer error");
+        if self.client_errors.occurred() {
+            warn!(sink = self.kind.as_str(), %error, reason, "producer errors: broker unreachable or failing; retrying (logged again when it recovers)");
+        } else {
+            debug!(sink = self.kind.as_str(), %error, reason, "producer error");
+        }
     }
 }
 
@@ -107,6 +114,12 @@ impl ProducerContext for SinkContext {
     fn delivery(&self, result: &DeliveryResult<'_>, mut delivery: Box<Delivery>) {
         match result {
             Ok(_) => {
+                if let Some(errors) = self.client_errors.cleared() {
+                    info!(
+                        sink = self.kind.as_str(),
+                        errors, "producer connected again"
+                    );
+                }
                 if self.health.failing.swap(false, Ordering::Relaxed) {
                     info!(
                         sink = self.kind.as_str(),
@@ -170,6 +183,7 @@ impl Sink {
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let context = SinkContext {
             kind,
+            client_errors: Episode::new(),
             health: health.clone(),
             retry_tx,
         };

@@ -531,6 +531,9 @@ async fn graceful_shutdown_drains_queued_work_and_commits() {
     cluster.produce(&msgs).await;
     let group = "graceful";
     let mut config = cluster.config(group);
+    // The mock coordinator ignores LeaveGroup: without short timeouts the restart
+    // would wait out the old member's 45 s session.
+    fast_group_timeouts(&mut config);
     config.workers = 4;
     config.queue_capacity = 2_048;
     let rec = Arc::new(Recorder::default());
@@ -561,7 +564,9 @@ async fn graceful_shutdown_drains_queued_work_and_commits() {
     let evaluated_first = rec.seen().len();
     // Everything read was evaluated and committed.
     assert_eq!(evaluated_first as u64, report.counts.consumed);
-    assert_eq!(committed.iter().sum::<i64>(), report.counts.consumed as i64);
+    // -1001: a partition the first run never read has no committed offset.
+    let committed_total: i64 = committed.iter().map(|&c| c.max(0)).sum();
+    assert_eq!(committed_total, report.counts.consumed as i64);
 
     let rec2 = Arc::new(Recorder::default());
     let second = start(config, rules(), rec2.hook("second", |_| None));

@@ -1,0 +1,1186 @@
+//! Observability on the mock cluster: `/metrics` carries every metric of the contract
+//! with its type and counts that match the traffic; `/readyz` follows assignment and the
+//! alert sink; `/healthz` ignores the broker; the admin listener serves profiles that
+//! pprof tooling reads and stays on loopback by default; logs name state changes and
+//! never a patient.
+//!
+//! The Prometheus recorder and the log subscriber are process-wide, so the tests that run
+//! a pipeline or the profiler take [`SERIAL`] and compare metrics before and after.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::{MockCluster, MockCoordinator};
+use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing_subscriber::EnvFilter;
+use vitalwatch::pipeline::{self, Hooks, PipelineConfig, Report, Status};
+use vitalwatch::rules::RuleSet;
+use vitalwatch::settings::{LogFormat, Settings};
+use vitalwatch::telemetry::{self, Capture};
+use vitalwatch::vitals::DecodeLimits;
+
+/// Pipelines and profiles one at a time: they share the recorder and the profiler.
+static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The metrics table of design.md: name and Prometheus type. Written out here rather than
+/// taken from `vitalwatch::metrics`, so a renamed constant fails the test.
+const DESIGN_TABLE: [(&str, &str); 14] = [
+    ("vitalwatch_messages_consumed_total", "counter"),
+    ("vitalwatch_messages_invalid_total", "counter"),
+    ("vitalwatch_alerts_emitted_total", "counter"),
+    ("vitalwatch_dlq_published_total", "counter"),
+    ("vitalwatch_sink_errors_total", "counter"),
+    ("vitalwatch_processing_duration_seconds", "histogram"),
+    ("vitalwatch_event_age_seconds", "histogram"),
+    ("vitalwatch_worker_queue_depth", "gauge"),
+    ("vitalwatch_inflight_messages", "gauge"),
+    ("vitalwatch_consumer_lag", "gauge"),
+    ("vitalwatch_committed_offset", "gauge"),
+    ("vitalwatch_rebalances_total", "counter"),
+    ("vitalwatch_workers", "gauge"),
+    ("vitalwatch_build_info", "gauge"),
+];
+
+/// Every label name the contract allows (plus `le` of histogram buckets).
+const ALLOWED_LABELS: [&str; 10] = [
+    "topic",
+    "reason",
+    "rule",
+    "severity",
+    "sink",
+    "worker",
+    "partition",
+    "event",
+    "version",
+    "le",
+];
+
+// ---------------------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------------------
+
+/// Runs known traffic through the pipeline and checks the scrape: every metric of the
+/// table with its type, counters equal to what was sent, real histograms, lag and
+/// committed offsets at the end of the log, labels free of patient data; and the logs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_scrape_has_every_metric_with_counts_matching_the_traffic() {
+    let _serial = SERIAL.lock().await;
+    let logs = logs();
+    let log_start = logs.contents().len();
+
+    let cluster = Cluster::new(1, 3);
+    let status = Status::new();
+    let listeners = CancellationToken::new();
+    let _stop_listeners = listeners.clone().drop_guard();
+    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
+        .await
+        .unwrap();
+    let before = scrape(addr).await;
+
+    let traffic = Traffic::new();
+    cluster.produce(&cluster.input, &traffic.messages).await;
+    let running = start(cluster.config("metrics"), status.clone());
+
+    let total = traffic.messages.len() as f64;
+    let valid = total - traffic.invalid_total() as f64;
+    let topic = [("topic", cluster.input.as_str())];
+    let after = poll_scrape(addr, Duration::from_secs(60), |s| {
+        let lag: Vec<f64> = s.values(CONSUMER_LAG, &topic);
+        delta(s, &before, CONSUMED, &topic) == total
+            && delta(s, &before, DLQ, &[]) == traffic.invalid_total() as f64
+            && delta(s, &before, ALERTS, &[]) == traffic.alerts_total() as f64
+            && delta(
+                s,
+                &before,
+                "vitalwatch_processing_duration_seconds_count",
+                &[],
+            ) == total
+            && s.sum(COMMITTED, &topic) == total
+            && !lag.is_empty()
+            && lag.iter().all(|&l| l == 0.0)
+            && s.sum(INFLIGHT, &[]) == 0.0
+    })
+    .await;
+
+    // Every metric of the table, with its type.
+    for (name, kind) in DESIGN_TABLE {
+        assert_eq!(
+            after.types.get(name).map(String::as_str),
+            Some(kind),
+            "# TYPE of {name}"
+        );
+        let sample = if kind == "histogram" {
+            format!("{name}_count")
+        } else {
+            name.to_owned()
+        };
+        assert!(
+            after.samples.iter().any(|s| s.name == sample),
+            "{name}: no sample in the scrape"
+        );
+    }
+    // Real histograms: buckets, no quantiles.
+    for name in [
+        "vitalwatch_processing_duration_seconds",
+        "vitalwatch_event_age_seconds",
+    ] {
+        let buckets: Vec<&Sample> = after
+            .samples
+            .iter()
+            .filter(|s| s.name == format!("{name}_bucket"))
+            .collect();
+        assert!(buckets.len() >= 10, "{name}: {} buckets", buckets.len());
+        assert!(buckets.iter().any(|b| b.labels["le"] == "+Inf"));
+        assert!(
+            !after
+                .samples
+                .iter()
+                .any(|s| s.name == name && s.labels.contains_key("quantile")),
+            "{name} is rendered as a summary"
+        );
+    }
+
+    // Counters equal to the traffic.
+    assert_eq!(delta(&after, &before, CONSUMED, &topic), total);
+    for (reason, n) in &traffic.invalid {
+        assert_eq!(
+            delta(&after, &before, INVALID, &[("reason", reason)]),
+            *n as f64,
+            "invalid messages with reason {reason}"
+        );
+    }
+    assert_eq!(
+        delta(&after, &before, INVALID, &[]),
+        traffic.invalid_total() as f64
+    );
+    for reason in vitalwatch::vitals::DecodeError::REASONS {
+        assert!(
+            after.sum(INVALID, &[("reason", reason)]) >= 0.0
+                && !after.values(INVALID, &[("reason", reason)]).is_empty(),
+            "reason {reason} not registered at zero"
+        );
+    }
+    for (rule, n) in &traffic.alerts {
+        assert_eq!(
+            delta(
+                &after,
+                &before,
+                ALERTS,
+                &[("rule", rule), ("severity", "medium")]
+            ),
+            *n as f64,
+            "alerts of rule {rule}"
+        );
+    }
+    assert_eq!(
+        delta(&after, &before, DLQ, &[]),
+        traffic.invalid_total() as f64
+    );
+    assert_eq!(
+        delta(&after, &before, "vitalwatch_event_age_seconds_count", &[]),
+        valid
+    );
+    for sink in ["alerts", "dlq"] {
+        assert_eq!(
+            after.values(SINK_ERRORS, &[("sink", sink)]).len(),
+            1,
+            "sink_errors{{sink={sink}}} registered"
+        );
+        assert_eq!(delta(&after, &before, SINK_ERRORS, &[("sink", sink)]), 0.0);
+    }
+    assert!(delta(&after, &before, REBALANCES, &[("event", "assign")]) >= 1.0);
+    assert_eq!(after.sum("vitalwatch_workers", &[]), 2.0);
+    for w in ["0", "1"] {
+        assert_eq!(
+            after
+                .values("vitalwatch_worker_queue_depth", &[("worker", w)])
+                .len(),
+            1,
+            "queue depth of worker {w}"
+        );
+    }
+    assert_eq!(
+        after.values(
+            "vitalwatch_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        vec![1.0]
+    );
+    // Lag and commits cover the partitions that received traffic: 3 partitions, each
+    // committed at its log end.
+    let committed: BTreeMap<String, f64> = after
+        .samples
+        .iter()
+        .filter(|s| s.name == COMMITTED && s.labels.get("topic") == Some(&cluster.input))
+        .map(|s| (s.labels["partition"].clone(), s.value))
+        .collect();
+    let ends: BTreeMap<String, f64> = cluster
+        .end_offsets()
+        .into_iter()
+        .enumerate()
+        .filter(|&(_, end)| end > 0)
+        .map(|(p, end)| (p.to_string(), end as f64))
+        .collect();
+    assert_eq!(committed, ends, "committed offset gauge per partition");
+
+    // No patient data anywhere in the labels.
+    for s in &after.samples {
+        for (k, v) in &s.labels {
+            assert!(
+                ALLOWED_LABELS.contains(&k.as_str()),
+                "label {k} on {}",
+                s.name
+            );
+            assert!(!v.contains(PATIENT_PREFIX), "patient id in {}: {v}", s.name);
+        }
+    }
+
+    let report = running.stop().await;
+    assert!(report.clean, "{report:?}");
+    assert_eq!(report.counts.consumed, traffic.messages.len() as u64);
+
+    // Logs: the state changes, nothing per message, no patient data at info and above.
+    let logged = &logs.contents()[log_start..];
+    let events = info_and_above(logged);
+    let messages: BTreeSet<&str> = events.iter().map(|e| e.message.as_str()).collect();
+    for expected in [
+        "pipeline started",
+        "partitions assigned",
+        "shutdown: draining",
+        "pipeline stopped",
+    ] {
+        assert!(
+            messages.contains(expected),
+            "no \"{expected}\" event in {messages:?}"
+        );
+    }
+    assert!(
+        events.len() < traffic.messages.len() / 4,
+        "{} info+ events for {} messages: per-message logging? {messages:?}",
+        events.len(),
+        traffic.messages.len()
+    );
+    for e in &events {
+        assert!(
+            !e.line.contains(PATIENT_PREFIX),
+            "patient id in an info+ log: {}",
+            e.line
+        );
+        assert!(
+            !e.line.contains("\"value\""),
+            "vital value in an info+ log: {}",
+            e.line
+        );
+    }
+}
+
+/// `/readyz`: 503 before the pipeline runs and while it has no partitions, 200 once
+/// assigned, 503 "alert sink failing" while the alert topic's leader is down, 200 again
+/// when it is back; the alert is delivered in the end, not dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_follows_assignment_and_the_alert_sink() {
+    let _serial = SERIAL.lock().await;
+    let group = "readiness";
+    // Broker 2 leads the alert topic only; the group and everything else live on 1.
+    let cluster = Cluster::bare(2);
+    cluster
+        .mock
+        .coordinator(MockCoordinator::Group(group.into()), 1)
+        .unwrap();
+    cluster.mock.create_topic(&cluster.alerts, 1, 1).unwrap();
+    cluster
+        .mock
+        .partition_leader(&cluster.alerts, 0, Some(2))
+        .unwrap();
+    cluster.mock.create_topic(&cluster.dlq, 1, 1).unwrap();
+    cluster
+        .mock
+        .partition_leader(&cluster.dlq, 0, Some(1))
+        .unwrap();
+
+    let status = Status::new();
+    let listeners = CancellationToken::new();
+    let _stop_listeners = listeners.clone().drop_guard();
+    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
+        .await
+        .unwrap();
+    let before = scrape(addr).await;
+
+    let r = get(addr, "/readyz").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "not ready: pipeline not running\n")
+    );
+
+    // Running, but the input topic does not exist yet: no assignment.
+    let mut config = cluster.config(group);
+    config
+        .client
+        .insert("message.timeout.ms".into(), "1500".into());
+    config
+        .client
+        .insert("topic.metadata.refresh.interval.ms".into(), "500".into());
+    let running = start(config, status.clone());
+    let r = poll_get(addr, "/readyz", Duration::from_secs(20), |r| {
+        r.text() == "not ready: no partitions assigned\n"
+    })
+    .await;
+    assert_eq!(r.status, 503);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let r = get(addr, "/readyz").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "not ready: no partitions assigned\n")
+    );
+
+    cluster.mock.create_topic(&cluster.input, 2, 1).unwrap();
+    for p in 0..2 {
+        cluster
+            .mock
+            .partition_leader(&cluster.input, p, Some(1))
+            .unwrap();
+    }
+    let r = poll_get(addr, "/readyz", Duration::from_secs(30), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+
+    // The alert sink fails: its partition leader is unreachable.
+    cluster.mock.broker_down(2).unwrap();
+    let now = vitalwatch::pipeline::worker::now_ms();
+    let patient = format!("{PATIENT_PREFIX}READY");
+    let payload = format!(
+        r#"{{"patientId":"{patient}","metric":"heart_rate","value":140,"timestamp":{now}}}"#
+    );
+    cluster
+        .produce(&cluster.input, &[(patient, payload.into_bytes())])
+        .await;
+    let r = poll_get(addr, "/readyz", Duration::from_secs(30), |r| {
+        r.status == 503
+    })
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (503, "not ready: alert sink failing\n")
+    );
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+
+    cluster.mock.broker_up(2).unwrap();
+    let r = poll_get(addr, "/readyz", Duration::from_secs(60), |r| {
+        r.status == 200
+    })
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
+
+    let after = scrape(addr).await;
+    assert!(delta(&after, &before, SINK_ERRORS, &[("sink", "alerts")]) >= 1.0);
+    assert_eq!(
+        delta(&after, &before, ALERTS, &[("rule", "heart_rate_high")]),
+        1.0
+    );
+    let alerts = cluster.read_all(&cluster.alerts, 1, Duration::from_secs(30));
+    assert!(
+        alerts
+            .iter()
+            .any(|a| String::from_utf8_lossy(a).contains("\"ruleId\":\"heart_rate_high\"")),
+        "the alert raised while the sink failed was not delivered"
+    );
+    let report = running.stop().await;
+    assert!(report.clean, "{report:?}");
+}
+
+/// `/healthz` stays 200 while the only broker is down: liveness is about the loops, not
+/// the broker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn healthz_stays_ok_while_the_broker_is_down() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::new(1, 2);
+    let status = Status::new();
+    let listeners = CancellationToken::new();
+    let _stop_listeners = listeners.clone().drop_guard();
+    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
+        .await
+        .unwrap();
+    assert_eq!(get(addr, "/healthz").await.status, 200);
+    let running = start(cluster.config("liveness"), status.clone());
+    poll_get(addr, "/readyz", Duration::from_secs(30), |r| {
+        r.status == 200
+    })
+    .await;
+
+    cluster.mock.broker_down(1).unwrap();
+    let until = Instant::now() + Duration::from_secs(5);
+    let mut polls = 0;
+    while Instant::now() < until {
+        let r = get(addr, "/healthz").await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (200, "ok\n"),
+            "liveness failed with the broker down"
+        );
+        polls += 1;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(polls >= 10);
+    assert!(status.liveness(vitalwatch::http::STALL).is_ok());
+
+    cluster.mock.broker_up(1).unwrap();
+    let report = running.stop().await;
+    assert!(!report.crashed);
+}
+
+/// `/debug/pprof/profile?seconds=2` answers with a pprof protobuf that decodes, covers
+/// the requested time and names the function that burned the CPU; the flame graph is an
+/// SVG; bad durations and concurrent profiles are refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn admin_serves_a_pprof_profile_and_a_flamegraph() {
+    use pprof::protos::Message;
+
+    let _serial = SERIAL.lock().await;
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let addr = vitalwatch::admin::spawn(local(), shutdown.clone())
+        .await
+        .unwrap();
+
+    // Busy until the profile is back, however long the machine takes to get there.
+    let busy = Busy::start();
+    let first = tokio::spawn(get_owned(addr, "/debug/pprof/profile?seconds=2"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let second = get(addr, "/debug/pprof/profile?seconds=1").await;
+    assert_eq!(second.status, 409, "{}", second.text());
+    let r = first.await.unwrap();
+    let spun = busy.stop();
+
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some("application/octet-stream")
+    );
+    let profile = pprof::protos::Profile::decode(r.body.as_slice()).expect("a pprof protobuf");
+    let strings = &profile.string_table;
+    let types: Vec<(&str, &str)> = profile
+        .sample_type
+        .iter()
+        .map(|t| {
+            (
+                strings[t.ty as usize].as_str(),
+                strings[t.unit as usize].as_str(),
+            )
+        })
+        .collect();
+    assert!(types.contains(&("cpu", "nanoseconds")), "{types:?}");
+    assert!(
+        !profile.sample.is_empty(),
+        "no samples while a thread spun {spun:?} (duration {} ns)",
+        profile.duration_nanos
+    );
+    assert!(
+        profile.duration_nanos >= 2_000_000_000,
+        "{}",
+        profile.duration_nanos
+    );
+    let functions: Vec<&str> = profile
+        .function
+        .iter()
+        .map(|f| strings[f.name as usize].as_str())
+        .collect();
+    assert!(
+        functions.iter().any(|f| f.contains("spin_for_profile")),
+        "the busy function is not in the profile"
+    );
+    // Every sample's locations exist: the profile is internally consistent.
+    let locations: BTreeSet<u64> = profile.location.iter().map(|l| l.id).collect();
+    for s in &profile.sample {
+        assert!(s.location_id.iter().all(|id| locations.contains(id)));
+    }
+
+    let busy = Busy::start();
+    let svg = get(addr, "/debug/pprof/flamegraph?seconds=1").await;
+    busy.stop();
+    assert_eq!(svg.status, 200, "{}", svg.text());
+    assert_eq!(svg.header("content-type").as_deref(), Some("image/svg+xml"));
+    let svg = svg.text();
+    assert!(
+        svg.contains("<svg"),
+        "not an SVG: {}",
+        &svg[..svg.len().min(500)]
+    );
+    assert!(
+        svg.contains("spin_for_profile"),
+        "the busy function is not in the flame graph"
+    );
+
+    for bad in ["seconds=0", "seconds=301", "seconds=two"] {
+        let r = get(addr, &format!("/debug/pprof/profile?{bad}")).await;
+        assert_eq!(r.status, 400, "{bad}");
+    }
+}
+
+/// With the default settings the admin listener binds loopback only: reachable on
+/// 127.0.0.1, refused on every other address of this machine (where a listener on all
+/// interfaces is reachable, to show the check could fail).
+#[tokio::test]
+async fn admin_listener_is_loopback_only_by_default() {
+    let settings = Settings::load_with_env(None, Vec::<(String, String)>::new()).unwrap();
+    let default = settings
+        .admin_listen()
+        .unwrap()
+        .expect("admin on by default");
+    assert_eq!(default, "127.0.0.1:6060".parse().unwrap());
+
+    // The default address with port 0: another process may own 6060 on this machine.
+    let shutdown = CancellationToken::new();
+    let _stop = shutdown.clone().drop_guard();
+    let admin = vitalwatch::admin::spawn(SocketAddr::new(default.ip(), 0), shutdown.clone())
+        .await
+        .unwrap();
+    assert!(admin.ip().is_loopback());
+    let r = get(admin, "/debug/pprof/profile?seconds=0").await;
+    assert_eq!(r.status, 400, "reachable on loopback");
+
+    // Listeners on all interfaces, to show each address is reachable at all (the kernel
+    // completes the handshake without an accept).
+    let control_v4 = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let control_v6 = std::net::TcpListener::bind("[::]:0").ok();
+    let addresses = non_loopback_addresses();
+    let mut checked = 0;
+    for ip in &addresses {
+        let control = match ip {
+            IpAddr::V4(_) => Some(&control_v4),
+            IpAddr::V6(_) => control_v6.as_ref(),
+        };
+        let control_port = control.and_then(|c| c.local_addr().ok()).map(|a| a.port());
+        let Some(control_port) = control_port else {
+            eprintln!("{ip}: cannot listen on this address family; not checked");
+            continue;
+        };
+        if !reachable(SocketAddr::new(*ip, control_port)).await {
+            eprintln!(
+                "{ip}: a listener on all interfaces is not reachable there either; not checked"
+            );
+            continue;
+        }
+        assert!(
+            !reachable(SocketAddr::new(*ip, admin.port())).await,
+            "the admin listener answers on {ip}"
+        );
+        checked += 1;
+    }
+    if checked == 0 {
+        eprintln!(
+            "SKIPPED the non-loopback part: this machine has no usable non-loopback address ({addresses:?})"
+        );
+    } else {
+        eprintln!("admin listener refused on {checked} non-loopback address(es): {addresses:?}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Traffic with known counts
+// ---------------------------------------------------------------------------------------
+
+const CONSUMED: &str = "vitalwatch_messages_consumed_total";
+const INVALID: &str = "vitalwatch_messages_invalid_total";
+const ALERTS: &str = "vitalwatch_alerts_emitted_total";
+const DLQ: &str = "vitalwatch_dlq_published_total";
+const SINK_ERRORS: &str = "vitalwatch_sink_errors_total";
+const REBALANCES: &str = "vitalwatch_rebalances_total";
+const CONSUMER_LAG: &str = "vitalwatch_consumer_lag";
+const COMMITTED: &str = "vitalwatch_committed_offset";
+const INFLIGHT: &str = "vitalwatch_inflight_messages";
+
+/// Patient ids of the test traffic start with this, so a leak is easy to find.
+const PATIENT_PREFIX: &str = "OBS-PATIENT-";
+
+struct Traffic {
+    messages: Vec<(String, Vec<u8>)>,
+    /// Expected alerts by rule id.
+    alerts: BTreeMap<&'static str, usize>,
+    /// Expected invalid messages by reason code.
+    invalid: BTreeMap<&'static str, usize>,
+}
+
+impl Traffic {
+    /// 100 normal observations, 18 that breach a red flag, 10 malformed; interleaved.
+    fn new() -> Traffic {
+        let now = vitalwatch::pipeline::worker::now_ms();
+        let normal = [
+            ("heart_rate", 80.0),
+            ("spo2", 97.0),
+            ("temperature", 37.0),
+            ("respiratory_rate", 16.0),
+            ("systolic_bp", 120.0),
+        ];
+        let abnormal: [(&str, f64, &str, usize); 5] = [
+            ("heart_rate", 140.0, "heart_rate_high", 7),
+            ("spo2", 88.0, "spo2_low", 5),
+            ("temperature", 39.6, "temperature_high", 3),
+            ("respiratory_rate", 30.0, "respiratory_rate_high", 2),
+            ("systolic_bp", 80.0, "systolic_bp_low", 1),
+        ];
+        let invalid: [(&str, usize); 4] = [
+            ("invalid_json", 4),
+            ("unknown_metric", 3),
+            ("out_of_range", 2),
+            ("bad_patient_id", 1),
+        ];
+        let patient = |i: usize| format!("{PATIENT_PREFIX}{:03}", i % 20);
+        let observation = |i: usize, metric: &str, value: f64| {
+            let p = patient(i);
+            let payload = format!(
+                r#"{{"patientId":"{p}","metric":"{metric}","value":{value},"timestamp":{}}}"#,
+                now - 1000
+            );
+            (p, payload.into_bytes())
+        };
+        let mut messages = Vec::new();
+        for i in 0..100 {
+            let (metric, value) = normal[i % normal.len()];
+            messages.push(observation(i, metric, value));
+        }
+        let mut alerts = BTreeMap::new();
+        for (metric, value, rule, n) in abnormal {
+            for k in 0..n {
+                let at = (k * 13 + rule.len()) % messages.len();
+                messages.insert(at, observation(k, metric, value));
+            }
+            alerts.insert(rule, n);
+        }
+        let mut expected_invalid = BTreeMap::new();
+        for (reason, n) in invalid {
+            for k in 0..n {
+                let p = patient(k);
+                let payload = match reason {
+                    "invalid_json" => "{\"patientId\": ".to_owned(),
+                    "unknown_metric" => format!(
+                        r#"{{"patientId":"{p}","metric":"glucose","value":5,"timestamp":{now}}}"#
+                    ),
+                    "out_of_range" => format!(
+                        r#"{{"patientId":"{p}","metric":"heart_rate","value":900,"timestamp":{now}}}"#
+                    ),
+                    _ => format!(
+                        r#"{{"patientId":"bad id","metric":"spo2","value":97,"timestamp":{now}}}"#
+                    ),
+                };
+                let at = (k * 17 + reason.len()) % messages.len();
+                messages.insert(at, (p, payload.into_bytes()));
+            }
+            expected_invalid.insert(reason, n);
+        }
+        Traffic {
+            messages,
+            alerts,
+            invalid: expected_invalid,
+        }
+    }
+
+    fn invalid_total(&self) -> usize {
+        self.invalid.values().sum()
+    }
+
+    fn alerts_total(&self) -> usize {
+        self.alerts.values().sum()
+    }
+}
+
+/// A thread burning CPU in [`spin_for_profile`] until stopped.
+struct Busy {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl Busy {
+    fn start() -> Busy {
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let started = Instant::now();
+            spin_for_profile(&flag);
+            started.elapsed()
+        });
+        Busy { stop, thread }
+    }
+
+    /// Stops the thread; returns how long it spun.
+    fn stop(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+/// Burns CPU until `stop`, in a function the profile must name.
+#[inline(never)]
+fn spin_for_profile(stop: &std::sync::atomic::AtomicBool) -> u64 {
+    let mut x = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        for i in 0..10_000u64 {
+            x = std::hint::black_box(x.wrapping_mul(6364136223846793005).wrapping_add(i));
+        }
+    }
+    x
+}
+
+// ---------------------------------------------------------------------------------------
+// Mock cluster and pipeline
+// ---------------------------------------------------------------------------------------
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+struct Cluster {
+    mock: MockCluster<'static, DefaultProducerContext>,
+    input: String,
+    alerts: String,
+    dlq: String,
+}
+
+impl Cluster {
+    /// A cluster and fresh topic names, no topics created.
+    fn bare(brokers: i32) -> Cluster {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        Cluster {
+            mock: MockCluster::new(brokers).expect("mock cluster"),
+            input: format!("obs-patient-data-{n}"),
+            alerts: format!("obs-patient-alerts-{n}"),
+            dlq: format!("obs-patient-data-dlq-{n}"),
+        }
+    }
+
+    fn new(brokers: i32, partitions: i32) -> Cluster {
+        let c = Cluster::bare(brokers);
+        c.mock.create_topic(&c.input, partitions, 1).unwrap();
+        c.mock.create_topic(&c.alerts, 1, 1).unwrap();
+        c.mock.create_topic(&c.dlq, 1, 1).unwrap();
+        c
+    }
+
+    fn config(&self, group: &str) -> PipelineConfig {
+        PipelineConfig {
+            bootstrap_servers: self.mock.bootstrap_servers(),
+            group_id: group.to_owned(),
+            input_topic: self.input.clone(),
+            alert_topic: self.alerts.clone(),
+            dlq_topic: self.dlq.clone(),
+            // Lag twice a second instead of every five.
+            client: BTreeMap::from([("statistics.interval.ms".into(), "500".into())]),
+            workers: 2,
+            queue_capacity: 64,
+            limits: DecodeLimits::default(),
+            shutdown_timeout: Duration::from_secs(15),
+        }
+    }
+
+    async fn produce(&self, topic: &str, messages: &[(String, Vec<u8>)]) {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", self.mock.bootstrap_servers())
+            .set("linger.ms", "5")
+            .create()
+            .expect("producer");
+        let mut pending = Vec::with_capacity(messages.len());
+        for (key, payload) in messages {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            pending.push(producer.send_result(record).expect("enqueue"));
+        }
+        for p in pending {
+            p.await.expect("delivery future").expect("delivered");
+        }
+        producer.flush(Duration::from_secs(10)).unwrap();
+    }
+
+    fn reader(&self) -> BaseConsumer {
+        ClientConfig::new()
+            .set("bootstrap.servers", self.mock.bootstrap_servers())
+            .set("group.id", "obs-reader")
+            .set("enable.auto.commit", "false")
+            .create()
+            .expect("reader")
+    }
+
+    /// Payloads of `topic` from the beginning, until `expect` were read or `timeout`.
+    fn read_all(&self, topic: &str, expect: usize, timeout: Duration) -> Vec<Vec<u8>> {
+        let consumer = self.reader();
+        let md = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(5))
+            .unwrap();
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..md.topics()[0].partitions().len() as i32 {
+            tpl.add_partition_offset(topic, p, Offset::Beginning)
+                .unwrap();
+        }
+        consumer.assign(&tpl).unwrap();
+        let deadline = Instant::now() + timeout;
+        let mut out = Vec::new();
+        while out.len() < expect && Instant::now() < deadline {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                out.push(m.payload().unwrap_or_default().to_vec());
+            }
+        }
+        out
+    }
+
+    /// Log end offset per input partition.
+    fn end_offsets(&self) -> Vec<i64> {
+        let consumer = self.reader();
+        let md = consumer
+            .fetch_metadata(Some(&self.input), Duration::from_secs(5))
+            .unwrap();
+        (0..md.topics()[0].partitions().len() as i32)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&self.input, p, Duration::from_secs(5))
+                    .unwrap()
+                    .1
+            })
+            .collect()
+    }
+}
+
+struct Running {
+    shutdown: CancellationToken,
+    handle: JoinHandle<anyhow::Result<Report>>,
+}
+
+impl Running {
+    async fn stop(self) -> Report {
+        self.shutdown.cancel();
+        self.handle.await.expect("join").expect("pipeline run")
+    }
+}
+
+fn start(config: PipelineConfig, status: Arc<Status>) -> Running {
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(pipeline::run(
+        config,
+        Arc::new(RuleSet::news2_red_flags()),
+        status,
+        shutdown.clone(),
+        Hooks::default(),
+    ));
+    Running { shutdown, handle }
+}
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+// ---------------------------------------------------------------------------------------
+// Logs
+// ---------------------------------------------------------------------------------------
+
+/// The process-wide log capture: JSON at info, whatever `RUST_LOG` says.
+fn logs() -> &'static Capture {
+    static LOGS: OnceLock<Capture> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let capture = Capture::new();
+        let subscriber =
+            telemetry::with_filter(EnvFilter::new("info"), LogFormat::Json, capture.clone());
+        tracing::subscriber::set_global_default(subscriber).expect("the first subscriber");
+        capture
+    })
+}
+
+struct Event {
+    message: String,
+    line: String,
+}
+
+fn info_and_above(logged: &str) -> Vec<Event> {
+    logged
+        .lines()
+        .filter_map(|line| {
+            let v: serde_json::Value = serde_json::from_str(line).ok()?;
+            let level = v["level"].as_str()?;
+            matches!(level, "INFO" | "WARN" | "ERROR").then(|| Event {
+                message: v["fields"]["message"].as_str().unwrap_or("").to_owned(),
+                line: line.to_owned(),
+            })
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// HTTP
+// ---------------------------------------------------------------------------------------
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    }
+}
+
+/// One HTTP/1.0 GET: the server closes the connection after the response.
+async fn get(addr: SocketAddr, path: &str) -> Response {
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("GET {path}: no header end in {raw:?}"));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("GET {path}: bad status line in {head}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Response {
+        status,
+        headers,
+        body: raw[split + 4..].to_vec(),
+    }
+}
+
+async fn get_owned(addr: SocketAddr, path: &'static str) -> Response {
+    get(addr, path).await
+}
+
+async fn poll_get(
+    addr: SocketAddr,
+    path: &str,
+    timeout: Duration,
+    cond: impl Fn(&Response) -> bool,
+) -> Response {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let r = get(addr, path).await;
+        if cond(&r) || Instant::now() >= deadline {
+            return r;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Whether a TCP connection to `addr` is accepted within two seconds.
+async fn reachable(addr: SocketAddr) -> bool {
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr)).await,
+        Ok(Ok(_))
+    )
+}
+
+/// This machine's addresses other than loopback: `hostname -I`, and the source address
+/// of the default route (a UDP connect sends nothing).
+fn non_loopback_addresses() -> Vec<IpAddr> {
+    let mut found = BTreeSet::new();
+    if let Ok(out) = std::process::Command::new("hostname").arg("-I").output() {
+        for word in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(ip) = word.parse::<IpAddr>() {
+                found.insert(ip);
+            }
+        }
+    }
+    if let Ok(socket) = std::net::UdpSocket::bind("0.0.0.0:0")
+        && socket.connect("192.0.2.1:9").is_ok()
+        && let Ok(local) = socket.local_addr()
+    {
+        found.insert(local.ip());
+    }
+    found
+        .into_iter()
+        .filter(|ip| !ip.is_loopback() && !ip.is_unspecified() && !ip.is_multicast())
+        .filter(|ip| match ip {
+            // Link-local IPv6 needs a scope id to connect to; skip it.
+            IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) != 0xfe80,
+            IpAddr::V4(_) => true,
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------
+// Prometheus text format
+// ---------------------------------------------------------------------------------------
+
+#[derive(Debug)]
+struct Sample {
+    name: String,
+    labels: BTreeMap<String, String>,
+    value: f64,
+}
+
+#[derive(Debug, Default)]
+struct Scrape {
+    /// `# TYPE` per metric family.
+    types: HashMap<String, String>,
+    samples: Vec<Sample>,
+}
+
+impl Scrape {
+    fn parse(text: &str) -> Scrape {
+        let mut s = Scrape::default();
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                let (name, kind) = rest.split_once(' ').expect("TYPE line");
+                let previous = s.types.insert(name.to_owned(), kind.to_owned());
+                assert!(previous.is_none(), "two # TYPE lines for {name}");
+                continue;
+            }
+            if line.starts_with('#') {
+                continue;
+            }
+            s.samples.push(parse_sample(line));
+        }
+        s
+    }
+
+    fn matching<'a>(
+        &'a self,
+        name: &'a str,
+        labels: &'a [(&'a str, &'a str)],
+    ) -> impl Iterator<Item = &'a Sample> + 'a {
+        self.samples.iter().filter(move |s| {
+            s.name == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+        })
+    }
+
+    /// Values of the series of `name` whose labels include `labels`.
+    fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
+        self.matching(name, labels).map(|s| s.value).collect()
+    }
+
+    /// Sum over the series of `name` whose labels include `labels` (0 when none).
+    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.matching(name, labels).map(|s| s.value).sum()
+    }
+}
+
+fn delta(after: &Scrape, before: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
+    after.sum(name, labels) - before.sum(name, labels)
+}
+
+fn parse_sample(line: &str) -> Sample {
+    let name_end = line.find(['{', ' ']).expect("sample line");
+    let name = line[..name_end].to_owned();
+    let mut labels = BTreeMap::new();
+    let mut rest = &line[name_end..];
+    if let Some(body) = rest.strip_prefix('{') {
+        let mut chars = body.char_indices().peekable();
+        let mut end = None;
+        while let Some(&(i, c)) = chars.peek() {
+            if c == '}' {
+                end = Some(i);
+                break;
+            }
+            if c == ',' {
+                chars.next();
+                continue;
+            }
+            let mut key = String::new();
+            for (_, c) in chars.by_ref() {
+                if c == '=' {
+                    break;
+                }
+                key.push(c);
+            }
+            assert_eq!(
+                chars.next().map(|(_, c)| c),
+                Some('"'),
+                "label value in {line}"
+            );
+            let mut value = String::new();
+            while let Some((_, c)) = chars.next() {
+                match c {
+                    '"' => break,
+                    '\\' => match chars.next().map(|(_, c)| c) {
+                        Some('n') => value.push('\n'),
+                        Some(other) => value.push(other),
+                        None => break,
+                    },
+                    c => value.push(c),
+                }
+            }
+            labels.insert(key, value);
+        }
+        let end = end.unwrap_or_else(|| panic!("unterminated labels in {line}"));
+        rest = &body[end + 1..];
+    }
+    let value = rest.split_whitespace().next().expect("sample value");
+    let value = match value {
+        "+Inf" => f64::INFINITY,
+        "-Inf" => f64::NEG_INFINITY,
+        "NaN" => f64::NAN,
+        v => v
+            .parse()
+            .unwrap_or_else(|_| panic!("sample value {v} in {line}")),
+    };
+    Sample {
+        name,
+        labels,
+        value,
+    }
+}
+
+async fn scrape(addr: SocketAddr) -> Scrape {
+    let r = get(addr, "/metrics").await;
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        r.header("content-type").as_deref(),
+        Some(vitalwatch::http::METRICS_CONTENT_TYPE)
+    );
+    Scrape::parse(&r.text())
+}
+
+/// Scrapes until `cond` holds; fails with the last scrape's key series if it never does.
+async fn poll_scrape(
+    addr: SocketAddr,
+    timeout: Duration,
+    cond: impl Fn(&Scrape) -> bool,
+) -> Scrape {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let s = scrape(addr).await;
+        if cond(&s) {
+            return s;
+        }
+        if Instant::now() >= deadline {
+            let interesting: Vec<&Sample> = s
+                .samples
+                .iter()
+                .filter(|x| !x.name.ends_with("_bucket"))
+                .collect();
+            panic!("the scrape never met the condition; last scrape: {interesting:#?}");
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
