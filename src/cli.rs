@@ -1,5 +1,6 @@
 //! The command line: `run`, `demo`, `check-config`, `loadgen`.
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
@@ -51,13 +52,27 @@ pub struct DemoArgs {
     /// Seed of the ward simulator (same seed, same ward).
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Where to serve /metrics /healthz /readyz (default: http.listen from the
+    /// configuration, or a free loopback port when that one is taken).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Partitions of the input topic on the in-process cluster.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub partitions: i32,
 }
 
 #[derive(Debug, Args, Clone)]
 pub struct LoadgenArgs {
     /// Bootstrap servers, host:port[,host:port...].
-    #[arg(long, value_name = "B")]
-    pub brokers: String,
+    #[arg(long, value_name = "B", required_unless_present = "mock")]
+    pub brokers: Option<String>,
+    /// Produce to an in-process mock cluster instead of a broker (measures the
+    /// generator and the client; the data is gone when loadgen exits).
+    #[arg(long, conflicts_with = "brokers")]
+    pub mock: bool,
+    /// Partitions of the topic `--mock` creates (ignored without `--mock`).
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub partitions: i32,
     /// Topic to produce to.
     #[arg(long, value_name = "T", default_value = "patient-data")]
     pub topic: String,
@@ -79,6 +94,35 @@ pub struct LoadgenArgs {
     /// Seed: the same seed and flags give byte-identical messages.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Timestamp of the first observation, Unix epoch ms; each next one is 1 ms later.
+    /// `now` uses the wall clock at sending instead (realistic event ages, but no longer
+    /// byte-identical between runs).
+    #[arg(long, value_name = "MS|now", default_value = "1763798400000", value_parser = base_timestamp)]
+    pub base_timestamp: BaseTimestamp,
+}
+
+/// Where loadgen's observation timestamps come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BaseTimestamp {
+    /// The wall clock when each message is generated.
+    Now,
+    /// This Unix epoch millisecond plus the message's sequence number.
+    Fixed(i64),
+}
+
+fn base_timestamp(s: &str) -> Result<BaseTimestamp, String> {
+    if s == "now" {
+        return Ok(BaseTimestamp::Now);
+    }
+    match s.parse::<i64>() {
+        Ok(ms) if ms >= crate::vitals::MIN_TIMESTAMP_MS => Ok(BaseTimestamp::Fixed(ms)),
+        Ok(_) => Err(format!(
+            "{s} is before 2000-01-01 (vitalwatch would dead-letter every message)"
+        )),
+        Err(_) => Err(format!(
+            "`{s}` is neither `now` nor Unix epoch milliseconds"
+        )),
+    }
 }
 
 fn ratio(s: &str) -> Result<f64, String> {

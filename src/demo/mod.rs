@@ -1,10 +1,638 @@
 //! `vitalwatch demo`: the whole service on an in-process Kafka cluster fed by a ward.
+//!
+//! librdkafka's mock cluster stands in for Kafka; the pipeline is [`pipeline::run`]
+//! exactly as `vitalwatch run` starts it, with only the bootstrap servers changed. A
+//! simulated ward ([`ward`]) produces to the input topic at a steady rate; the console
+//! ([`terminal`]) reads the alert and dead-letter topics back and prints what arrives.
+//!
+//! Ending (after `--duration` or on Ctrl-C) checks that nothing was lost: stop the
+//! ward, wait until the pipeline has read every message the ward produced, stop the
+//! pipeline (which drains and commits), wait until every alert and dead letter the
+//! pipeline published was read back, then print the summary. Every observation the
+//! ward sent was also decoded and evaluated on the side, so the summary compares the
+//! alerts read back, rule by rule, with the alerts that should exist.
 
+/// `println!` that ignores a closed stdout (`vitalwatch demo | head`) instead of
+/// panicking: the demo carries on and still shuts the pipeline down in order.
+macro_rules! say {
+    () => {
+        say!("")
+    };
+    ($($arg:tt)+) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout().lock(), $($arg)+);
+    }};
+}
+
+mod scrape;
+mod terminal;
+pub mod ward;
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use console::style;
+use rdkafka::mocking::MockCluster;
+use tokio_util::sync::CancellationToken;
 
 use crate::cli::DemoArgs;
+use crate::metrics::{PROCESSING_DURATION, WORKER_QUEUE_DEPTH};
+use crate::pipeline::worker::now_ms;
+use crate::pipeline::{self, Counts, Hooks, PipelineConfig, Status};
+use crate::rules::RuleSet;
+use crate::settings::{LogFormat, LogSettings, Settings};
+use crate::vitals::{DecodeLimits, decode};
+use crate::{app, http, telemetry};
+use terminal::{Console, Reader, Tally, Topic};
+use ward::{Course, Ward, WardConfig};
 
-pub fn main(_args: DemoArgs) -> ExitCode {
-    eprintln!("vitalwatch demo is not available yet");
-    ExitCode::from(2)
+/// Partitions of the alert and dead-letter topics on the in-process cluster.
+const ALERT_PARTITIONS: i32 = 3;
+const DLQ_PARTITIONS: i32 = 1;
+/// The rules file the default configuration names.
+const DEFAULT_RULES_FILE: &str = "config/rules.toml";
+/// Deterioration course when the demo runs until Ctrl-C.
+const OPEN_ENDED_COURSE: Duration = Duration::from_secs(30);
+/// Bound on waiting for the pipeline to read what the ward produced, at the end.
+const DRAIN_WAIT: Duration = Duration::from_secs(30);
+/// Bound on waiting for published alerts and dead letters to be read back.
+const READBACK_WAIT: Duration = Duration::from_secs(15);
+/// Bound on waiting for the ward's last messages to be acknowledged.
+const FEED_FLUSH: Duration = Duration::from_secs(30);
+
+pub fn main(args: DemoArgs) -> ExitCode {
+    match run(&args) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Runs the demo; `Ok(false)` when the end-of-run checks found a discrepancy.
+fn run(args: &DemoArgs) -> anyhow::Result<bool> {
+    let settings = Settings::load(args.config.as_deref())?;
+    let (rules, rules_source) = demo_rules(&settings)?;
+    // Service logs stay out of the way of the console (stderr, warnings only) unless
+    // RUST_LOG asks for more.
+    telemetry::init(&LogSettings {
+        format: LogFormat::Pretty,
+        level: "warn".into(),
+    });
+
+    // Not Send: it stays on this thread, alive until the runtime has shut down.
+    let mock = MockCluster::new(1).context("cannot start the in-process Kafka cluster")?;
+    let k = &settings.kafka;
+    for (topic, partitions) in [
+        (&k.input_topic, args.partitions),
+        (&k.alert_topic, ALERT_PARTITIONS),
+        (&k.dlq_topic, DLQ_PARTITIONS),
+    ] {
+        mock.create_topic(topic, partitions, 1)
+            .with_context(|| format!("cannot create topic {topic} on the in-process cluster"))?;
+    }
+    let mut config = PipelineConfig::from_settings(&settings);
+    config.bootstrap_servers = mock.bootstrap_servers();
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("vw-worker")
+        .build()
+        .context("cannot start the async runtime")?;
+    let result = runtime.block_on(demo(args, &settings, config, rules, rules_source));
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    drop(mock);
+    result
+}
+
+/// The configured rules file; the embedded NEWS2 set only when the configuration names
+/// the default file and it is not there (the demo run outside a checkout).
+fn demo_rules(settings: &Settings) -> anyhow::Result<(RuleSet, String)> {
+    let path = &settings.rules.file;
+    if path == Path::new(DEFAULT_RULES_FILE) && !path.exists() {
+        return Ok((
+            RuleSet::news2_red_flags(),
+            format!("the built-in NEWS2 red flags ({DEFAULT_RULES_FILE} not found here)"),
+        ));
+    }
+    let rules = RuleSet::load(path)?;
+    Ok((rules, path.display().to_string()))
+}
+
+/// Live counters of the ward feed, for the status line.
+#[derive(Default)]
+struct FeedProgress {
+    delivered: AtomicU64,
+}
+
+/// What the ward sent, and what the pipeline should make of it.
+#[derive(Debug, Default)]
+struct Fed {
+    /// Messages acknowledged by the cluster.
+    delivered: u64,
+    /// Alerts the rules raise for the valid messages sent, by rule id.
+    expected_alerts: BTreeMap<String, u64>,
+    /// Malformed messages sent, by the reason the decoder gives.
+    invalid_by_reason: BTreeMap<&'static str, u64>,
+}
+
+async fn demo(
+    args: &DemoArgs,
+    settings: &Settings,
+    config: PipelineConfig,
+    rules: RuleSet,
+    rules_source: String,
+) -> anyhow::Result<bool> {
+    let started = Instant::now();
+    let status = Status::new();
+    let http_stop = CancellationToken::new();
+    let (metrics_addr, fallback) = serve_metrics(
+        args.metrics_listen,
+        settings,
+        status.clone(),
+        http_stop.clone(),
+    )
+    .await?;
+    let metrics_url = format!("http://{}/metrics", display_addr(metrics_addr));
+    let brokers = config.bootstrap_servers.clone();
+    let rules = Arc::new(rules);
+
+    let course_length = match args.duration {
+        0 => OPEN_ENDED_COURSE,
+        secs => Duration::from_secs(secs),
+    };
+    let ward_config = WardConfig::demo(
+        args.seed,
+        args.patients,
+        Course {
+            start_ms: now_ms(),
+            length_ms: course_length.as_millis() as i64,
+        },
+        config.limits.max_message_bytes + 1,
+    );
+    let ward = Ward::new(ward_config);
+
+    say!(
+        "{} on an in-process Kafka cluster at {brokers}",
+        style("vitalwatch demo").bold()
+    );
+    say!(
+        "  topics   {} ({} partitions) → {} and {}",
+        config.input_topic,
+        args.partitions,
+        config.alert_topic,
+        config.dlq_topic
+    );
+    say!("  rules    {} ({} rules)", rules_source, rules.len());
+    if let Some(note) = &fallback {
+        say!("  note     {note}");
+    }
+    say!("  metrics  {metrics_url}  (also /healthz and /readyz)");
+    let deteriorating: Vec<&str> = ward.deteriorating().collect();
+    say!(
+        "  ward     {} patients, {} observations/s, seed {}, {}",
+        args.patients,
+        args.rate,
+        args.seed,
+        match args.duration {
+            0 => "until Ctrl-C".to_owned(),
+            s => format!("for {s} s (Ctrl-C stops early)"),
+        }
+    );
+    say!(
+        "           deteriorating over the run (pulse and breathing up, SpO2 down): {}",
+        abbreviate(&deteriorating, 6)
+    );
+    say!(
+        "  alerts   printed as they arrive on {}; a patient's repeating alert at most every {} s",
+        config.alert_topic,
+        terminal::REPEAT_EVERY.as_secs()
+    );
+    say!();
+
+    let console = Console::new(started);
+    let reader = Reader::spawn(
+        &brokers,
+        Topic {
+            name: &config.alert_topic,
+            partitions: ALERT_PARTITIONS,
+        },
+        Topic {
+            name: &config.dlq_topic,
+            partitions: DLQ_PARTITIONS,
+        },
+        console.clone(),
+    )?;
+
+    let pipeline_stop = CancellationToken::new();
+    let limits = config.limits;
+    let input_topic = config.input_topic.clone();
+    let pipeline = tokio::spawn(pipeline::run(
+        config,
+        rules.clone(),
+        status.clone(),
+        pipeline_stop.clone(),
+        Hooks::default(),
+    ));
+
+    // The ward stops after --duration or on the first Ctrl-C; a second Ctrl-C quits.
+    let stop = CancellationToken::new();
+    let interrupted = Arc::new(AtomicBool::new(false));
+    tokio::spawn(stop_after(
+        args.duration,
+        stop.clone(),
+        interrupted.clone(),
+        console.clone(),
+    ));
+
+    let progress = Arc::new(FeedProgress::default());
+    let feed = {
+        let (stop, progress, rules) = (stop.clone(), progress.clone(), rules.clone());
+        let (brokers, rate) = (brokers.clone(), u64::from(args.rate));
+        tokio::task::spawn_blocking(move || {
+            feed(
+                &brokers,
+                &input_topic,
+                ward,
+                rate,
+                &stop,
+                &rules,
+                limits,
+                &progress,
+            )
+        })
+    };
+    let ticker_stop = CancellationToken::new();
+    let ticker = tokio::spawn(status_ticker(
+        status.clone(),
+        progress.clone(),
+        console.clone(),
+        ticker_stop.clone(),
+    ));
+
+    let fed = feed.await.context("the ward feed panicked");
+    // Whatever happened to the feed, stop the rest in order.
+    stop.cancel();
+    let fed = match fed {
+        Ok(Ok(fed)) => Some(fed),
+        Ok(Err(e)) => {
+            console.line(format!(
+                "{} the ward feed failed: {e:#}",
+                style("error:").red()
+            ));
+            None
+        }
+        Err(e) => {
+            console.line(format!("{} {e:#}", style("error:").red()));
+            None
+        }
+    };
+    let produced = fed
+        .as_ref()
+        .map_or(progress.delivered.load(Ordering::Relaxed), |f| f.delivered);
+
+    let drain_started = Instant::now();
+    let drained = loop {
+        if status.counts().consumed >= produced {
+            break true;
+        }
+        // A pipeline that already stopped (failed to start) will read nothing more.
+        if drain_started.elapsed() >= DRAIN_WAIT || pipeline.is_finished() {
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    pipeline_stop.cancel();
+    let report = pipeline
+        .await
+        .context("the pipeline task panicked")?
+        .context("the pipeline failed to start")?;
+    let counts = status.counts();
+    let read_back = reader
+        .wait_for(counts.alerts, counts.dlq, READBACK_WAIT)
+        .await;
+    ticker_stop.cancel();
+    let _ = ticker.await;
+    let tally = reader.stop();
+    console.finish();
+
+    let rendered = http::metrics_handle()
+        .map(|h| h.render())
+        .unwrap_or_default();
+    let latency = [0.5, 0.99].map(|q| scrape::quantile(&rendered, PROCESSING_DURATION, q));
+    let ok = summary(&Summary {
+        ran: started.elapsed(),
+        interrupted: interrupted.load(Ordering::Relaxed),
+        fed: fed.as_ref(),
+        produced,
+        counts,
+        drained,
+        clean: report.clean,
+        read_back,
+        tally: &tally,
+        latency,
+        metrics_url: &metrics_url,
+    });
+    http_stop.cancel();
+    Ok(ok)
+}
+
+/// Binds `--metrics-listen`, else `http.listen`, else (when that is taken) a free
+/// loopback port. Returns the address and, after a fallback, a note saying so.
+async fn serve_metrics(
+    flag: Option<SocketAddr>,
+    settings: &Settings,
+    status: Arc<Status>,
+    stop: CancellationToken,
+) -> anyhow::Result<(SocketAddr, Option<String>)> {
+    if let Some(addr) = flag {
+        return Ok((http::spawn(addr, status, stop).await?, None));
+    }
+    let wanted = settings.http_listen()?;
+    match http::spawn(wanted, status.clone(), stop.clone()).await {
+        Ok(addr) => Ok((addr, None)),
+        Err(e) => {
+            let fallback = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0);
+            let addr = http::spawn(fallback, status, stop).await?;
+            Ok((
+                addr,
+                Some(format!(
+                    "http.listen {wanted} is not available ({}), serving on a free port instead",
+                    e.root_cause()
+                )),
+            ))
+        }
+    }
+}
+
+/// An address a browser can open: loopback instead of "any".
+fn display_addr(addr: SocketAddr) -> SocketAddr {
+    match addr.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), addr.port())
+        }
+        IpAddr::V6(ip) if ip.is_unspecified() => {
+            SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST), addr.port())
+        }
+        _ => addr,
+    }
+}
+
+fn abbreviate(items: &[&str], max: usize) -> String {
+    match items.len() {
+        0 => "none (fewer patients than it takes)".to_owned(),
+        n if n <= max => items.join(", "),
+        n => format!("{}, … ({n} patients)", items[..max].join(", ")),
+    }
+}
+
+/// Cancels `stop` after `duration` seconds (0: never) or on Ctrl-C/SIGTERM.
+async fn stop_after(
+    duration: u64,
+    stop: CancellationToken,
+    interrupted: Arc<AtomicBool>,
+    console: Console,
+) {
+    let signal = CancellationToken::new();
+    let timer = async {
+        match duration {
+            0 => std::future::pending().await,
+            s => tokio::time::sleep(Duration::from_secs(s)).await,
+        }
+    };
+    tokio::select! {
+        _ = app::stop_on_signal(signal.clone()) => {
+            interrupted.store(true, Ordering::Relaxed);
+            console.line(format!(
+                "{} stopping the ward, draining the pipeline (Ctrl-C again to quit at once)",
+                style("interrupted:").bold()
+            ));
+            tokio::spawn(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
+            });
+        }
+        _ = timer => {}
+        _ = stop.cancelled() => {}
+    }
+    stop.cancel();
+}
+
+/// The ward's producer loop: one message at a time at `rate`, until `stop`. Each
+/// message is also decoded and evaluated here, to know which alerts must come out.
+#[allow(clippy::too_many_arguments)]
+fn feed(
+    brokers: &str,
+    topic: &str,
+    mut ward: Ward,
+    rate: u64,
+    stop: &CancellationToken,
+    rules: &RuleSet,
+    limits: DecodeLimits,
+    progress: &FeedProgress,
+) -> anyhow::Result<Fed> {
+    let mut pump = crate::loadgen::Pump::new(brokers, topic, "vitalwatch-demo-ward")?;
+    let pacer = crate::loadgen::Pacer::new(rate);
+    let mut fed = Fed::default();
+    let mut n = 0;
+    while !stop.is_cancelled() {
+        pacer.wait(n, &pump);
+        let now = now_ms();
+        let msg = ward.next(now);
+        match decode(&msg.payload, &limits, now) {
+            Ok(obs) => {
+                for rule in rules.evaluate(&obs) {
+                    *fed.expected_alerts.entry(rule.id.clone()).or_default() += 1;
+                }
+            }
+            Err(e) => *fed.invalid_by_reason.entry(e.reason()).or_default() += 1,
+        }
+        pump.send(msg.key.as_bytes(), &msg.payload)?;
+        n += 1;
+        progress
+            .delivered
+            .store(pump.delivered(), Ordering::Relaxed);
+    }
+    fed.delivered = pump.finish(FEED_FLUSH)?;
+    progress.delivered.store(fed.delivered, Ordering::Relaxed);
+    Ok(fed)
+}
+
+/// Refreshes the status line every second until `stop`.
+async fn status_ticker(
+    status: Arc<Status>,
+    progress: Arc<FeedProgress>,
+    console: Console,
+    stop: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.tick().await;
+    let mut last = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.cancelled() => return,
+        }
+        let c = status.counts();
+        let produced = progress.delivered.load(Ordering::Relaxed);
+        let rendered = http::metrics_handle()
+            .map(|h| h.render())
+            .unwrap_or_default();
+        let queue = scrape::sum(&rendered, WORKER_QUEUE_DEPTH);
+        let joining = if status.assigned_partitions() == 0 {
+            "  (consumer group joining)"
+        } else {
+            ""
+        };
+        console.status(format!(
+            "{:>5.1}s  consumed {:>5}/s  total {:>7}  alerts {:>5}  DLQ {:>4}  queue {:>3}  lag {:>5}{joining}",
+            console.elapsed().as_secs_f64(),
+            c.consumed.saturating_sub(last),
+            c.consumed,
+            c.alerts,
+            c.dlq,
+            queue,
+            produced.saturating_sub(c.consumed),
+        ));
+        last = c.consumed;
+    }
+}
+
+struct Summary<'a> {
+    ran: Duration,
+    interrupted: bool,
+    fed: Option<&'a Fed>,
+    produced: u64,
+    counts: Counts,
+    drained: bool,
+    clean: bool,
+    read_back: bool,
+    tally: &'a Tally,
+    latency: [Option<f64>; 2],
+    metrics_url: &'a str,
+}
+
+/// Prints the summary; returns whether every end-of-run check passed.
+fn summary(s: &Summary<'_>) -> bool {
+    let mut problems = Vec::new();
+    let c = s.counts;
+    say!();
+    say!(
+        "{} ({:.1} s{})",
+        style("summary").bold(),
+        s.ran.as_secs_f64(),
+        if s.interrupted { ", interrupted" } else { "" }
+    );
+    say!(
+        "  messages      produced {}  consumed {}  valid {}  invalid {}  lost {}",
+        s.produced,
+        c.consumed,
+        c.consumed.saturating_sub(c.invalid),
+        c.invalid,
+        s.produced.saturating_sub(c.consumed)
+    );
+    if s.fed.is_none() {
+        problems.push("the ward feed failed (see above)".to_owned());
+    }
+    if !s.drained || c.consumed != s.produced {
+        problems.push(format!(
+            "the pipeline consumed {} of the {} messages produced",
+            c.consumed, s.produced
+        ));
+    }
+    if !s.clean {
+        problems.push("the pipeline did not shut down cleanly".to_owned());
+    }
+
+    say!(
+        "  alerts        {} published, {} read back from the alert topic",
+        c.alerts,
+        s.tally.alerts
+    );
+    let expected = s.fed.map(|f| &f.expected_alerts);
+    let mut rules: Vec<&String> = s.tally.alerts_by_rule.keys().collect();
+    if let Some(e) = expected {
+        rules.extend(e.keys());
+    }
+    rules.sort();
+    rules.dedup();
+    for rule in rules {
+        let got = s.tally.alerts_by_rule.get(rule).copied().unwrap_or(0);
+        let want = expected.and_then(|e| e.get(rule)).copied().unwrap_or(0);
+        let mark = match expected {
+            Some(_) if got != want => {
+                problems.push(format!("{rule}: expected {want} alerts, read back {got}"));
+                style(format!("≠ {want} expected")).red().to_string()
+            }
+            Some(_) => style(format!("= {want} expected")).dim().to_string(),
+            None => String::new(),
+        };
+        say!("    {rule:<24}{got:>8}  {mark}");
+    }
+    if !s.read_back || s.tally.alerts != c.alerts {
+        problems.push(format!(
+            "{} alerts published but {} read back",
+            c.alerts, s.tally.alerts
+        ));
+    }
+
+    say!(
+        "  dead letters  {} published, {} read back from the DLQ topic",
+        c.dlq,
+        s.tally.dlq
+    );
+    let sent = s.fed.map(|f| &f.invalid_by_reason);
+    for reason in crate::vitals::DecodeError::REASONS {
+        let got = s.tally.dlq_by_reason.get(reason).copied().unwrap_or(0);
+        let want = sent.and_then(|m| m.get(reason)).copied().unwrap_or(0);
+        if got == 0 && want == 0 {
+            continue;
+        }
+        let mark = match sent {
+            Some(_) if got != want => {
+                problems.push(format!(
+                    "{reason}: sent {want} malformed, dead-lettered {got}"
+                ));
+                style(format!("≠ {want} sent")).red().to_string()
+            }
+            Some(_) => style(format!("= {want} sent")).dim().to_string(),
+            None => String::new(),
+        };
+        say!("    {reason:<24}{got:>8}  {mark}");
+    }
+    if c.dlq != c.invalid || s.tally.dlq != c.dlq {
+        problems.push(format!(
+            "{} invalid, {} dead letters published, {} read back",
+            c.invalid, c.dlq, s.tally.dlq
+        ));
+    }
+
+    let ms = |v: Option<f64>| v.map_or("n/a".to_owned(), |v| format!("{:.2} ms", v * 1e3));
+    say!(
+        "  latency       p50 {}  p99 {}  (read → alerts or dead letter acknowledged; {PROCESSING_DURATION})",
+        ms(s.latency[0]),
+        ms(s.latency[1])
+    );
+    say!("  metrics       were served at {}", s.metrics_url);
+    if problems.is_empty() {
+        say!(
+            "  {} every message produced was consumed; every alert and dead letter was read back",
+            style("ok:").green().bold()
+        );
+        true
+    } else {
+        for p in problems {
+            say!("  {} {p}", style("problem:").red().bold());
+        }
+        false
+    }
 }

@@ -1,0 +1,396 @@
+//! The demo and loadgen: the ward simulator's clinical story, loadgen's determinism on a
+//! mock cluster, and the `vitalwatch demo` binary end to end (normal end and Ctrl-C).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::mocking::MockCluster;
+use rdkafka::{Offset, TopicPartitionList};
+use vitalwatch::cli::{Cli, Command as Sub, LoadgenArgs};
+use vitalwatch::demo::ward::{self, Course, Kind, Ward, WardConfig};
+use vitalwatch::rules::RuleSet;
+use vitalwatch::vitals::{DecodeError, DecodeLimits, Metric, decode};
+
+const T0: i64 = 1_763_798_400_000;
+
+/// A 60 s course at 2 000 observations/s over 200 patients, seed 42: the deteriorating
+/// patients (every 30th from P-000001) raise exactly heart_rate_high,
+/// respiratory_rate_high and spo2_low, none in the first 5% of the course and on every
+/// such reading in the last third; every other patient raises nothing; every DLQ reason
+/// appears in about 0.5% of the messages.
+#[test]
+fn ward_deteriorating_patients_raise_the_expected_rules_and_stable_ones_none() {
+    let (patients, rate, secs) = (200u32, 2_000i64, 60i64);
+    let course = Course {
+        start_ms: T0,
+        length_ms: secs * 1000,
+    };
+    let mut w = Ward::new(WardConfig::demo(42, patients, course, 65_537));
+    let expected_ids: Vec<String> = (1..=patients)
+        .filter(|&n| ward::is_deteriorating(n))
+        .map(ward::patient_id)
+        .collect();
+    assert_eq!(expected_ids.len(), 7);
+    assert_eq!(w.deteriorating().collect::<Vec<_>>(), expected_ids);
+
+    let rules = RuleSet::news2_red_flags();
+    let limits = DecodeLimits::default();
+    let end = T0 + secs * 1000;
+    let mut fired: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
+    let mut late_readings = 0;
+    let total = (rate * secs) as usize;
+    for i in 0..total {
+        let now = T0 + (i as i64) * 1000 / rate;
+        let msg = w.next(now);
+        match decode(&msg.payload, &limits, end) {
+            Ok(obs) => {
+                assert_eq!(msg.kind, Kind::Normal);
+                assert_eq!(obs.patient_id, msg.key.as_str());
+                let raised: Vec<&str> = rules.evaluate(&obs).map(|r| r.id.as_str()).collect();
+                let deteriorating = expected_ids.contains(&msg.key);
+                if now < T0 + secs * 50 {
+                    assert!(raised.is_empty(), "alert in the first 5%: {msg:?}");
+                }
+                let watched = matches!(
+                    obs.metric,
+                    Metric::HeartRate | Metric::RespiratoryRate | Metric::Spo2
+                );
+                if deteriorating && watched && now >= T0 + secs * 1000 * 2 / 3 {
+                    assert_eq!(raised.len(), 1, "late reading without alert: {msg:?}");
+                    late_readings += 1;
+                }
+                for r in raised {
+                    fired
+                        .entry(msg.key.clone())
+                        .or_default()
+                        .insert(r.to_owned());
+                }
+            }
+            Err(e) => {
+                assert_eq!(msg.kind, Kind::Invalid(e.reason()), "{msg:?}");
+                *reasons.entry(e.reason()).or_default() += 1;
+            }
+        }
+    }
+    // 7 patients × 100 pulse/RR/SpO2 readings each in the last third, less the malformed.
+    assert!(late_readings > 650, "{late_readings}");
+    let expected_rules: BTreeSet<String> = ["heart_rate_high", "respiratory_rate_high", "spo2_low"]
+        .map(String::from)
+        .into();
+    let expected: BTreeMap<String, BTreeSet<String>> = expected_ids
+        .iter()
+        .map(|id| (id.clone(), expected_rules.clone()))
+        .collect();
+    // Equal maps: the deteriorating patients raise exactly these rules, nobody else any.
+    assert_eq!(fired, expected);
+
+    assert_eq!(
+        reasons.keys().copied().collect::<BTreeSet<_>>(),
+        DecodeError::REASONS.into_iter().collect::<BTreeSet<_>>()
+    );
+    let invalid: usize = reasons.values().sum();
+    let share = invalid as f64 / total as f64;
+    assert!((0.003..0.007).contains(&share), "malformed share {share}");
+}
+
+fn loadgen_args(brokers: &str, topic: &str, seed: u64) -> LoadgenArgs {
+    let seed = seed.to_string();
+    let argv = [
+        "vitalwatch",
+        "loadgen",
+        "--brokers",
+        brokers,
+        "--topic",
+        topic,
+        "--messages",
+        "100000",
+        "--seed",
+        &seed,
+    ];
+    match Cli::try_parse_from(argv).expect("loadgen flags").command {
+        Sub::Loadgen(args) => args,
+        other => panic!("parsed as {other:?}"),
+    }
+}
+
+/// Per partition, every (key, payload) of `topic` in offset order.
+type Partitions = BTreeMap<i32, Vec<(Vec<u8>, Vec<u8>)>>;
+
+fn read_topic(brokers: &str, topic: &str, partitions: i32, expect: usize) -> Partitions {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "demo-test-reader")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = Partitions::new();
+    let mut n = 0;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while n < expect && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            out.entry(m.partition()).or_default().push((
+                m.key().unwrap_or_default().to_vec(),
+                m.payload().unwrap_or_default().to_vec(),
+            ));
+            n += 1;
+        }
+    }
+    out
+}
+
+/// `loadgen --messages 100000 --seed 7` twice: the same keys and payloads in the same
+/// order in every partition; keyed by patient; another seed gives other messages.
+#[test]
+fn loadgen_with_a_seed_produces_byte_identical_topics() {
+    let mock = MockCluster::new(1).unwrap();
+    let brokers = mock.bootstrap_servers();
+    let partitions = 4;
+    for t in ["lg-a", "lg-b", "lg-c"] {
+        mock.create_topic(t, partitions, 1).unwrap();
+    }
+
+    let a = vitalwatch::loadgen::run(&loadgen_args(&brokers, "lg-a", 7)).unwrap();
+    let b = vitalwatch::loadgen::run(&loadgen_args(&brokers, "lg-b", 7)).unwrap();
+    assert_eq!((a.produced, b.produced), (100_000, 100_000));
+    assert_eq!((a.invalid, a.abnormal), (b.invalid, b.abnormal));
+    assert!(a.invalid > 0 && a.abnormal > 0);
+    eprintln!(
+        "loadgen on the mock cluster: {:.0} and {:.0} msg/s",
+        a.rate(),
+        b.rate()
+    );
+
+    let ta = read_topic(&brokers, "lg-a", partitions, 100_000);
+    let tb = read_topic(&brokers, "lg-b", partitions, 100_000);
+    assert_eq!(ta.values().map(Vec::len).sum::<usize>(), 100_000);
+    assert_eq!(ta.len(), partitions as usize, "every partition used");
+    assert!(ta == tb, "the two topics differ");
+
+    // Keyed by patient: one patient's messages all sit in one partition, and the key is
+    // the payload's patient id whenever the payload decodes.
+    let mut home: BTreeMap<&[u8], i32> = BTreeMap::new();
+    let limits = DecodeLimits::default();
+    for (p, msgs) in &ta {
+        for (key, payload) in msgs {
+            assert_eq!(*home.entry(key).or_insert(*p), *p);
+            if let Ok(obs) = decode(payload, &limits, i64::MAX / 2) {
+                assert_eq!(obs.patient_id.as_bytes(), key.as_slice());
+            }
+        }
+    }
+    assert_eq!(home.len(), 1000, "the default 1000 patients");
+
+    let mut other = loadgen_args(&brokers, "lg-c", 8);
+    other.messages = 1_000;
+    vitalwatch::loadgen::run(&other).unwrap();
+    let tc = read_topic(&brokers, "lg-c", partitions, 1_000);
+    let first = |t: &Partitions| {
+        t.values()
+            .flat_map(|v| v.iter().take(5))
+            .cloned()
+            .collect::<Vec<_>>()
+    };
+    assert_ne!(first(&ta), first(&tc));
+}
+
+/// A running `vitalwatch demo` whose stdout lines arrive on a channel.
+struct Demo {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Demo {
+    fn start(extra: &[&str]) -> Demo {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vitalwatch"))
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .args(["demo", "--rate", "1000", "--metrics-listen", "127.0.0.1:0"])
+            .args(extra)
+            .env_remove("RUST_LOG")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start vitalwatch demo");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Demo {
+            child,
+            lines,
+            seen: Vec::new(),
+        }
+    }
+
+    /// Reads lines until one satisfies `pred`; returns it.
+    fn until(&mut self, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if pred(&line) {
+                        return line;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    panic!(
+                        "no such line within {timeout:?}; output:\n{}",
+                        self.seen.join("\n")
+                    );
+                }
+            }
+        }
+    }
+
+    /// Waits for the exit (killing it after `timeout`) and collects the rest of stdout.
+    fn finish(mut self, timeout: Duration) -> (std::process::ExitStatus, Vec<String>) {
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            if let Some(s) = self.child.try_wait().expect("wait") {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                let _ = self.child.kill();
+                panic!(
+                    "demo did not exit within {timeout:?}; output:\n{}",
+                    self.seen.join("\n")
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.seen.push(line);
+        }
+        (status, self.seen)
+    }
+}
+
+/// "metrics  http://127.0.0.1:PORT/metrics ..." → 127.0.0.1:PORT.
+fn metrics_addr(line: &str) -> String {
+    let url = line
+        .split_whitespace()
+        .find(|w| w.starts_with("http://"))
+        .expect("a URL");
+    url.trim_start_matches("http://")
+        .trim_end_matches("/metrics")
+        .to_owned()
+}
+
+/// GET over HTTP/1.0; returns the status code and body.
+fn http_get(addr: &str, path: &str) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    (code, body.to_owned())
+}
+
+/// The summary's "produced N  consumed M" numbers.
+fn produced_consumed(lines: &[String]) -> (u64, u64) {
+    let line = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("messages") && l.contains("produced"))
+        .unwrap_or_else(|| panic!("no summary; output:\n{}", lines.join("\n")));
+    let num = |word: &str| -> u64 {
+        let mut it = line.split_whitespace();
+        it.find(|w| *w == word);
+        it.next().and_then(|n| n.parse().ok()).expect("a count")
+    };
+    (num("produced"), num("consumed"))
+}
+
+fn is_status(line: &str) -> bool {
+    line.contains("consumed") && line.contains("/s") && line.contains("lag")
+}
+
+/// `vitalwatch demo --duration 5`: /metrics answers while it runs, alerts are printed,
+/// it exits 0 with a summary whose consumed count equals what the ward produced.
+#[test]
+fn demo_runs_prints_alerts_and_a_lossless_summary() {
+    let mut demo = Demo::start(&["--duration", "5"]);
+    let addr = metrics_addr(&demo.until(Duration::from_secs(60), |l| {
+        l.trim_start().starts_with("metrics") && l.contains("http://")
+    }));
+    demo.until(Duration::from_secs(30), is_status);
+    let (code, body) = http_get(&addr, "/metrics");
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("vitalwatch_messages_consumed_total"),
+        "{body}"
+    );
+
+    let (status, lines) = demo.finish(Duration::from_secs(120));
+    let output = lines.join("\n");
+    assert!(status.success(), "{status}; output:\n{output}");
+    let alerts: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" MEDIUM ") && l.contains("P-"))
+        .collect();
+    assert!(!alerts.is_empty(), "no alert printed:\n{output}");
+    let (produced, consumed) = produced_consumed(&lines);
+    assert!(produced > 1_000, "{output}");
+    assert_eq!(produced, consumed, "{output}");
+    assert!(lines.iter().any(|l| l.contains("ok:")), "{output}");
+    assert!(lines.iter().any(|l| l.contains("too_large")), "{output}");
+}
+
+/// SIGINT mid-run: the demo drains, prints the summary (nothing lost) and exits 0.
+#[test]
+fn demo_interrupted_with_sigint_still_prints_the_summary() {
+    let mut demo = Demo::start(&["--duration", "0"]);
+    // Once consumption has started, interrupt.
+    demo.until(Duration::from_secs(60), |l| {
+        is_status(l) && !l.contains("total       0")
+    });
+    let pid = demo.child.id().to_string();
+    let killed = Command::new("kill")
+        .args(["-INT", &pid])
+        .status()
+        .expect("run kill");
+    assert!(killed.success());
+
+    let (status, lines) = demo.finish(Duration::from_secs(120));
+    let output = lines.join("\n");
+    assert!(status.success(), "{status}; output:\n{output}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("summary") && l.contains("interrupted")),
+        "{output}"
+    );
+    let (produced, consumed) = produced_consumed(&lines);
+    assert!(produced > 0);
+    assert_eq!(produced, consumed, "{output}");
+    assert!(lines.iter().any(|l| l.contains("ok:")), "{output}");
+}
