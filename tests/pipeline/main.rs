@@ -591,3 +591,38 @@ async fn graceful_shutdown_drains_queued_work_and_commits() {
         t0.elapsed()
     );
 }
+
+/// Not a benchmark (see benches/ for those): drains a 200 000-message backlog and prints
+/// the rate, for a first impression. `cargo test --release --test pipeline -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement; run it on purpose, in release"]
+async fn drain_rate_on_mock_cluster() {
+    let cluster = Cluster::new(4);
+    let n = 200_000;
+    let msgs = traffic(n, 1_000, 97);
+    cluster.produce(&msgs).await;
+    let mut config = cluster.config("drain");
+    config.workers = 4;
+    config.queue_capacity = 1_024;
+    let running = start(config, rules(), Hooks::default());
+    assert!(
+        running
+            .wait_for(Duration::from_secs(60), |s| s.counts().consumed > 0)
+            .await
+    );
+    let t = Instant::now();
+    assert!(
+        running
+            .wait_for(Duration::from_secs(300), |s| s.counts().consumed as usize
+                >= n)
+            .await
+    );
+    let elapsed = t.elapsed();
+    let report = running.stop().await;
+    assert!(report.clean);
+    assert_eq!(cluster.committed("drain"), cluster.end_offsets());
+    eprintln!(
+        "drain: {n} messages in {elapsed:?} = {:.0} msg/s (from the first message read to the last)",
+        n as f64 / elapsed.as_secs_f64()
+    );
+}
