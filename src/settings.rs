@@ -122,7 +122,8 @@ impl Settings {
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
                 .separator("__")
-                .try_parsing(true)
+                // No try_parsing: values stay strings until serde asks for a number, so a
+                // librdkafka property like a digits-only SASL password keeps its zeros.
                 .source(Some(env)),
         );
         let source = match file {
@@ -382,6 +383,20 @@ mod tests {
         assert_eq!(s.kafka.bootstrap_servers, "127.0.0.1:19092");
         assert_eq!(s.pipeline.workers, 3);
         assert_eq!(s.admin_listen().unwrap(), None);
+    }
+
+    #[test]
+    fn client_properties_from_the_environment_are_passed_verbatim() {
+        let s = Settings::load_with_env(
+            None,
+            env(&[
+                ("VITALWATCH_KAFKA__CLIENT__SASL_PASSWORD_LIKE", "0123"),
+                ("VITALWATCH_KAFKA__CLIENT__OTHER", "1e3"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(s.kafka.client["sasl_password_like"], "0123");
+        assert_eq!(s.kafka.client["other"], "1e3");
     }
 
     #[test]

@@ -97,6 +97,10 @@ impl PipelineConfig {
     }
 
     fn apply_client(&self, c: &mut ClientConfig) {
+        // The vendored OpenSSL looks for CA certificates under its build prefix, which
+        // does not exist on the host: let librdkafka probe the system's trust store
+        // unless the operator names one (`ssl.ca.location` in `[kafka.client]`).
+        c.set("ssl.ca.location", "probe");
         for (k, v) in &self.client {
             c.set(k, v);
         }
