@@ -43,7 +43,8 @@ const STORE_EVERY: Duration = Duration::from_millis(100);
 pub struct DlqItem {
     pub done: Done,
     pub key: Option<Vec<u8>>,
-    pub payload: Vec<u8>,
+    /// `None` for a tombstone (null value), kept as such.
+    pub payload: Option<Vec<u8>>,
     pub headers: OwnedHeaders,
 }
 
@@ -428,7 +429,7 @@ impl IngestState {
                 self.dlq.batch.push(DlqItem {
                     done,
                     key: msg.key().map(<[u8]>::to_vec),
-                    payload: payload.to_vec(),
+                    payload: msg.payload().map(<[u8]>::to_vec),
                     headers: dlq_headers(msg, &error),
                 });
             }

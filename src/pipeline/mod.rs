@@ -91,6 +91,10 @@ impl PipelineConfig {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
+            // librdkafka's own limit is 1 000 000 bytes, below a broker's default 1 MiB:
+            // a dead letter of a message the broker accepted must not be refused locally.
+            // The broker's limit still applies; a DLQ record over it goes without payload.
+            .set("message.max.bytes", "16777216")
             .set("message.timeout.ms", "30000");
         self.apply_client(&mut c);
         c
@@ -479,7 +483,7 @@ async fn dlq_task(mut rx: mpsc::Receiver<Vec<DlqItem>>, dlq: Sink, done_tx: Done
             let ticket = Ticket::new(item.done, 1, done_tx.clone());
             dlq.send(
                 item.key.as_deref(),
-                &item.payload,
+                item.payload.as_deref(),
                 Some(item.headers),
                 ticket,
             )

@@ -9,14 +9,14 @@
 //! is down and readiness reports it.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
@@ -73,20 +73,39 @@ pub struct Delivery {
 /// A record to send again.
 struct Retry {
     key: Option<Vec<u8>>,
-    payload: Vec<u8>,
+    payload: Option<Vec<u8>>,
     headers: Option<OwnedHeaders>,
     delivery: Box<Delivery>,
 }
 
-/// Whether a sink's last delivery failed; readiness reads it.
+/// How many records of a sink are failing right now (failed at least once and not yet
+/// delivered); readiness reads it. Counting records rather than remembering the last
+/// delivery keeps one permanently stuck record from hiding behind later successes.
 #[derive(Debug, Default)]
 pub struct SinkHealth {
-    failing: AtomicBool,
+    failing: AtomicUsize,
 }
 
 impl SinkHealth {
     pub fn is_failing(&self) -> bool {
-        self.failing.load(Ordering::Relaxed)
+        self.failing.load(Ordering::Relaxed) > 0
+    }
+
+    /// A record failed for the first time.
+    fn record_failing(&self, kind: SinkKind, error: &KafkaError) {
+        if self.failing.fetch_add(1, Ordering::Relaxed) == 0 {
+            warn!(sink = kind.as_str(), %error, "sink failing: retrying with backoff until delivered");
+        }
+    }
+
+    /// A record that had failed was delivered.
+    fn record_recovered(&self, kind: SinkKind) {
+        if self.failing.fetch_sub(1, Ordering::Relaxed) == 1 {
+            info!(
+                sink = kind.as_str(),
+                "sink recovered: every failed record is delivered"
+            );
+        }
     }
 }
 
@@ -120,34 +139,56 @@ impl ProducerContext for SinkContext {
                         errors, "producer connected again"
                     );
                 }
-                if self.health.failing.swap(false, Ordering::Relaxed) {
-                    info!(
-                        sink = self.kind.as_str(),
-                        "sink recovered: deliveries succeed again"
-                    );
+                if delivery.backoff.is_some() {
+                    self.health.record_recovered(self.kind);
                 }
                 delivery.ticket.ack();
             }
             Err((error, message)) => {
                 metrics::sink_error(self.kind);
-                if !self.health.failing.swap(true, Ordering::Relaxed) {
-                    warn!(sink = self.kind.as_str(), %error, "sink failing: delivery failed, retrying with backoff");
-                }
                 if delivery.backoff.is_none() {
+                    self.health.record_failing(self.kind, error);
                     delivery.backoff = Some(retry_backoff());
                 }
-                let retry = Retry {
+                let mut retry = Retry {
                     key: message.key().map(<[u8]>::to_vec),
-                    payload: message.payload().map(<[u8]>::to_vec).unwrap_or_default(),
+                    payload: message.payload().map(<[u8]>::to_vec),
                     headers: message.headers().map(|h| h.detach()),
                     delivery,
                 };
+                if is_too_large(error) && self.kind == SinkKind::Dlq {
+                    omit_payload(&mut retry);
+                }
                 // Fails only once the pipeline is gone; the message is then read again.
                 let _ = self.retry_tx.send(retry);
             }
         }
     }
 }
+
+/// The broker or librdkafka refuses the record for its size: waiting will not help.
+fn is_too_large(error: &KafkaError) -> bool {
+    matches!(
+        error,
+        KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
+    )
+}
+
+/// A dead letter the DLQ topic cannot hold is published without its payload, with the
+/// payload's size in a header: the record still says which offset failed and why, and
+/// one oversized message cannot wedge the DLQ (and so every partition's commits).
+fn omit_payload(retry: &mut Retry) {
+    let size = retry.payload.take().map_or(0, |p| p.len()).to_string();
+    let headers = retry.headers.take().unwrap_or_default().insert(Header {
+        key: PAYLOAD_OMITTED_HEADER,
+        value: Some(&size),
+    });
+    retry.headers = Some(headers);
+}
+
+/// Header set on a dead letter whose payload was too large for the DLQ topic: the
+/// payload's size in bytes.
+pub const PAYLOAD_OMITTED_HEADER: &str = "vitalwatch.error.payload_omitted_bytes";
 
 /// 100 ms doubling to 30 s, with jitter, without end: a failing sink is retried until
 /// it recovers or the process stops (and then the message is not committed).
@@ -214,11 +255,12 @@ impl Sink {
         self.inner.health.clone()
     }
 
-    /// Hands one record to librdkafka; waits only while its queue is full.
+    /// Hands one record to librdkafka; waits only while its queue is full. A `None`
+    /// payload is sent as a null value (a tombstone stays a tombstone in the DLQ).
     pub async fn send(
         &self,
         key: Option<&[u8]>,
-        payload: &[u8],
+        payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         ticket: Arc<Ticket>,
     ) {
@@ -237,47 +279,59 @@ impl Sink {
     async fn send_delivery(
         &self,
         key: Option<&[u8]>,
-        payload: &[u8],
-        headers: Option<OwnedHeaders>,
-        delivery: Box<Delivery>,
+        mut payload: Option<&[u8]>,
+        mut headers: Option<OwnedHeaders>,
+        mut delivery: Box<Delivery>,
     ) {
-        let mut record = BaseRecord::with_opaque_to(&self.inner.topic, delivery).payload(payload);
-        if let Some(k) = key {
-            record = record.key(k);
-        }
-        if let Some(h) = headers {
-            record = record.headers(h);
-        }
+        let kind = self.inner.kind;
         loop {
-            match self.inner.producer.send(record) {
+            let mut record = BaseRecord::with_opaque_to(&self.inner.topic, delivery);
+            if let Some(p) = payload {
+                record = record.payload(p);
+            }
+            if let Some(k) = key {
+                record = record.key(k);
+            }
+            // Headers are cloned so that a refused record can be sent again with them.
+            if let Some(h) = &headers {
+                record = record.headers(h.clone());
+            }
+            let (error, back) = match self.inner.producer.send(record) {
                 Ok(()) => return,
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
-                    record = back;
+                Err(refused) => refused,
+            };
+            delivery = back.delivery_opaque;
+            match error {
+                KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull) => {
                     tokio::time::sleep(QUEUE_FULL_WAIT).await;
                 }
-                Err((error, back)) => {
-                    // Not retriable by waiting (e.g. the topic does not exist or the message
-                    // is over the broker's limit). Keep the message uncommitted and retry
-                    // with backoff: an operator can fix the topic while vitalwatch waits.
-                    metrics::sink_error(self.inner.kind);
-                    if !self.inner.health.failing.swap(true, Ordering::Relaxed) {
-                        warn!(sink = self.inner.kind.as_str(), %error, "sink failing: cannot enqueue, retrying with backoff");
+                error if is_too_large(&error) && kind == SinkKind::Dlq && payload.is_some() => {
+                    metrics::sink_error(kind);
+                    let size = payload.take().map_or(0, <[u8]>::len).to_string();
+                    headers = Some(headers.take().unwrap_or_default().insert(Header {
+                        key: PAYLOAD_OMITTED_HEADER,
+                        value: Some(&size),
+                    }));
+                    warn!(
+                        sink = kind.as_str(),
+                        bytes = size.as_str(),
+                        "dead letter too large for the producer: published without its payload"
+                    );
+                }
+                error => {
+                    // Not retriable by waiting (the topic does not exist, say). Keep the
+                    // message uncommitted and retry with backoff: an operator can fix the
+                    // topic while vitalwatch waits.
+                    metrics::sink_error(kind);
+                    if delivery.backoff.is_none() {
+                        self.inner.health.record_failing(kind, &error);
                     }
-                    let mut delivery = back.delivery_opaque;
                     let delay = delivery
                         .backoff
                         .get_or_insert_with(retry_backoff)
                         .next()
                         .unwrap_or(Duration::from_secs(30));
                     tokio::time::sleep(delay).await;
-                    record =
-                        BaseRecord::with_opaque_to(&self.inner.topic, delivery).payload(payload);
-                    if let Some(k) = key {
-                        record = record.key(k);
-                    }
-                    if let Some(h) = back.headers {
-                        record = record.headers(h);
-                    }
                 }
             }
         }
@@ -314,7 +368,7 @@ async fn retry_loop(sink: std::sync::Weak<SinkInner>, mut rx: mpsc::UnboundedRec
             tokio::time::sleep(delay).await;
             sink.send_delivery(
                 retry.key.as_deref(),
-                &retry.payload,
+                retry.payload.as_deref(),
                 retry.headers.take(),
                 retry.delivery,
             )

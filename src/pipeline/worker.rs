@@ -138,7 +138,7 @@ async fn evaluate(shared: &WorkerShared, work: Work, fired: &mut Vec<usize>, buf
             .alerts
             .send(
                 Some(work.obs.patient_id.as_bytes()),
-                buf,
+                Some(buf),
                 None,
                 ticket.clone(),
             )
