@@ -93,13 +93,16 @@ impl Cluster {
     /// messages share a partition; returns once all are acknowledged.
     pub async fn produce(&self, messages: &[(String, Vec<u8>)]) {
         let producer = self.producer();
-        let mut pending = Vec::with_capacity(messages.len());
-        for (key, payload) in messages {
-            let record = FutureRecord::to(&self.input).key(key).payload(payload);
-            pending.push(producer.send_result(record).expect("enqueue"));
-        }
-        for p in pending {
-            p.await.expect("delivery future").expect("delivered");
+        // In chunks below librdkafka's local queue limit (100 000 messages).
+        for chunk in messages.chunks(50_000) {
+            let mut pending = Vec::with_capacity(chunk.len());
+            for (key, payload) in chunk {
+                let record = FutureRecord::to(&self.input).key(key).payload(payload);
+                pending.push(producer.send_result(record).expect("enqueue"));
+            }
+            for p in pending {
+                p.await.expect("delivery future").expect("delivered");
+            }
         }
         producer.flush(Duration::from_secs(10)).unwrap();
     }

@@ -611,11 +611,17 @@ async fn drain_rate_on_mock_cluster() {
             .await
     );
     let t = Instant::now();
+    let drained = running
+        .wait_for(Duration::from_secs(300), |s| {
+            s.counts().consumed as usize >= n
+        })
+        .await;
     assert!(
-        running
-            .wait_for(Duration::from_secs(300), |s| s.counts().consumed as usize
-                >= n)
-            .await
+        drained,
+        "stalled: {:?}, queued {}, ready {:?}",
+        running.status.counts(),
+        running.status.queued(),
+        running.status.readiness()
     );
     let elapsed = t.elapsed();
     let report = running.stop().await;

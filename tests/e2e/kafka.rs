@@ -1,0 +1,385 @@
+//! The broker side of the suite: fresh topics per scenario (CreateTopics through
+//! rdkafka's AdminClient), reading a topic back to its end, committed offsets of a group.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::{Headers, Message};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::{Offset, TopicPartitionList};
+
+use crate::wait::wait_for;
+
+/// Bootstrap servers of the broker `scripts/e2e.sh` started.
+pub fn brokers() -> String {
+    std::env::var("VW_E2E_BROKERS").unwrap_or_else(|_| {
+        panic!("VW_E2E_BROKERS is not set: run the suite with scripts/e2e.sh (it starts the nisshi broker)")
+    })
+}
+
+/// Partitions of every alert topic.
+pub const ALERT_PARTITIONS: i32 = 3;
+/// Partitions of every DLQ topic.
+pub const DLQ_PARTITIONS: i32 = 1;
+
+static NEXT: AtomicUsize = AtomicUsize::new(0);
+
+/// One scenario's topics and consumer group, unique per run so that a broker that
+/// outlives a run (or a rerun on the same broker) never mixes scenarios.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub brokers: String,
+    pub input: String,
+    pub alerts: String,
+    pub dlq: String,
+    pub group: String,
+    pub partitions: i32,
+}
+
+impl Topics {
+    /// Creates the input (with `partitions`), alert and DLQ topics on `brokers`.
+    pub fn create(brokers: &str, scenario: &str, partitions: i32) -> Topics {
+        let stamp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis())
+            .unwrap_or(0);
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let id = format!("{scenario}-{stamp}-{n}");
+        let t = Topics {
+            brokers: brokers.to_owned(),
+            input: format!("e2e-data-{id}"),
+            alerts: format!("e2e-alerts-{id}"),
+            dlq: format!("e2e-dlq-{id}"),
+            group: format!("e2e-group-{id}"),
+            partitions,
+        };
+        create_topics(
+            brokers,
+            &[
+                (&t.input, partitions),
+                (&t.alerts, ALERT_PARTITIONS),
+                (&t.dlq, DLQ_PARTITIONS),
+            ],
+        );
+        t
+    }
+
+    /// The `VITALWATCH_KAFKA__*` variables that point `vitalwatch run` at these topics.
+    pub fn env(&self) -> Vec<(String, String)> {
+        [
+            ("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", &self.brokers),
+            ("VITALWATCH_KAFKA__INPUT_TOPIC", &self.input),
+            ("VITALWATCH_KAFKA__ALERT_TOPIC", &self.alerts),
+            ("VITALWATCH_KAFKA__DLQ_TOPIC", &self.dlq),
+            ("VITALWATCH_KAFKA__GROUP_ID", &self.group),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v.clone()))
+        .collect()
+    }
+
+    pub fn committed(&self) -> Vec<i64> {
+        committed(&self.brokers, &self.group, &self.input, self.partitions)
+    }
+
+    pub fn end_offsets(&self) -> Vec<i64> {
+        end_offsets(&self.brokers, &self.input)
+    }
+
+    /// Waits until the group's committed offsets reach the input's log end on every
+    /// partition: every message is done (alerts and dead letters acknowledged).
+    pub fn wait_committed_to_end(&self, timeout: Duration) -> Vec<i64> {
+        wait_for(
+            timeout,
+            "committed offsets reach the end of the input",
+            || {
+                let end = self.end_offsets();
+                let committed = self.committed();
+                if committed == end {
+                    Ok(end)
+                } else {
+                    Err(format!("committed {committed:?}, end {end:?}"))
+                }
+            },
+        )
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .expect("admin client")
+}
+
+/// Creates the topics and waits until the broker's metadata shows every partition.
+pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+    let new: Vec<NewTopic<'_>> = topics
+        .iter()
+        .map(|&(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
+        .collect();
+    let admin = admin(brokers);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = runtime()
+        .block_on(admin.create_topics(&new, &opts))
+        .expect("CreateTopics request");
+    for r in results {
+        if let Err((name, code)) = r {
+            panic!("cannot create topic {name}: {code}");
+        }
+    }
+    for &(name, partitions) in topics {
+        wait_for(
+            Duration::from_secs(30),
+            &format!("topic {name} visible"),
+            || {
+                let n = partition_count(brokers, name);
+                if n == partitions as usize {
+                    Ok(())
+                } else {
+                    Err(format!("{n} partitions"))
+                }
+            },
+        );
+    }
+}
+
+/// Deletes a topic and waits until the broker's metadata no longer lists it.
+pub fn delete_topic(brokers: &str, name: &str) {
+    let admin = admin(brokers);
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let results = runtime()
+        .block_on(admin.delete_topics(&[name], &opts))
+        .expect("DeleteTopics request");
+    for r in results {
+        if let Err((name, code)) = r {
+            panic!("cannot delete topic {name}: {code}");
+        }
+    }
+    wait_for(
+        Duration::from_secs(30),
+        &format!("topic {name} gone"),
+        || match partition_count(brokers, name) {
+            0 => Ok(()),
+            n => Err(format!("still {n} partitions")),
+        },
+    );
+}
+
+/// A consumer that never joins a group: metadata, watermarks, assign-and-read.
+fn reader(brokers: &str) -> BaseConsumer {
+    ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "e2e-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "false")
+        // Never create a topic by asking about it (the sink-outage scenario deletes one).
+        .set("allow.auto.create.topics", "false")
+        .create()
+        .expect("reader")
+}
+
+/// Partitions of `topic` in the broker's metadata; 0 when it does not exist.
+pub fn partition_count(brokers: &str, topic: &str) -> usize {
+    let md = match reader(brokers).fetch_metadata(Some(topic), Duration::from_secs(10)) {
+        Ok(md) => md,
+        Err(_) => return 0,
+    };
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map_or(0, |t| t.partitions().len())
+}
+
+/// Log end offset (high watermark) of every partition of `topic`.
+pub fn end_offsets(brokers: &str, topic: &str) -> Vec<i64> {
+    let consumer = reader(brokers);
+    let n = partition_count(brokers, topic) as i32;
+    (0..n)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap_or_else(|e| panic!("watermarks of {topic}/{p}: {e}"))
+                .1
+        })
+        .collect()
+}
+
+/// Committed offset of `group` per partition of `topic` (-1 when none).
+pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("offset reader");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..partitions {
+        tpl.add_partition(topic, p);
+    }
+    let c = consumer
+        .committed_offsets(tpl, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("committed offsets of {group}: {e}"));
+    (0..partitions)
+        .map(|p| {
+            c.find_partition(topic, p)
+                .and_then(|e| match e.offset() {
+                    Offset::Offset(o) => Some(o),
+                    _ => None,
+                })
+                .unwrap_or(-1)
+        })
+        .collect()
+}
+
+/// Members of a consumer group and the client ids they joined with.
+pub fn group_members(brokers: &str, group: &str) -> Result<Vec<String>, String> {
+    let list = reader(brokers)
+        .fetch_group_list(Some(group), Duration::from_secs(10))
+        .map_err(|e| e.to_string())?;
+    Ok(list
+        .groups()
+        .iter()
+        .filter(|g| g.name() == group)
+        .flat_map(|g| g.members().iter().map(|m| m.id().to_owned()))
+        .collect())
+}
+
+/// One message as read back.
+#[derive(Debug, Clone)]
+pub struct Record {
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+    pub headers: HashMap<String, String>,
+}
+
+impl Record {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).map(String::as_str)
+    }
+}
+
+/// Every message of `topic` from the beginning to the high watermarks as they are now.
+pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
+    let ends = end_offsets(brokers, topic);
+    read_range(brokers, topic, &vec![0; ends.len()], &ends)
+}
+
+/// The messages of `topic` with `from[p] <= offset < to[p]` on each partition `p`.
+pub fn read_range(brokers: &str, topic: &str, from: &[i64], to: &[i64]) -> Vec<Record> {
+    let consumer = reader(brokers);
+    let mut tpl = TopicPartitionList::new();
+    let mut left: BTreeMap<i32, i64> = BTreeMap::new();
+    for (p, (&start, &end)) in from.iter().zip(to).enumerate() {
+        if end > start {
+            tpl.add_partition_offset(topic, p as i32, Offset::Offset(start))
+                .expect("offset list");
+            left.insert(p as i32, end);
+        }
+    }
+    let mut out = Vec::new();
+    if left.is_empty() {
+        return out;
+    }
+    consumer.assign(&tpl).expect("assign");
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while !left.is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "reading {topic} back: partitions {left:?} not read to their end within 180 s"
+        );
+        let Some(polled) = consumer.poll(Duration::from_millis(200)) else {
+            continue;
+        };
+        let m = polled.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+        let p = m.partition();
+        let Some(&end) = left.get(&p) else { continue };
+        if m.offset() >= end {
+            left.remove(&p);
+            continue;
+        }
+        let mut headers = HashMap::new();
+        if let Some(h) = m.headers() {
+            for hd in h.iter() {
+                headers.insert(
+                    hd.key.to_owned(),
+                    String::from_utf8_lossy(hd.value.unwrap_or_default()).into_owned(),
+                );
+            }
+        }
+        out.push(Record {
+            partition: p,
+            offset: m.offset(),
+            key: m.key().map(<[u8]>::to_vec),
+            payload: m.payload().map(<[u8]>::to_vec),
+            timestamp: m.timestamp().to_millis(),
+            headers,
+        });
+        if m.offset() + 1 >= end {
+            left.remove(&p);
+        }
+    }
+    out
+}
+
+/// A plain producer for hand-made input (the poison scenario).
+pub struct Feeder {
+    producer: BaseProducer,
+    topic: String,
+}
+
+impl Feeder {
+    pub fn new(brokers: &str, topic: &str) -> Feeder {
+        let producer = ClientConfig::new()
+            .set("bootstrap.servers", brokers)
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("linger.ms", "5")
+            .set("message.max.bytes", "2000000")
+            .create()
+            .expect("producer");
+        Feeder {
+            producer,
+            topic: topic.to_owned(),
+        }
+    }
+
+    /// Sends one message to `partition`; delivery is checked by [`Feeder::finish`].
+    pub fn send(&self, partition: i32, key: Option<&[u8]>, payload: Option<&[u8]>) {
+        let mut record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.topic).partition(partition);
+        if let Some(k) = key {
+            record = record.key(k);
+        }
+        if let Some(p) = payload {
+            record = record.payload(p);
+        }
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Waits until everything sent is acknowledged.
+    pub fn finish(self) {
+        self.producer
+            .flush(Duration::from_secs(60))
+            .expect("every hand-made message acknowledged");
+    }
+}

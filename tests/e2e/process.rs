@@ -1,0 +1,492 @@
+//! The processes under test: `vitalwatch run` (configured only through `VITALWATCH_*`
+//! variables) and `vitalwatch loadgen`, with their logs in `target/e2e/logs/`, and a
+//! minimal HTTP client for `/readyz`, `/healthz` and `/metrics`.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use crate::wait::wait_for;
+
+/// The binary under test: `VW_E2E_BIN`, or the one cargo built for this test profile
+/// (`target/release/vitalwatch` under `cargo test --release`).
+pub fn binary() -> PathBuf {
+    std::env::var_os("VW_E2E_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_vitalwatch")))
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// `target/e2e/logs/<scenario>/`, emptied.
+pub fn log_dir(scenario: &str) -> PathBuf {
+    let dir = repo_root().join("target/e2e/logs").join(scenario);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("log dir");
+    dir
+}
+
+/// A command with no `VITALWATCH_*` or `RUST_LOG` inherited from the test's environment.
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).current_dir(repo_root());
+    for (k, _) in std::env::vars_os() {
+        let k = k.to_string_lossy().into_owned();
+        if k.starts_with("VITALWATCH_") || k == "RUST_LOG" {
+            cmd.env_remove(k);
+        }
+    }
+    cmd
+}
+
+/// Copies a child's output into its log file line by line, keeps the lines, and reports
+/// the address of the HTTP listener when the service logs it.
+fn tee(
+    out: impl Read + Send + 'static,
+    file: Arc<Mutex<File>>,
+    lines: Arc<Mutex<Vec<String>>>,
+    addr_tx: Option<mpsc::Sender<SocketAddr>>,
+) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut f) = file.lock() {
+                let _ = writeln!(f, "{line}");
+            }
+            if let Some(tx) = &addr_tx
+                && let Some(addr) = listener_addr(&line)
+            {
+                let _ = tx.send(addr);
+            }
+            if let Ok(mut l) = lines.lock() {
+                l.push(line);
+            }
+        }
+    });
+}
+
+/// The address in the `serving /metrics /healthz /readyz` event (JSON log format).
+fn listener_addr(line: &str) -> Option<SocketAddr> {
+    let v: serde_json::Value = serde_json::from_str(line).ok()?;
+    let fields = v.get("fields")?;
+    if fields.get("message")?.as_str()? != "serving /metrics /healthz /readyz" {
+        return None;
+    }
+    fields.get("addr")?.as_str()?.parse().ok()
+}
+
+/// One `vitalwatch run` process.
+pub struct Vitalwatch {
+    pub name: String,
+    child: Option<Child>,
+    status: Option<ExitStatus>,
+    pub addr: SocketAddr,
+    lines: Arc<Mutex<Vec<String>>>,
+    pub log: PathBuf,
+}
+
+impl Vitalwatch {
+    /// Starts `vitalwatch run` with `env` on top of the suite's own settings (loopback
+    /// HTTP on a port the OS picks, no admin listener, JSON logs at info) and waits until
+    /// it serves HTTP.
+    pub fn start(name: &str, env: &[(String, String)], logs: &Path) -> Vitalwatch {
+        let log = logs.join(format!("{name}.log"));
+        let file = Arc::new(Mutex::new(File::create(&log).expect("log file")));
+        let mut cmd = command(&["run"]);
+        cmd.env("VITALWATCH_HTTP__LISTEN", "127.0.0.1:0")
+            .env("VITALWATCH_ADMIN__LISTEN", "")
+            .env("VITALWATCH_LOG__FORMAT", "json")
+            .env("VITALWATCH_LOG__LEVEL", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = mpsc::channel();
+        tee(
+            child.stdout.take().expect("stdout"),
+            file.clone(),
+            lines.clone(),
+            None,
+        );
+        tee(
+            child.stderr.take().expect("stderr"),
+            file,
+            lines.clone(),
+            Some(tx),
+        );
+        let mut vw = Vitalwatch {
+            name: name.to_owned(),
+            child: Some(child),
+            status: None,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            lines,
+            log,
+        };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(addr) = rx.recv_timeout(Duration::from_millis(100)) {
+                vw.addr = addr;
+                break;
+            }
+            if let Some(status) = vw.try_wait() {
+                panic!(
+                    "{name} exited during start-up ({status}); log {}:\n{}",
+                    vw.log.display(),
+                    vw.tail(30)
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not log its HTTP address within 30 s; log {}:\n{}",
+                vw.log.display(),
+                vw.tail(30)
+            );
+        }
+        vw
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// The exit status if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none()
+            && let Some(child) = &mut self.child
+            && let Ok(Some(s)) = child.try_wait()
+        {
+            self.status = Some(s);
+        }
+        self.status
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        self.try_wait().is_none()
+    }
+
+    /// SIGKILL, like the OOM killer: no drain, no commit, no leaving the group.
+    pub fn kill(&mut self) {
+        if let Some(child) = &mut self.child
+            && self.status.is_none()
+        {
+            let _ = child.kill();
+            self.status = child.wait().ok();
+        }
+    }
+
+    /// SIGTERM, then waits up to `timeout` for the exit. Returns the status and how long
+    /// the shutdown took; panics if the process is still running after `timeout`.
+    pub fn terminate(&mut self, timeout: Duration) -> (ExitStatus, Duration) {
+        let pid = self.pid().to_string();
+        let sent = Instant::now();
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot send SIGTERM to {} (pid {pid})", self.name);
+        let status = wait_for(
+            timeout,
+            &format!("{} to exit after SIGTERM", self.name),
+            || self.try_wait().ok_or_else(|| "still running".to_owned()),
+        );
+        (status, sent.elapsed())
+    }
+
+    /// GET `path` on the service's HTTP listener: (status code, body).
+    pub fn get(&self, path: &str) -> Result<(u16, String), String> {
+        http_get(self.addr, path)
+    }
+
+    pub fn readyz(&self) -> Result<(u16, String), String> {
+        self.get("/readyz")
+    }
+
+    pub fn metrics(&self) -> Metrics {
+        match self.get("/metrics") {
+            Ok((200, body)) => Metrics::parse(&body),
+            other => panic!("{}: GET /metrics: {other:?}", self.name),
+        }
+    }
+
+    /// Messages this process has read from the input topic so far.
+    pub fn consumed(&self) -> f64 {
+        self.metrics()
+            .sum("vitalwatch_messages_consumed_total", &[])
+    }
+
+    /// Waits until the process has read at least one message (it has an assignment
+    /// and the pipeline runs).
+    pub fn wait_consuming(&self, timeout: Duration) {
+        wait_for(timeout, &format!("{} to consume", self.name), || {
+            let n = self.consumed();
+            if n > 0.0 {
+                Ok(())
+            } else {
+                Err(format!("consumed {n}; /readyz {:?}", self.readyz()))
+            }
+        })
+    }
+
+    /// Waits until `/readyz` answers 200: partitions assigned, both sinks delivering.
+    pub fn wait_ready(&self, timeout: Duration) {
+        wait_for(timeout, &format!("{} ready", self.name), || {
+            match self.readyz() {
+                Ok((200, _)) => Ok(()),
+                other => Err(format!("/readyz {other:?}")),
+            }
+        })
+    }
+
+    /// Log lines so far.
+    pub fn lines(&self) -> Vec<String> {
+        self.lines.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// The `fields` of every JSON log event whose message is `message`.
+    pub fn events(&self, message: &str) -> Vec<serde_json::Value> {
+        self.lines()
+            .iter()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v.get("fields").cloned())
+            .filter(|f| f.get("message").and_then(|m| m.as_str()) == Some(message))
+            .collect()
+    }
+
+    pub fn tail(&self, n: usize) -> String {
+        let lines = self.lines();
+        lines[lines.len().saturating_sub(n)..].join("\n")
+    }
+}
+
+impl Drop for Vitalwatch {
+    /// A failed test must not leave the process running.
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// `GET path HTTP/1.1` over a plain TcpStream.
+pub fn http_get(addr: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let mut stream =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .map_err(|e| e.to_string())?;
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&raw);
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| format!("malformed response: {text:?}"))?;
+    let code = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .ok_or_else(|| format!("no status in {head:?}"))?;
+    let chunked = head.lines().any(|l| {
+        l.to_ascii_lowercase()
+            .starts_with("transfer-encoding: chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_owned()
+    };
+    Ok((code, body))
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+/// A Prometheus text exposition, parsed into samples.
+pub struct Metrics {
+    samples: Vec<(String, BTreeMap<String, String>, f64)>,
+}
+
+impl Metrics {
+    pub fn parse(text: &str) -> Metrics {
+        let mut samples = Vec::new();
+        for line in text.lines() {
+            if line.starts_with('#') || line.trim().is_empty() {
+                continue;
+            }
+            let Some((series, value)) = line.rsplit_once(' ') else {
+                continue;
+            };
+            let Ok(value) = value.parse::<f64>() else {
+                continue;
+            };
+            let (name, labels) = match series.split_once('{') {
+                Some((name, rest)) => (name, parse_labels(rest.trim_end_matches('}'))),
+                None => (series, BTreeMap::new()),
+            };
+            samples.push((name.to_owned(), labels, value));
+        }
+        Metrics { samples }
+    }
+
+    /// Sum of the samples of `name` whose labels include every pair of `labels`.
+    pub fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+        self.samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == name
+                    && labels
+                        .iter()
+                        .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+            })
+            .map(|(_, _, v)| v)
+            .sum()
+    }
+
+    /// Every sample of `name` with its labels.
+    pub fn series(&self, name: &str) -> Vec<(BTreeMap<String, String>, f64)> {
+        self.samples
+            .iter()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, l, v)| (l.clone(), *v))
+            .collect()
+    }
+}
+
+fn parse_labels(s: &str) -> BTreeMap<String, String> {
+    s.split("\",")
+        .filter_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            Some((
+                k.trim().to_owned(),
+                v.trim_matches('"').replace("\\\"", "\""),
+            ))
+        })
+        .collect()
+}
+
+/// What `vitalwatch loadgen` is asked to produce.
+#[derive(Debug, Clone)]
+pub struct Load {
+    pub topic: String,
+    pub messages: u64,
+    /// Messages per second; 0 = as fast as the broker takes them.
+    pub rate: u64,
+    pub seed: u64,
+    pub abnormal_ratio: f64,
+    pub invalid_ratio: f64,
+}
+
+impl Load {
+    pub fn new(topic: &str, messages: u64, rate: u64, seed: u64) -> Load {
+        Load {
+            topic: topic.to_owned(),
+            messages,
+            rate,
+            seed,
+            abnormal_ratio: 0.05,
+            invalid_ratio: 0.01,
+        }
+    }
+}
+
+/// One `vitalwatch loadgen` process.
+pub struct Loadgen {
+    name: String,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Loadgen {
+    pub fn start(brokers: &str, load: &Load, logs: &Path, name: &str) -> Loadgen {
+        let log = logs.join(format!("{name}.log"));
+        let out = File::create(&log).expect("log file");
+        let err = out.try_clone().expect("log file");
+        let messages = load.messages.to_string();
+        let rate = load.rate.to_string();
+        let seed = load.seed.to_string();
+        let abnormal = load.abnormal_ratio.to_string();
+        let invalid = load.invalid_ratio.to_string();
+        let child = command(&[
+            "loadgen",
+            "--brokers",
+            brokers,
+            "--topic",
+            &load.topic,
+            "--messages",
+            &messages,
+            "--rate",
+            &rate,
+            "--seed",
+            &seed,
+            "--abnormal-ratio",
+            &abnormal,
+            "--invalid-ratio",
+            &invalid,
+        ])
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .expect("start loadgen");
+        Loadgen {
+            name: name.to_owned(),
+            child,
+            log,
+        }
+    }
+
+    /// Waits for loadgen to finish; panics unless it exited 0. Returns its last line.
+    pub fn wait(mut self, timeout: Duration) -> String {
+        let status = wait_for(timeout, &format!("{} to finish", self.name), || match self
+            .child
+            .try_wait()
+        {
+            Ok(Some(s)) => Ok(s),
+            _ => Err("still producing".to_owned()),
+        });
+        let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+        assert!(
+            status.success(),
+            "{} failed ({status}); log {}:\n{log}",
+            self.name,
+            self.log.display()
+        );
+        log.lines().last().unwrap_or_default().to_owned()
+    }
+}
+
+impl Drop for Loadgen {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
