@@ -21,6 +21,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Run(args) => report(run_service(args.config.as_deref())),
         Command::Demo(args) => crate::demo::main(args),
         Command::Loadgen(args) => crate::loadgen::main(args),
+        Command::Bench(args) => crate::bench::main(args),
+        Command::BenchRaw(args) => crate::bench::raw_main(args),
     }
 }
 

@@ -1,4 +1,4 @@
-//! The command line: `run`, `demo`, `check-config`, `loadgen`.
+//! The command line: `run`, `demo`, `check-config`, `loadgen`, `bench`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,6 +26,69 @@ pub enum Command {
     CheckConfig(ConfigArg),
     /// Produce synthetic vital signs to a topic.
     Loadgen(LoadgenArgs),
+    /// Measure throughput, CPU, memory and latency against a raw consumer on the same
+    /// broker (see docs/benchmarks.md).
+    Bench(BenchArgs),
+    /// The bench's raw-consume limit: drain a topic with a plain consumer loop.
+    #[command(hide = true)]
+    BenchRaw(BenchRawArgs),
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchArgs {
+    /// Bootstrap servers of the broker to measure against (default: librdkafka's
+    /// in-process mock cluster).
+    #[arg(long, value_name = "B")]
+    pub brokers: Option<String>,
+    /// A short run (100 000 messages, one round, 5 s of latency): checks the method
+    /// and gives rough ratios in a minute or two.
+    #[arg(long)]
+    pub quick: bool,
+    /// Backlog per drain [default: 1 000 000, --quick 100 000].
+    #[arg(long, value_name = "N")]
+    pub messages: Option<u64>,
+    /// How many times each drain is repeated, alternating raw and vitalwatch
+    /// [default: 3, --quick 1].
+    #[arg(long, value_name = "R")]
+    pub rounds: Option<u32>,
+    /// Worker counts to measure.
+    #[arg(
+        long,
+        value_name = "LIST",
+        value_delimiter = ',',
+        default_value = "1,2,4,8"
+    )]
+    pub workers: Vec<usize>,
+    /// Partitions of every bench topic.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=256))]
+    pub partitions: i32,
+    /// Rules per metric in the CPU-bound rule set.
+    #[arg(long, value_name = "K", default_value_t = 2000)]
+    pub cpu_rules: usize,
+    /// Length of the latency run [default: 20, --quick 5].
+    #[arg(long, value_name = "SECS")]
+    pub latency_secs: Option<f64>,
+    /// Rate of the latency run [default: half the highest drain rate measured].
+    #[arg(long, value_name = "MSGS_PER_SEC")]
+    pub latency_rate: Option<u64>,
+    /// Skip the memory runs (a backlog of --messages and of four times as many).
+    #[arg(long)]
+    pub skip_memory: bool,
+    /// Directory for results.json, results.md, the plots and the children's logs.
+    #[arg(long, value_name = "DIR", default_value = "target/bench")]
+    pub out: PathBuf,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct BenchRawArgs {
+    #[arg(long)]
+    pub brokers: String,
+    #[arg(long)]
+    pub topic: String,
+    #[arg(long)]
+    pub group: String,
+    #[arg(long)]
+    pub messages: u64,
 }
 
 #[derive(Debug, Args)]

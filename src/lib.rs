@@ -13,12 +13,14 @@
 //! - [`settings`]: layered configuration and its validation.
 //! - [`telemetry`] and [`metrics`]: logs and the Prometheus metrics.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`admin`]: `/debug/pprof/*` on loopback.
-//! - [`demo`] and [`loadgen`]: the in-process demo and the traffic generator.
+//! - [`demo`] and [`loadgen`]: the in-process demo and the traffic generator; [`bench`]:
+//!   throughput, memory and latency against a raw consumer on the same broker.
 //! - [`app`]: the subcommands `main` dispatches to.
 
 pub mod admin;
 pub mod alert;
 pub mod app;
+pub mod bench;
 pub mod cli;
 pub mod demo;
 pub mod http;

@@ -198,6 +198,17 @@ pub(crate) struct Pump {
 
 impl Pump {
     pub(crate) fn new(brokers: &str, topic: &str, client_id: &str) -> anyhow::Result<Pump> {
+        Self::with_linger(brokers, topic, client_id, 5)
+    }
+
+    /// As [`Pump::new`] with another `linger.ms` (0 for a latency probe: every message
+    /// leaves as soon as the previous request is answered).
+    pub(crate) fn with_linger(
+        brokers: &str,
+        topic: &str,
+        client_id: &str,
+        linger_ms: u32,
+    ) -> anyhow::Result<Pump> {
         let producer = ClientConfig::new()
             .set("bootstrap.servers", brokers)
             .set("client.id", client_id)
@@ -205,7 +216,7 @@ impl Pump {
             // in flight: what makes the output deterministic per partition.
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            .set("linger.ms", "5")
+            .set("linger.ms", linger_ms.to_string())
             .set("queue.buffering.max.messages", "500000")
             .set("message.timeout.ms", "60000")
             .create_with_context(Acks::default())

@@ -175,8 +175,10 @@ pub const EVENT_AGE_BUCKETS: &[f64] = &[
     86400.0,
 ];
 
-/// How often histogram samples are folded into buckets when nobody scrapes.
-const UPKEEP_EVERY: Duration = Duration::from_secs(5);
+/// How often histogram samples are folded into buckets. The exporter keeps every raw
+/// sample until then: at 350 000 messages/s and two samples per message, 5 s of them
+/// were 30 MiB of resident memory (`vitalwatch bench`); 250 ms is under 2 MiB.
+const UPKEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The recorder configuration: real histograms for both timing metrics.
 pub fn recorder_builder() -> Result<PrometheusBuilder, BuildError> {

@@ -24,7 +24,7 @@ macro_rules! say {
     }};
 }
 
-mod scrape;
+pub mod scrape;
 mod terminal;
 pub mod ward;
 

@@ -78,6 +78,7 @@ impl PipelineConfig {
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000");
+        fetch_tuning(&mut c);
         self.apply_client(&mut c);
         c
     }
@@ -115,6 +116,19 @@ impl PipelineConfig {
         let batch = BATCH.min(self.queue_capacity).max(1);
         (batch, self.queue_capacity.div_ceil(batch).max(1))
     }
+}
+
+/// Prefetch settings (any of them can be overridden in `[kafka.client]`), measured with
+/// `vitalwatch bench` (docs/benchmarks.md):
+///
+/// - librdkafka's default prefetch of 64 MiB made up half of the resident memory and grew
+///   with the backlog; 16 MiB still holds about half a second of input at full speed.
+/// - When a partition's prefetch queue is over its threshold, librdkafka postpones its
+///   next fetch by `fetch.queue.backoff.ms`, 1 s by default: a consumer that is a little
+///   slower than the fetcher then idles for most of each second. 10 ms keeps it fed.
+pub fn fetch_tuning(c: &mut ClientConfig) -> &mut ClientConfig {
+    c.set("queued.max.messages.kbytes", "16384")
+        .set("fetch.queue.backoff.ms", "10")
 }
 
 /// Hooks for tests. Production leaves them empty.

@@ -1,0 +1,564 @@
+//! `vitalwatch bench`: how close vitalwatch runs to the limit of the broker it reads from.
+//!
+//! Absolute rates drift on a shared machine, so every figure comes with a limit measured
+//! in the same run, on the same broker and the same data, alternating A and B:
+//!
+//! - the raw-consume limit (`vitalwatch bench-raw`: a plain rdkafka consumer loop that only
+//!   drains the topic) against `vitalwatch run` draining the same backlog until its
+//!   committed offsets reach the end, at several worker counts;
+//! - the same with CPU-bound rules (a generated rule set thousands of rules deep), where
+//!   workers, not ingest, are the limit;
+//! - a latency run at half the measured maximum rate;
+//! - peak memory with a backlog and with four times that backlog.
+//!
+//! Each measured consumer is a child process, so its CPU time and peak RSS are its own;
+//! the broker (librdkafka's mock cluster by default) lives in this process. Results go to
+//! `target/bench/` as JSON, a markdown table and SVG plots. See `docs/benchmarks.md`.
+
+mod child;
+mod latency;
+mod report;
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+use serde::Serialize;
+
+pub use child::raw_main;
+use child::{Drained, Subject};
+pub use latency::Latency;
+
+use crate::cli::{BaseTimestamp, BenchArgs, LoadgenArgs};
+use crate::pipeline::worker::now_ms;
+use crate::vitals::Metric;
+
+/// vitalwatch's default worker count (`pipeline.workers` in config/default.toml): the
+/// configuration the headline ratios are taken at.
+pub const DEFAULT_WORKERS: usize = 8;
+/// Patients in the generated traffic.
+const PATIENTS: u32 = 10_000;
+
+/// Consumer properties shared by the raw limit and vitalwatch, so that the comparison is
+/// of the code, not of the fetch settings.
+pub(crate) fn consumer_tuning(c: &mut ClientConfig) -> &mut ClientConfig {
+    crate::pipeline::fetch_tuning(c)
+}
+
+/// What one run measures, from the command line.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub messages: u64,
+    pub rounds: u32,
+    pub workers: Vec<usize>,
+    pub partitions: i32,
+    pub cpu_bound_messages: u64,
+    pub cpu_bound_rules_per_metric: usize,
+    pub latency_secs: f64,
+    pub memory_backlogs: Vec<u64>,
+}
+
+impl Plan {
+    fn from_args(a: &BenchArgs) -> Plan {
+        let messages = a
+            .messages
+            .unwrap_or(if a.quick { 100_000 } else { 1_000_000 });
+        Plan {
+            messages,
+            rounds: a.rounds.unwrap_or(if a.quick { 1 } else { 3 }),
+            workers: a.workers.clone(),
+            partitions: a.partitions,
+            cpu_bound_messages: (messages / 5).max(1),
+            cpu_bound_rules_per_metric: a.cpu_rules,
+            latency_secs: a.latency_secs.unwrap_or(if a.quick { 5.0 } else { 20.0 }),
+            memory_backlogs: if a.skip_memory {
+                Vec::new()
+            } else {
+                vec![messages, messages * 4]
+            },
+        }
+    }
+}
+
+/// One measured drain.
+#[derive(Debug, Clone, Serialize)]
+pub struct Drain {
+    /// `raw` (the limit) or `vitalwatch`.
+    pub consumer: &'static str,
+    /// `shipped` (config/rules.toml) or `cpu-bound`; empty for the raw consumer.
+    pub rules: &'static str,
+    pub workers: Option<usize>,
+    pub round: u32,
+    pub messages: u64,
+    pub secs: f64,
+    pub rate: f64,
+    pub cpu_secs_per_million: f64,
+    pub peak_rss_mib: f64,
+}
+
+impl Drain {
+    fn new(
+        consumer: &'static str,
+        rules: &'static str,
+        workers: Option<usize>,
+        round: u32,
+        d: Drained,
+    ) -> Drain {
+        let drain = Drain {
+            consumer,
+            rules,
+            workers,
+            round,
+            messages: d.messages,
+            secs: d.secs,
+            rate: d.messages as f64 / d.secs.max(1e-9),
+            cpu_secs_per_million: d.cpu_secs / (d.messages as f64 / 1e6).max(1e-9),
+            peak_rss_mib: d.peak_rss as f64 / (1024.0 * 1024.0),
+        };
+        eprintln!(
+            "  {:<10} {:<9} workers {:>2}  round {}: {:>9} msgs in {:>6.2} s = {:>9.0} msg/s, {:>5.2} CPU-s per M, peak RSS {:>6.1} MiB",
+            drain.consumer,
+            drain.rules,
+            drain.workers.map_or("-".into(), |w| w.to_string()),
+            drain.round,
+            drain.messages,
+            drain.secs,
+            drain.rate,
+            drain.cpu_secs_per_million,
+            drain.peak_rss_mib
+        );
+        drain
+    }
+}
+
+/// Everything one run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Results {
+    pub machine: report::Machine,
+    pub broker: String,
+    pub plan: Plan,
+    pub drains: Vec<Drain>,
+    pub cpu_bound: Vec<Drain>,
+    pub latency: Option<Latency>,
+    pub memory: Vec<Drain>,
+    pub targets: Vec<report::Target>,
+    pub elapsed_secs: f64,
+}
+
+pub fn main(args: BenchArgs) -> ExitCode {
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &BenchArgs) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let plan = Plan::from_args(args);
+    if plan.workers.is_empty() {
+        bail!("--workers needs at least one worker count");
+    }
+    let out = args.out.clone();
+    let logs = out.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let exe = std::env::current_exe().context("cannot find the vitalwatch executable")?;
+    let mut broker = Broker::connect(args.brokers.as_deref(), plan.partitions)?;
+    eprintln!(
+        "vitalwatch bench on {} ({} cores); results in {}",
+        broker.describe(),
+        report::Machine::read().cores,
+        out.display()
+    );
+
+    let stage = |name: &str| eprintln!("\n== {name} ({:.0} s)", started.elapsed().as_secs_f64());
+    let mut results = Results {
+        machine: report::Machine::read(),
+        broker: broker.describe(),
+        plan: plan.clone(),
+        drains: Vec::new(),
+        cpu_bound: Vec::new(),
+        latency: None,
+        memory: Vec::new(),
+        targets: Vec::new(),
+        elapsed_secs: 0.0,
+    };
+
+    stage(&format!(
+        "drain {} messages: raw consumer vs vitalwatch, {} round(s)",
+        plan.messages, plan.rounds
+    ));
+    let topics = broker.topics("drain", plan.messages)?;
+    let ends = broker.load(&topics, plan.messages)?;
+    for round in 1..=plan.rounds {
+        let group = broker.group("raw");
+        let d = child::drain_raw(
+            &exe,
+            &broker.servers,
+            &topics.input,
+            &group,
+            plan.messages,
+            &logs,
+        )?;
+        results.drains.push(Drain::new("raw", "", None, round, d));
+        for &workers in &plan.workers {
+            let group = broker.group(&format!("vw{workers}"));
+            let d = topics
+                .subject(&exe, &broker, &group, workers, None, &logs)
+                .drain(&ends)?;
+            results
+                .drains
+                .push(Drain::new("vitalwatch", "shipped", Some(workers), round, d));
+        }
+    }
+
+    stage(&format!(
+        "CPU-bound rules ({} per metric): {} messages",
+        plan.cpu_bound_rules_per_metric, plan.cpu_bound_messages
+    ));
+    let heavy = out.join("cpu-bound-rules.toml");
+    write_cpu_bound_rules(&heavy, plan.cpu_bound_rules_per_metric)?;
+    let topics = broker.topics("cpu", plan.cpu_bound_messages)?;
+    let ends = broker.load(&topics, plan.cpu_bound_messages)?;
+    for round in 1..=plan.rounds {
+        for &workers in &plan.workers {
+            let group = broker.group(&format!("cpu{workers}"));
+            let d = topics
+                .subject(&exe, &broker, &group, workers, Some(&heavy), &logs)
+                .drain(&ends)?;
+            results.cpu_bound.push(Drain::new(
+                "vitalwatch",
+                "cpu-bound",
+                Some(workers),
+                round,
+                d,
+            ));
+        }
+    }
+
+    let max_rate = plan
+        .workers
+        .iter()
+        .map(|&w| report::median_rate(&results.drains, "vitalwatch", Some(w)))
+        .fold(0.0, f64::max);
+    let rate = args
+        .latency_rate
+        .unwrap_or((max_rate * 0.5).round() as u64)
+        .max(1);
+    stage(&format!(
+        "latency at {rate} msg/s (half the measured maximum) for {} s",
+        plan.latency_secs
+    ));
+    let topics = broker.topics("latency", 0)?;
+    let group = broker.group("latency");
+    let subject = topics.subject(&exe, &broker, &group, DEFAULT_WORKERS, None, &logs);
+    let l = latency::run(
+        &subject,
+        topics.partitions,
+        rate,
+        plan.latency_secs,
+        PATIENTS,
+    )?;
+    eprintln!(
+        "  {} observations at {:.0} msg/s; {} of {} alerts; observation sent → alert read: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        l.observations,
+        l.rate,
+        l.alerts,
+        l.expected_alerts,
+        l.p50_ms,
+        l.p99_ms,
+        l.p999_ms,
+        l.max_ms
+    );
+    results.latency = Some(l);
+
+    for (i, &n) in plan.memory_backlogs.iter().enumerate() {
+        stage(&format!("memory: drain a {n}-message backlog"));
+        let topics = broker.topics(&format!("mem{i}"), n)?;
+        let ends = broker.load(&topics, n)?;
+        let group = broker.group("mem");
+        let d = topics
+            .subject(&exe, &broker, &group, DEFAULT_WORKERS, None, &logs)
+            .drain(&ends)?;
+        results.memory.push(Drain::new(
+            "vitalwatch",
+            "shipped",
+            Some(DEFAULT_WORKERS),
+            1,
+            d,
+        ));
+        broker.forget(&topics);
+    }
+
+    results.targets = report::targets(&results);
+    results.elapsed_secs = started.elapsed().as_secs_f64();
+    report::write(&results, &out)?;
+    println!("{}", report::targets_table(&results.targets));
+    eprintln!(
+        "bench finished in {:.0} s; {} and plots in {}",
+        results.elapsed_secs,
+        out.join("results.json").display(),
+        out.display()
+    );
+    broker.cleanup();
+    Ok(())
+}
+
+/// A rule set that costs real CPU per observation: `per_metric` rules on every metric,
+/// none of which fires (thresholds no reading reaches), so only evaluation is measured.
+fn write_cpu_bound_rules(path: &Path, per_metric: usize) -> anyhow::Result<()> {
+    use std::fmt::Write as _;
+    let mut text =
+        String::from("# Generated by `vitalwatch bench`: CPU-bound rules that never fire.\n");
+    for metric in Metric::ALL {
+        for i in 0..per_metric {
+            let _ = write!(
+                text,
+                "[[threshold]]\nid = \"{m}_{i}\"\nmetric = \"{m}\"\nabove = {t}\nseverity = \"low\"\n",
+                m = metric.as_str(),
+                t = 100_000 + i
+            );
+        }
+    }
+    std::fs::write(path, text).with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// What the mock keeps per partition is 5 MiB; stay well below it.
+const MOCK_PARTITION_BUDGET: f64 = 4.0 * 1024.0 * 1024.0;
+/// Record batch and record framing per message, generously.
+const MOCK_RECORD_OVERHEAD: f64 = 80.0;
+
+/// Mean payload size of loadgen's traffic, from a sample of it.
+fn mean_payload_bytes() -> f64 {
+    let mut ward = crate::demo::ward::Ward::new(crate::demo::ward::WardConfig {
+        seed: 1,
+        patients: PATIENTS,
+        course: None,
+        abnormal_ratio: 0.05,
+        invalid_ratio: 0.01,
+        too_large_bytes: crate::vitals::DecodeLimits::default().max_message_bytes + 1,
+    });
+    let n = 10_000;
+    let total: usize = (0..n)
+        .map(|i| {
+            let m = ward.next(now_ms() + i);
+            m.payload.len() + m.key.len()
+        })
+        .sum();
+    total as f64 / n as f64
+}
+
+/// Three fresh topics for one stage.
+struct Topics {
+    input: String,
+    alerts: String,
+    dlq: String,
+    partitions: i32,
+}
+
+impl Topics {
+    fn subject<'a>(
+        &'a self,
+        exe: &'a Path,
+        broker: &'a Broker,
+        group: &'a str,
+        workers: usize,
+        rules: Option<&'a Path>,
+        logs: &'a Path,
+    ) -> Subject<'a> {
+        Subject {
+            exe,
+            brokers: &broker.servers,
+            input: &self.input,
+            alerts: &self.alerts,
+            dlq: &self.dlq,
+            group,
+            workers,
+            rules,
+            logs,
+        }
+    }
+}
+
+/// The broker under test: the in-process mock cluster, or a real cluster.
+struct Broker {
+    mock: Option<MockCluster<'static, DefaultProducerContext>>,
+    servers: String,
+    partitions: i32,
+    run_id: String,
+    groups: u32,
+    created: Vec<String>,
+    admin: Option<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)>,
+    /// Mean payload size of the generated traffic.
+    message_bytes: f64,
+}
+
+impl Broker {
+    fn connect(brokers: Option<&str>, partitions: i32) -> anyhow::Result<Broker> {
+        let run_id = format!("{:x}", now_ms());
+        match brokers.filter(|b| !b.trim().is_empty()) {
+            None => {
+                let mock =
+                    MockCluster::new(1).context("cannot start the in-process mock cluster")?;
+                Ok(Broker {
+                    servers: mock.bootstrap_servers(),
+                    mock: Some(mock),
+                    partitions,
+                    run_id,
+                    groups: 0,
+                    created: Vec::new(),
+                    admin: None,
+                    message_bytes: mean_payload_bytes(),
+                })
+            }
+            Some(servers) => {
+                let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+                    .set("bootstrap.servers", servers)
+                    .create()
+                    .context("cannot create the Kafka admin client")?;
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                Ok(Broker {
+                    mock: None,
+                    servers: servers.to_owned(),
+                    partitions,
+                    run_id,
+                    groups: 0,
+                    created: Vec::new(),
+                    admin: Some((admin, runtime)),
+                    message_bytes: mean_payload_bytes(),
+                })
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self.mock {
+            Some(_) => "librdkafka's in-process mock cluster".to_owned(),
+            None => format!("brokers {}", self.servers),
+        }
+    }
+
+    fn group(&mut self, what: &str) -> String {
+        self.groups += 1;
+        format!("vitalwatch-bench-{}-{what}-{}", self.run_id, self.groups)
+    }
+
+    /// Fresh topics for a stage that will hold `messages`. The mock cluster keeps only
+    /// the last 5 MiB of each partition (older data is deleted as if by retention), so
+    /// on the mock a large backlog is spread over enough partitions to stay whole.
+    fn topics(&mut self, stage: &str, messages: u64) -> anyhow::Result<Topics> {
+        let name = |kind: &str| format!("vitalwatch-bench-{}-{stage}-{kind}", self.run_id);
+        let partitions = if self.mock.is_some() {
+            let bytes = messages as f64 * (self.message_bytes + MOCK_RECORD_OVERHEAD);
+            self.partitions
+                .max((bytes / MOCK_PARTITION_BUDGET).ceil() as i32)
+        } else {
+            self.partitions
+        };
+        let t = Topics {
+            input: name("in"),
+            alerts: name("alerts"),
+            dlq: name("dlq"),
+            partitions,
+        };
+        for topic in [&t.input, &t.alerts, &t.dlq] {
+            self.create(topic, partitions)?;
+        }
+        Ok(t)
+    }
+
+    fn create(&mut self, topic: &str, partitions: i32) -> anyhow::Result<()> {
+        if let Some(mock) = &self.mock {
+            mock.create_topic(topic, partitions, 1)
+                .with_context(|| format!("cannot create {topic} on the mock cluster"))?;
+        } else if let Some((admin, runtime)) = &self.admin {
+            let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+            let results = runtime
+                .block_on(admin.create_topics([&new], &AdminOptions::new()))
+                .with_context(|| format!("cannot create {topic}"))?;
+            for r in results {
+                if let Err((t, code)) = r {
+                    bail!("cannot create {t}: {code}");
+                }
+            }
+        }
+        self.created.push(topic.to_owned());
+        Ok(())
+    }
+
+    /// Produces `n` generated messages with loadgen; returns the end offset per
+    /// partition. Fails if the broker already dropped any of them.
+    fn load(&self, topics: &Topics, n: u64) -> anyhow::Result<Vec<(i32, i64)>> {
+        let topic = &topics.input;
+        let args = LoadgenArgs {
+            brokers: Some(self.servers.clone()),
+            mock: false,
+            partitions: topics.partitions,
+            topic: topic.to_owned(),
+            messages: n,
+            rate: 0,
+            patients: PATIENTS,
+            abnormal_ratio: 0.05,
+            invalid_ratio: 0.01,
+            seed: 1,
+            base_timestamp: BaseTimestamp::Now,
+        };
+        let s = crate::loadgen::run(&args)?;
+        eprintln!(
+            "  loaded {} messages into {topic} ({} partitions) at {:.0} msg/s",
+            s.produced,
+            topics.partitions,
+            s.rate()
+        );
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.servers)
+            .create()
+            .context("cannot create a consumer for watermarks")?;
+        let mut ends = Vec::new();
+        for p in 0..topics.partitions {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))?;
+            if low > 0 {
+                bail!(
+                    "{topic}/{p} starts at offset {low}: the broker deleted part of the backlog (the mock cluster keeps 5 MiB per partition); use more --partitions"
+                );
+            }
+            ends.push((p, high));
+        }
+        Ok(ends)
+    }
+
+    /// Drops a stage's topics from a real cluster once measured (the mock keeps them
+    /// until the run ends).
+    fn forget(&mut self, topics: &Topics) {
+        if self.admin.is_some() {
+            let names = [&topics.input, &topics.alerts, &topics.dlq];
+            self.delete(&names.map(String::as_str));
+            self.created.retain(|t| !names.contains(&t));
+        }
+    }
+
+    fn delete(&self, names: &[&str]) {
+        if let Some((admin, runtime)) = &self.admin {
+            let _ = runtime.block_on(admin.delete_topics(names, &AdminOptions::new()));
+        }
+    }
+
+    fn cleanup(&mut self) {
+        let names: Vec<String> = std::mem::take(&mut self.created);
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        self.delete(&names);
+    }
+}
