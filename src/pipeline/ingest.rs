@@ -39,6 +39,35 @@ const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How often advanced offsets are stored (auto-commit picks them up).
 const STORE_EVERY: Duration = Duration::from_millis(100);
 
+/// One input message as the router sees it, whatever it was read from: the ingest loop
+/// builds it from a Kafka message without copying ([`Record::from_message`]); in-process
+/// benchmarks build it from plain slices.
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub topic: &'a str,
+    pub partition: i32,
+    pub offset: i64,
+    /// Creation or log-append time, Unix epoch milliseconds, when the broker gave one.
+    pub timestamp: Option<i64>,
+    pub key: Option<&'a [u8]>,
+    /// `None` for a tombstone (null value).
+    pub payload: Option<&'a [u8]>,
+}
+
+impl<'a> Record<'a> {
+    /// Borrows everything from `msg`: no copy, no allocation.
+    pub fn from_message(msg: &'a BorrowedMessage<'_>) -> Self {
+        Record {
+            topic: msg.topic(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            timestamp: msg.timestamp().to_millis(),
+            key: msg.key(),
+            payload: msg.payload(),
+        }
+    }
+}
+
 /// An invalid message on its way to the dead-letter topic.
 pub struct DlqItem {
     pub done: Done,
@@ -104,8 +133,10 @@ impl<T> Outbox<T> {
     }
 }
 
-/// Everything the ingest thread decides with. Locked only by that thread: by the main
-/// loop between polls and by rebalance callbacks inside a poll.
+/// Everything the ingest thread decides with: the router (decode, route, batch), the
+/// offset tracker and the completion channel. Locked only by that thread: by the main loop
+/// between polls and by rebalance callbacks inside a poll. Nothing here but `store` and
+/// `revoke` needs a consumer, so [`super::inprocess`] drives the same state without Kafka.
 pub struct IngestState {
     pub tracker: OffsetTracker,
     pub workers: Vec<Outbox<Work>>,
@@ -144,18 +175,14 @@ impl IngestContext {
         drain_timeout: Duration,
     ) -> Self {
         IngestContext {
-            state: Mutex::new(IngestState {
-                tracker: OffsetTracker::new(),
+            state: Mutex::new(IngestState::new(
                 workers,
                 dlq,
                 done_rx,
                 metrics,
-                runtime: tokio::runtime::Handle::current(),
                 limits,
-                paused: false,
-                closing: false,
-                last_store: Instant::now(),
-            }),
+                tokio::runtime::Handle::current(),
+            )),
             broker_errors: Episode::new(),
             input_topic: input_topic.to_owned(),
             status,
@@ -267,8 +294,32 @@ fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
 }
 
 impl IngestState {
+    /// A state with no partition assigned. `runtime` runs the workers; the ingest thread
+    /// blocks on it (never from inside it) to wait for room or completions.
+    pub fn new(
+        workers: Vec<Outbox<Work>>,
+        dlq: Outbox<DlqItem>,
+        done_rx: mpsc::UnboundedReceiver<Done>,
+        metrics: PipelineMetrics,
+        limits: DecodeLimits,
+        runtime: tokio::runtime::Handle,
+    ) -> Self {
+        IngestState {
+            tracker: OffsetTracker::new(),
+            workers,
+            dlq,
+            done_rx,
+            metrics,
+            runtime,
+            limits,
+            paused: false,
+            closing: false,
+            last_store: Instant::now(),
+        }
+    }
+
     /// Applies every completion that arrived. Returns how many.
-    fn drain_done(&mut self, status: &Status) -> usize {
+    pub(super) fn drain_done(&mut self, status: &Status) -> usize {
         let mut n = 0;
         while let Ok(done) = self.done_rx.try_recv() {
             self.apply(done, status);
@@ -328,7 +379,7 @@ impl IngestState {
     }
 
     /// Tries to hand every non-empty batch over. True when nothing waits.
-    fn flush_all(&mut self) -> bool {
+    pub(super) fn flush_all(&mut self) -> bool {
         let mut all = true;
         for w in &mut self.workers {
             all &= w.flush();
@@ -337,7 +388,7 @@ impl IngestState {
         all
     }
 
-    fn has_full_batch(&self) -> bool {
+    pub(super) fn has_full_batch(&self) -> bool {
         self.workers.iter().any(Outbox::is_full) || self.dlq.is_full()
     }
 
@@ -346,7 +397,7 @@ impl IngestState {
     }
 
     /// Waits until a blocked batch could go, a completion arrives, or `timeout`.
-    fn wait_capacity(&mut self, timeout: Duration, status: &Status) {
+    pub(super) fn wait_capacity(&mut self, timeout: Duration, status: &Status) {
         // The first outbox that is full; waiting on it is enough (others are retried).
         let blocked_worker = self
             .workers
@@ -376,9 +427,9 @@ impl IngestState {
 
     /// Reads one message: tracks its offset, decodes it and queues it for a worker or
     /// the DLQ.
-    fn handle(&mut self, msg: &BorrowedMessage<'_>, status: &Status) {
-        let partition = msg.partition();
-        let offset = msg.offset();
+    pub(super) fn handle(&mut self, msg: &Record<'_>, status: &Status) {
+        let partition = msg.partition;
+        let offset = msg.offset;
         let Some(claim) = self.tracker.claim(partition) else {
             debug!(
                 partition,
@@ -396,7 +447,7 @@ impl IngestState {
         self.metrics.consumed.increment(1);
         status.consumed();
         let received = Instant::now();
-        let payload = msg.payload().unwrap_or_default();
+        let payload = msg.payload.unwrap_or_default();
         match decode(payload, &self.limits, now_ms()) {
             Ok(obs) => {
                 let worker = route(&obs.patient_id, self.workers.len());
@@ -428,12 +479,33 @@ impl IngestState {
                 };
                 self.dlq.batch.push(DlqItem {
                     done,
-                    key: msg.key().map(<[u8]>::to_vec),
-                    payload: msg.payload().map(<[u8]>::to_vec),
+                    key: msg.key.map(<[u8]>::to_vec),
+                    payload: msg.payload.map(<[u8]>::to_vec),
                     headers: dlq_headers(msg, &error),
                 });
             }
         }
+    }
+
+    /// Hands over every batch read, closes the queues (workers finish what they hold and
+    /// exit) and waits for every message in flight to be done, or `deadline`. Returns how
+    /// many messages are still unfinished.
+    pub(super) fn finish(&mut self, deadline: Instant, status: &Status) -> usize {
+        while !self.flush_all() && Instant::now() < deadline {
+            self.wait_capacity(Duration::from_millis(10), status);
+        }
+        for w in &mut self.workers {
+            w.close();
+        }
+        self.dlq.close();
+        while self.tracker.total_in_flight() > 0 {
+            let now = Instant::now();
+            if now >= deadline {
+                break;
+            }
+            self.wait_done((deadline - now).min(Duration::from_millis(50)), status);
+        }
+        self.tracker.total_in_flight()
     }
 
     /// Revoke: stop routing the partitions, wait (bounded) for their in-flight work,
@@ -508,15 +580,11 @@ pub fn route(patient_id: &str, workers: usize) -> usize {
     (xxhash_rust::xxh3::xxh3_64(patient_id.as_bytes()) % workers as u64) as usize
 }
 
-fn dlq_headers(msg: &BorrowedMessage<'_>, error: &DecodeError) -> OwnedHeaders {
+fn dlq_headers(msg: &Record<'_>, error: &DecodeError) -> OwnedHeaders {
     let message = error.to_string();
-    let partition = msg.partition().to_string();
-    let offset = msg.offset().to_string();
-    let timestamp = msg
-        .timestamp()
-        .to_millis()
-        .map(|t| t.to_string())
-        .unwrap_or_default();
+    let partition = msg.partition.to_string();
+    let offset = msg.offset.to_string();
+    let timestamp = msg.timestamp.map(|t| t.to_string()).unwrap_or_default();
     OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: "vitalwatch.error.reason",
@@ -528,7 +596,7 @@ fn dlq_headers(msg: &BorrowedMessage<'_>, error: &DecodeError) -> OwnedHeaders {
         })
         .insert(Header {
             key: "vitalwatch.source.topic",
-            value: Some(msg.topic()),
+            value: Some(msg.topic),
         })
         .insert(Header {
             key: "vitalwatch.source.partition",
@@ -595,7 +663,7 @@ pub fn run(
                 let polled = consumer.poll(Duration::from_millis(10));
                 let mut st = ctx.state();
                 if let Some(Ok(msg)) = polled {
-                    st.handle(&msg, &status);
+                    st.handle(&Record::from_message(&msg), &status);
                 }
                 st.wait_capacity(Duration::from_millis(10), &status);
             } else {
@@ -619,7 +687,7 @@ pub fn run(
                     info!(errors, "consuming again");
                 }
                 let mut st = ctx.state();
-                st.handle(&msg, &status);
+                st.handle(&Record::from_message(&msg), &status);
                 if st.has_full_batch() {
                     st.flush_all();
                 }
@@ -650,21 +718,7 @@ pub fn run(
         in_flight = st.tracker.total_in_flight(),
         "shutdown: draining"
     );
-    while !st.flush_all() && Instant::now() < deadline {
-        st.wait_capacity(Duration::from_millis(10), &status);
-    }
-    for w in &mut st.workers {
-        w.close();
-    }
-    st.dlq.close();
-    while st.tracker.total_in_flight() > 0 {
-        let now = Instant::now();
-        if now >= deadline {
-            break;
-        }
-        st.wait_done((deadline - now).min(Duration::from_millis(50)), &status);
-    }
-    let unfinished = st.tracker.total_in_flight();
+    let unfinished = st.finish(deadline, &status);
     st.store(&consumer, &topic, true);
     let committed = st.tracker.committable_all();
     st.closing = true;

@@ -8,6 +8,7 @@
 //! under. See `docs/architecture.md` for the whole argument.
 
 pub mod ingest;
+pub mod inprocess;
 pub mod offsets;
 pub mod sink;
 pub mod worker;
@@ -21,6 +22,7 @@ use anyhow::Context;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
@@ -29,7 +31,7 @@ use crate::rules::RuleSet;
 use crate::settings::Settings;
 use crate::vitals::DecodeLimits;
 use ingest::{BATCH, DlqItem, IngestContext, Outbox};
-use sink::{DoneTx, Sink, SinkHealth, Ticket};
+use sink::{DoneTx, Publisher, Sink, SinkHealth, Ticket};
 use worker::{Work, WorkerShared};
 
 /// What the pipeline needs from the settings.
@@ -110,12 +112,13 @@ impl PipelineConfig {
             c.set(k, v);
         }
     }
+}
 
-    /// Channel slots per worker: `queue_capacity` messages in batches of up to [`BATCH`].
-    fn batch_and_slots(&self) -> (usize, usize) {
-        let batch = BATCH.min(self.queue_capacity).max(1);
-        (batch, self.queue_capacity.div_ceil(batch).max(1))
-    }
+/// Messages per batch and channel slots per worker: `queue_capacity` messages in batches
+/// of up to [`BATCH`].
+fn batch_and_slots(queue_capacity: usize) -> (usize, usize) {
+    let batch = BATCH.min(queue_capacity).max(1);
+    (batch, queue_capacity.div_ceil(batch).max(1))
 }
 
 /// Prefetch settings (any of them can be overridden in `[kafka.client]`), measured with
@@ -149,6 +152,7 @@ pub struct Status {
     started: Instant,
     consumed: AtomicU64,
     invalid: AtomicU64,
+    evaluated: AtomicU64,
     alerts: AtomicU64,
     dlq: AtomicU64,
     assigned: AtomicUsize,
@@ -193,6 +197,7 @@ impl Default for Status {
             started: Instant::now(),
             consumed: AtomicU64::new(0),
             invalid: AtomicU64::new(0),
+            evaluated: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
             dlq: AtomicU64::new(0),
             assigned: AtomicUsize::new(0),
@@ -211,6 +216,8 @@ pub struct Counts {
     pub consumed: u64,
     /// Of those, invalid (headed for the DLQ).
     pub invalid: u64,
+    /// Valid messages the workers evaluated against the rules.
+    pub evaluated: u64,
     /// Alerts handed to the alert producer.
     pub alerts: u64,
     /// Dead letters acknowledged by the broker.
@@ -231,6 +238,10 @@ impl Status {
     }
     pub(crate) fn invalid(&self) {
         self.invalid.fetch_add(1, Ordering::Relaxed);
+    }
+    /// A worker finished evaluating `n` messages (counted per batch, not per message).
+    pub(crate) fn evaluated(&self, n: usize) {
+        self.evaluated.fetch_add(n as u64, Ordering::Relaxed);
     }
     pub(crate) fn alert_emitted(&self) {
         self.alerts.fetch_add(1, Ordering::Relaxed);
@@ -256,6 +267,7 @@ impl Status {
         Counts {
             consumed: self.consumed.load(Ordering::Relaxed),
             invalid: self.invalid.load(Ordering::Relaxed),
+            evaluated: self.evaluated.load(Ordering::Relaxed),
             alerts: self.alerts.load(Ordering::Relaxed),
             dlq: self.dlq.load(Ordering::Relaxed),
         }
@@ -350,34 +362,29 @@ pub async fn run(
     let _ = status.sinks.set((alerts.health(), dlq.health()));
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let shared = Arc::new(WorkerShared::new(
+    let shared = WorkerShared::new(
         rules,
-        alerts.clone(),
-        done_tx.clone(),
+        Publisher::Kafka(alerts.clone()),
+        done_tx,
         &config.input_topic,
         metrics.clone(),
         status.clone(),
         hooks.clone(),
-    ));
-    let (batch, slots) = config.batch_and_slots();
-    let probes: Vec<Arc<WorkerProbe>> = (0..config.workers)
-        .map(|_| Arc::new(WorkerProbe::default()))
-        .collect();
-    let _ = status.workers.set(probes.clone());
-    let mut outboxes = Vec::with_capacity(config.workers);
-    let mut tasks = Vec::with_capacity(config.workers + 1);
-    for (i, probe) in probes.into_iter().enumerate() {
-        let (tx, rx) = mpsc::channel(slots);
-        outboxes.push(Outbox::new(tx, batch, Some(probe.clone())));
-        tasks.push(tokio::spawn(worker::run(i, rx, shared.clone(), probe)));
-    }
-    drop(shared);
-    let (dlq_tx, dlq_rx) = mpsc::channel(slots);
-    tasks.push(tokio::spawn(dlq_task(dlq_rx, dlq.clone(), done_tx)));
+    );
+    let Pool {
+        workers: outboxes,
+        dlq: dlq_outbox,
+        tasks,
+    } = spawn_pool(
+        config.workers,
+        config.queue_capacity,
+        shared,
+        Publisher::Kafka(dlq.clone()),
+    );
 
     let context = IngestContext::new(
         outboxes,
-        Outbox::new(dlq_tx, batch, None),
+        dlq_outbox,
         done_rx,
         metrics,
         config.limits,
@@ -490,8 +497,47 @@ pub async fn run(
     }
 }
 
+/// The evaluation workers and the DLQ task, running, with the ingest-side ends of their
+/// queues.
+struct Pool {
+    workers: Vec<Outbox<Work>>,
+    dlq: Outbox<DlqItem>,
+    /// The workers' tasks, then the DLQ task's. Each ends once its queue is closed and
+    /// empty.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Spawns `workers` evaluation tasks and the DLQ task on the current runtime, each behind
+/// a bounded channel of `queue_capacity` messages, and registers the workers' probes in
+/// `shared.status`. [`run`] and [`inprocess`] both start their workers here, so a
+/// benchmark measures the same queues and tasks the service runs.
+fn spawn_pool(workers: usize, queue_capacity: usize, shared: WorkerShared, dlq: Publisher) -> Pool {
+    let (batch, slots) = batch_and_slots(queue_capacity);
+    let done_tx = shared.done_tx.clone();
+    let probes: Vec<Arc<WorkerProbe>> = (0..workers)
+        .map(|_| Arc::new(WorkerProbe::default()))
+        .collect();
+    let _ = shared.status.workers.set(probes.clone());
+    let shared = Arc::new(shared);
+    let mut outboxes = Vec::with_capacity(workers);
+    let mut tasks = Vec::with_capacity(workers + 1);
+    for (i, probe) in probes.into_iter().enumerate() {
+        let (tx, rx) = mpsc::channel(slots);
+        outboxes.push(Outbox::new(tx, batch, Some(probe.clone())));
+        tasks.push(tokio::spawn(worker::run(i, rx, shared.clone(), probe)));
+    }
+    drop(shared);
+    let (dlq_tx, dlq_rx) = mpsc::channel(slots);
+    tasks.push(tokio::spawn(dlq_task(dlq_rx, dlq, done_tx)));
+    Pool {
+        workers: outboxes,
+        dlq: Outbox::new(dlq_tx, batch, None),
+        tasks,
+    }
+}
+
 /// Publishes dead letters; each is done when the broker acknowledges it.
-async fn dlq_task(mut rx: mpsc::Receiver<Vec<DlqItem>>, dlq: Sink, done_tx: DoneTx) {
+async fn dlq_task(mut rx: mpsc::Receiver<Vec<DlqItem>>, dlq: Publisher, done_tx: DoneTx) {
     while let Some(batch) = rx.recv().await {
         for item in batch {
             let ticket = Ticket::new(item.done, 1, done_tx.clone());

@@ -351,6 +351,37 @@ impl Sink {
     }
 }
 
+/// Where workers hand alerts and the DLQ task hands dead letters.
+///
+/// The service always publishes through Kafka. `Discard` exists so the rest of the
+/// pipeline (routing, batching, evaluation, encoding, completion tracking) can run and be
+/// measured in-process without a broker ([`super::inprocess`]): it acknowledges each
+/// record at once, as if the broker had. An enum rather than a trait object keeps the
+/// per-record call static, with no boxed future on the hot path.
+#[derive(Clone)]
+pub enum Publisher {
+    Kafka(Sink),
+    /// Acknowledges every record immediately and sends nothing.
+    Discard,
+}
+
+impl Publisher {
+    /// As [`Sink::send`]; `Discard` drops the record (already encoded by the caller) and
+    /// acknowledges its ticket.
+    pub async fn send(
+        &self,
+        key: Option<&[u8]>,
+        payload: Option<&[u8]>,
+        headers: Option<OwnedHeaders>,
+        ticket: Arc<Ticket>,
+    ) {
+        match self {
+            Publisher::Kafka(sink) => sink.send(key, payload, headers, ticket).await,
+            Publisher::Discard => ticket.ack(),
+        }
+    }
+}
+
 /// Holds the sink weakly: the producer owns the sender side of `rx`, so a strong
 /// reference here would keep the producer alive forever.
 async fn retry_loop(sink: std::sync::Weak<SinkInner>, mut rx: mpsc::UnboundedReceiver<Retry>) {

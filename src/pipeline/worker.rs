@@ -12,7 +12,7 @@ use metrics::Counter;
 use tokio::sync::mpsc;
 
 use super::offsets::Claim;
-use super::sink::{Done, DoneTx, Sink, Ticket};
+use super::sink::{Done, DoneTx, Publisher, Ticket};
 use super::{Hooks, Status, WorkerProbe};
 use crate::alert::{Alert, Source, alert_id};
 use crate::metrics::{self as m, PipelineMetrics};
@@ -35,7 +35,8 @@ impl Work {
 /// What every worker shares.
 pub struct WorkerShared {
     pub rules: Arc<RuleSet>,
-    pub alerts: Sink,
+    /// The alert producer (`Publisher::Discard` only in-process, for benchmarks).
+    pub alerts: Publisher,
     pub done_tx: DoneTx,
     pub input_topic: String,
     pub metrics: PipelineMetrics,
@@ -48,7 +49,7 @@ pub struct WorkerShared {
 impl WorkerShared {
     pub fn new(
         rules: Arc<RuleSet>,
-        alerts: Sink,
+        alerts: Publisher,
         done_tx: DoneTx,
         input_topic: &str,
         metrics: PipelineMetrics,
@@ -93,6 +94,7 @@ pub async fn run(
             }
             evaluate(&shared, work, &mut fired, &mut buf).await;
         }
+        shared.status.evaluated(n);
         let left = probe.evaluated(n, shared.status.ms());
         depth.set(left as f64);
     }
