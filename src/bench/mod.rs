@@ -16,6 +16,7 @@
 //! `target/bench/` as JSON, a markdown table and SVG plots. See `docs/benchmarks.md`.
 
 mod child;
+mod inproc;
 mod latency;
 mod report;
 
@@ -144,6 +145,7 @@ pub struct Results {
     pub machine: report::Machine,
     pub broker: String,
     pub plan: Plan,
+    pub inprocess: Vec<inproc::InProcessRun>,
     pub drains: Vec<Drain>,
     pub cpu_bound: Vec<Drain>,
     pub latency: Option<Latency>,
@@ -185,6 +187,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         machine: report::Machine::read(),
         broker: broker.describe(),
         plan: plan.clone(),
+        inprocess: Vec::new(),
         drains: Vec::new(),
         cpu_bound: Vec::new(),
         latency: None,
@@ -192,6 +195,12 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         targets: Vec::new(),
         elapsed_secs: 0.0,
     };
+
+    let n = plan.messages.min(200_000);
+    stage(&format!(
+        "in-process: bare decode loop vs the pipeline without Kafka, {n} messages"
+    ));
+    results.inprocess = inproc::run(n, &plan.workers, plan.rounds, PATIENTS)?;
 
     stage(&format!(
         "drain {} messages: raw consumer vs vitalwatch, {} round(s)",

@@ -116,6 +116,31 @@ pub fn targets(r: &Results) -> Vec<Target> {
             met: ratio >= 0.7,
         });
     }
+    let bare = median(
+        r.inprocess
+            .iter()
+            .filter(|x| x.workers.is_none())
+            .map(|x| x.rate)
+            .collect(),
+    );
+    let inproc = median(
+        r.inprocess
+            .iter()
+            .filter(|x| x.workers == Some(w))
+            .map(|x| x.rate)
+            .collect(),
+    );
+    if bare > 0.0 && inproc > 0.0 {
+        let ratio = inproc / bare;
+        t.push(Target {
+            id: "2",
+            what: format!("in-process pipeline ({w} workers) / bare decode loop"),
+            measured: format!("{inproc:.0} / {bare:.0} msg/s"),
+            ratio,
+            goal: "≥ 0.5".into(),
+            met: ratio >= 0.5,
+        });
+    }
     if let (Some(small), Some(large)) = (r.memory.first(), r.memory.last())
         && r.memory.len() >= 2
     {
@@ -244,6 +269,27 @@ pub fn markdown(r: &Results) -> String {
     s.push_str("### Targets\n\n");
     s.push_str(&targets_table(&r.targets));
     s.push('\n');
+    if !r.inprocess.is_empty() {
+        s.push_str("### In-process (no Kafka)\n\n| loop | runs | msg/s (median) |\n|---|---|---|\n");
+        let mut kinds: Vec<Option<usize>> = vec![None];
+        kinds.extend(r.plan.workers.iter().map(|&w| Some(w)));
+        for k in kinds {
+            let rates: Vec<f64> = r
+                .inprocess
+                .iter()
+                .filter(|x| x.workers == k)
+                .map(|x| x.rate)
+                .collect();
+            let _ = writeln!(
+                s,
+                "| {} | {} | {:.0} |",
+                k.map_or("bare decode".to_owned(), |w| format!("pipeline, {w} workers")),
+                rates.len(),
+                median(rates)
+            );
+        }
+        s.push('\n');
+    }
     let mut configs = vec![("raw", None)];
     configs.extend(r.plan.workers.iter().map(|&w| ("vitalwatch", Some(w))));
     s.push_str(&drains_table("Drain: shipped rules", &r.drains, &configs));
