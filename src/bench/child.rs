@@ -161,7 +161,15 @@ pub struct Subject<'a> {
     pub workers: usize,
     pub rules: Option<&'a Path>,
     pub logs: &'a Path,
+    /// The broker is the mock cluster (see [`MOCK_FETCH_WAIT_MS`]).
+    pub mock: bool,
 }
+
+/// The mock cluster answers a fetch that found no data only after the consumer's full
+/// `fetch.wait.max.ms` (500 ms by default), even when data arrives meanwhile; a real
+/// broker answers as soon as data is there. On the mock the subject waits at most this
+/// long, so that the latency run measures vitalwatch rather than the mock.
+pub const MOCK_FETCH_WAIT_MS: u64 = 5;
 
 /// `vitalwatch run` as configured by its environment, and the address of its /metrics.
 pub struct Running {
@@ -232,6 +240,12 @@ impl Subject<'_> {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file(self.logs, self.group)?);
+        if self.mock {
+            cmd.env(
+                "VITALWATCH_KAFKA__CLIENT__FETCH__WAIT__MAX__MS",
+                MOCK_FETCH_WAIT_MS.to_string(),
+            );
+        }
         if let Some(rules) = self.rules {
             cmd.env("VITALWATCH_RULES__FILE", rules);
         }

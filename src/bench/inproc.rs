@@ -43,7 +43,9 @@ pub fn run(
         invalid_ratio: 0.01,
         too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
     });
-    let msgs: Vec<_> = (0..messages).map(|i| ward.next(now - 1000 + i as i64 / 1000)).collect();
+    let msgs: Vec<_> = (0..messages)
+        .map(|i| ward.next(now - 1000 + i as i64 / 1000))
+        .collect();
     let mut next = [0i64; PARTITIONS as usize];
     let records: Vec<Record<'_>> = msgs
         .iter()

@@ -196,7 +196,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         elapsed_secs: 0.0,
     };
 
-    let n = plan.messages.min(200_000);
+    let n = plan.messages.min(1_000_000);
     stage(&format!(
         "in-process: bare decode loop vs the pipeline without Kafka, {n} messages"
     ));
@@ -394,6 +394,7 @@ impl Topics {
             workers,
             rules,
             logs,
+            mock: broker.mock.is_some(),
         }
     }
 }

@@ -270,7 +270,9 @@ pub fn markdown(r: &Results) -> String {
     s.push_str(&targets_table(&r.targets));
     s.push('\n');
     if !r.inprocess.is_empty() {
-        s.push_str("### In-process (no Kafka)\n\n| loop | runs | msg/s (median) |\n|---|---|---|\n");
+        s.push_str(
+            "### In-process (no Kafka)\n\n| loop | runs | msg/s (median) |\n|---|---|---|\n",
+        );
         let mut kinds: Vec<Option<usize>> = vec![None];
         kinds.extend(r.plan.workers.iter().map(|&w| Some(w)));
         for k in kinds {
@@ -283,7 +285,9 @@ pub fn markdown(r: &Results) -> String {
             let _ = writeln!(
                 s,
                 "| {} | {} | {:.0} |",
-                k.map_or("bare decode".to_owned(), |w| format!("pipeline, {w} workers")),
+                k.map_or("bare decode".to_owned(), |w| format!(
+                    "pipeline, {w} workers"
+                )),
                 rates.len(),
                 median(rates)
             );

@@ -212,6 +212,7 @@ fn feed(
         );
         st.wait_capacity(Duration::from_millis(10), status);
     }
+    st.tick();
     st.handle(record, status);
     if st.has_full_batch() {
         st.flush_all();

@@ -252,8 +252,10 @@ impl Status {
     pub(crate) fn set_assigned(&self, n: usize) {
         self.assigned.store(n, Ordering::Relaxed);
     }
-    pub(crate) fn ingest_beat(&self) {
-        self.ingest_beat_ms.store(self.ms(), Ordering::Relaxed);
+    /// The ingest loop turned at `now`.
+    pub(crate) fn ingest_beat_at(&self, now: Instant) {
+        let ms = now.saturating_duration_since(self.started).as_millis() as u64;
+        self.ingest_beat_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Messages waiting in worker queues, over all workers.

@@ -15,6 +15,29 @@
 //! The tracker is owned by the ingest thread; nothing here locks.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hasher};
+
+/// Partition numbers are small integers: hashing them with SipHash cost a third of the
+/// tracker's time per message (criterion `offsets` bench). One multiplication spreads
+/// them over the bits the hash table looks at (Fibonacci hashing).
+#[derive(Default)]
+struct PartitionHasher(u64);
+
+impl Hasher for PartitionHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 << 8) | u64::from(b);
+        }
+    }
+    fn write_i32(&mut self, n: i32) {
+        self.0 = u64::from(n as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type PartitionMap<V> = HashMap<i32, V, BuildHasherDefault<PartitionHasher>>;
 
 /// Identifies one assignment of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -57,7 +80,7 @@ pub enum Stale {
 
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
-    partitions: HashMap<i32, PartitionState>,
+    partitions: PartitionMap<PartitionState>,
     next_epoch: u64,
     /// Partitions whose committable offset moved since the last `take_advanced`.
     dirty: Vec<i32>,

@@ -36,7 +36,18 @@ pub struct Done {
     pub dead_lettered: bool,
 }
 
-pub type DoneTx = mpsc::UnboundedSender<Done>;
+/// What comes back to ingest on the completion channel.
+#[derive(Debug)]
+pub enum Completed {
+    /// Messages a worker evaluated without raising an alert, one send per worker batch
+    /// (one channel operation per batch instead of per message). The worker already
+    /// recorded their processing duration.
+    Evaluated(Vec<Done>),
+    /// A message whose alerts or dead letter were all acknowledged.
+    Acked(Done),
+}
+
+pub type DoneTx = mpsc::UnboundedSender<Completed>;
 
 /// The outstanding records of one input message. The last acknowledgement reports it done.
 pub struct Ticket {
@@ -58,7 +69,7 @@ impl Ticket {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The receiver is gone only when the pipeline stopped; the offset then stays
             // uncommitted and the message is read again, which is the safe outcome.
-            let _ = self.tx.send(self.done);
+            let _ = self.tx.send(Completed::Acked(self.done));
         }
     }
 }

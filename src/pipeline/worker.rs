@@ -6,13 +6,13 @@
 //! their delivery; the observation is done when the last alert is acknowledged.
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::Counter;
 use tokio::sync::mpsc;
 
 use super::offsets::Claim;
-use super::sink::{Done, DoneTx, Publisher, Ticket};
+use super::sink::{Completed, Done, DoneTx, Publisher, Ticket};
 use super::{Hooks, Status, WorkerProbe};
 use crate::alert::{Alert, Source, alert_id};
 use crate::metrics::{self as m, PipelineMetrics};
@@ -86,13 +86,29 @@ pub async fn run(
     while let Some(batch) = rx.recv().await {
         let n = batch.len();
         probe.beat(shared.status.ms());
+        // One clock read per batch: a batch is evaluated within microseconds.
+        let now_ms = now_ms();
+        let mut quiet = Vec::with_capacity(n);
         for work in batch {
             if let Some(hook) = &shared.hooks.before_evaluate
                 && let Some(delay) = hook(&work)
             {
                 tokio::time::sleep(delay).await;
             }
-            evaluate(&shared, work, &mut fired, &mut buf).await;
+            if let Some(done) = evaluate(&shared, work, now_ms, &mut fired, &mut buf).await {
+                quiet.push(done);
+            }
+        }
+        // Messages that raised nothing are done now: one completion for all of them.
+        if !quiet.is_empty() {
+            let now = Instant::now();
+            for done in &quiet {
+                shared
+                    .metrics
+                    .processing_duration
+                    .record(now.saturating_duration_since(done.received).as_secs_f64());
+            }
+            let _ = shared.done_tx.send(Completed::Evaluated(quiet));
         }
         shared.status.evaluated(n);
         let left = probe.evaluated(n, shared.status.ms());
@@ -100,8 +116,16 @@ pub async fn run(
     }
 }
 
-async fn evaluate(shared: &WorkerShared, work: Work, fired: &mut Vec<usize>, buf: &mut Vec<u8>) {
-    let now_ms = now_ms();
+/// Evaluates one observation and publishes its alerts. Returns its completion when it
+/// raised none (the caller reports it with the rest of the batch); otherwise the last
+/// alert's acknowledgement reports it.
+async fn evaluate(
+    shared: &WorkerShared,
+    work: Work,
+    now_ms: i64,
+    fired: &mut Vec<usize>,
+    buf: &mut Vec<u8>,
+) -> Option<Done> {
     let age_ms = (now_ms - work.obs.timestamp).max(0);
     shared
         .metrics
@@ -111,8 +135,7 @@ async fn evaluate(shared: &WorkerShared, work: Work, fired: &mut Vec<usize>, buf
     fired.clear();
     fired.extend(shared.rules.evaluate_indexed(&work.obs).map(|(i, _)| i));
     if fired.is_empty() {
-        let _ = shared.done_tx.send(work.done);
-        return;
+        return Some(work.done);
     }
     let ticket = Ticket::new(work.done, fired.len() as u32, shared.done_tx.clone());
     let source = Source {
@@ -148,6 +171,7 @@ async fn evaluate(shared: &WorkerShared, work: Work, fired: &mut Vec<usize>, buf
         shared.alert_counters[i].increment(1);
         shared.status.alert_emitted();
     }
+    None
 }
 
 pub fn now_ms() -> i64 {
