@@ -263,24 +263,35 @@ impl Subject<'_> {
     /// until its committed offsets reach `ends` (the high watermark per partition).
     pub fn drain(&self, ends: &[(i32, i64)]) -> anyhow::Result<Drained> {
         let messages: i64 = ends.iter().map(|&(_, e)| e).sum();
-        let watcher = CommitWatcher::new(self.brokers, self.group, self.input, ends)?;
         let mut running = self.start()?;
         running.wait_ready(START_TIMEOUT)?;
         let start = Sample::of(running.pid())?;
+        running.wait_committed(self, ends)?;
+        let end = Sample::of(running.pid())?;
+        Ok(Drained::between(messages as u64, start, end))
+    }
+}
+
+impl Running {
+    /// Waits until the subject's committed offsets reach `ends` on every partition.
+    pub fn wait_committed(
+        &mut self,
+        subject: &Subject<'_>,
+        ends: &[(i32, i64)],
+    ) -> anyhow::Result<()> {
+        let watcher = CommitWatcher::new(subject.brokers, subject.group, subject.input, ends)?;
         loop {
             if watcher.caught_up()? {
-                break;
+                return Ok(());
             }
-            if let Some(status) = running.child.0.try_wait()? {
+            if let Some(status) = self.child.0.try_wait()? {
                 bail!(
                     "vitalwatch exited with {status} while draining; see {}",
-                    running.log.display()
+                    self.log.display()
                 );
             }
             std::thread::sleep(COMMIT_POLL);
         }
-        let end = Sample::of(running.pid())?;
-        Ok(Drained::between(messages as u64, start, end))
     }
 }
 
@@ -328,6 +339,26 @@ impl CommitWatcher {
                     .is_some_and(|e| matches!(e.offset(), Offset::Offset(o) if o >= end))
         }))
     }
+}
+
+/// `(partition, low, high)` watermarks of every partition of `topic`.
+pub fn watermarks(
+    brokers: &str,
+    topic: &str,
+    partitions: i32,
+) -> anyhow::Result<Vec<(i32, i64, i64)>> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()
+        .context("cannot create a consumer for watermarks")?;
+    (0..partitions)
+        .map(|p| {
+            let (low, high) = consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))?;
+            Ok((p, low, high))
+        })
+        .collect()
 }
 
 /// A loopback address nobody listens on right now.

@@ -40,6 +40,13 @@ pub struct Latency {
     pub p99_ms: f64,
     pub p999_ms: f64,
     pub max_ms: f64,
+    /// The first half: observation sent → vitalwatch built its alert (`emittedAt`; wall
+    /// clock, 1 ms resolution).
+    pub to_alert_p50_ms: f64,
+    pub to_alert_p99_ms: f64,
+    /// The second half: alert built → read from the alert topic.
+    pub alert_to_read_p50_ms: f64,
+    pub alert_to_read_p99_ms: f64,
     /// vitalwatch's own read-to-acknowledged histogram over the run (bucket resolution).
     pub processing_p50_ms: Option<f64>,
     pub processing_p99_ms: Option<f64>,
@@ -65,7 +72,7 @@ pub fn run(
     let n = (rate as f64 * secs).round().max(1.0) as u64;
     // Two hours back: unique, ordered, and never in the future.
     let base = now_ms() - 7_200_000;
-    let mut sent_at: Vec<Option<Instant>> = vec![None; n as usize];
+    let mut sent_at: Vec<Option<(Instant, i64)>> = vec![None; n as usize];
     let mut ward = Ward::new(WardConfig {
         seed: 7,
         patients,
@@ -74,8 +81,8 @@ pub fn run(
         invalid_ratio: 0.01,
         too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
     });
-    let mut pump = Pump::with_linger(subject.brokers, subject.input, "vitalwatch-bench", 0)?;
-    pump.connect(Duration::from_secs(10))?;
+    let mut pump = Pump::with_linger(subject.brokers, subject.input, "vitalwatch-bench", 1)?;
+    warm_up(&mut pump, patients, base - 1)?;
     let pacer = Pacer::new(rate);
     let mut expected = 0u64;
     for i in 0..n {
@@ -83,7 +90,7 @@ pub fn run(
         let msg = ward.next(base + i as i64);
         if msg.kind == Kind::Abnormal {
             expected += 1;
-            sent_at[i as usize] = Some(Instant::now());
+            sent_at[i as usize] = Some((Instant::now(), now_ms()));
         }
         pump.send(msg.key.as_bytes(), &msg.payload)?;
     }
@@ -109,15 +116,25 @@ pub fn run(
     let metrics = running.metrics().unwrap_or_default();
     let peak_rss = super::child::Sample::of(running.pid())?.peak_rss;
 
-    let mut ms: Vec<f64> = received
-        .iter()
-        .filter_map(|&(observed_at, at)| {
-            let i = usize::try_from(observed_at - base).ok()?;
-            let sent = (*sent_at.get(i)?)?;
-            Some(at.saturating_duration_since(sent).as_secs_f64() * 1e3)
-        })
-        .collect();
+    // Whole latency, and its two halves by wall clock (millisecond resolution): send →
+    // vitalwatch built the alert (`emittedAt`), and alert built → read.
+    let mut ms = Vec::with_capacity(received.len());
+    let mut to_emit = Vec::with_capacity(received.len());
+    let mut from_emit = Vec::with_capacity(received.len());
+    for &(observed_at, emitted_at, at, at_wall) in &received {
+        let Some((sent, sent_wall)) = usize::try_from(observed_at - base)
+            .ok()
+            .and_then(|i| sent_at.get(i).copied().flatten())
+        else {
+            continue;
+        };
+        ms.push(at.saturating_duration_since(sent).as_secs_f64() * 1e3);
+        to_emit.push((emitted_at - sent_wall) as f64);
+        from_emit.push((at_wall - emitted_at) as f64);
+    }
     ms.sort_by(f64::total_cmp);
+    to_emit.sort_by(f64::total_cmp);
+    from_emit.sort_by(f64::total_cmp);
     let q = |p: f64| quantile(&ms, p);
     let name = "vitalwatch_processing_duration_seconds";
     Ok(Latency {
@@ -131,11 +148,72 @@ pub fn run(
         p99_ms: q(0.99),
         p999_ms: q(0.999),
         max_ms: ms.last().copied().unwrap_or(0.0),
+        to_alert_p50_ms: quantile(&to_emit, 0.5),
+        to_alert_p99_ms: quantile(&to_emit, 0.99),
+        alert_to_read_p50_ms: quantile(&from_emit, 0.5),
+        alert_to_read_p99_ms: quantile(&from_emit, 0.99),
         processing_p50_ms: scrape::quantile(&metrics, name, 0.50).map(|s| s * 1e3),
         processing_p99_ms: scrape::quantile(&metrics, name, 0.99).map(|s| s * 1e3),
         peak_rss,
         cdf: thin_cdf(&ms, 2000),
     })
+}
+
+/// The highest rate vitalwatch sustains with the load generator beside it: `n` messages
+/// produced as fast as the producer goes while vitalwatch consumes, from the first send
+/// until vitalwatch's committed offsets reach the end. On one machine the producer and
+/// the broker take their share of the cores, so this is the "maximum" a latency run at
+/// half load is measured against.
+pub fn saturate(
+    subject: &Subject<'_>,
+    partitions: i32,
+    n: u64,
+    patients: u32,
+) -> anyhow::Result<f64> {
+    let mut running = subject.start()?;
+    running.wait_ready(Duration::from_secs(90))?;
+    let mut ward = Ward::new(WardConfig {
+        seed: 11,
+        patients,
+        course: None,
+        abnormal_ratio: 0.05,
+        invalid_ratio: 0.01,
+        too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
+    });
+    let mut pump = Pump::new(subject.brokers, subject.input, "vitalwatch-bench")?;
+    warm_up(&mut pump, patients, now_ms())?;
+    let started = Instant::now();
+    for _ in 0..n {
+        let msg = ward.next(now_ms());
+        pump.send(msg.key.as_bytes(), &msg.payload)?;
+    }
+    pump.finish(Duration::from_secs(60))?;
+    let ends: Vec<(i32, i64)> =
+        super::child::watermarks(subject.brokers, subject.input, partitions)?
+            .into_iter()
+            .map(|(p, _, high)| (p, high))
+            .collect();
+    running.wait_committed(subject, &ends)?;
+    Ok(n as f64 / started.elapsed().as_secs_f64().max(1e-9))
+}
+
+/// Sends one ordinary reading and waits for its acknowledgement: an idempotent producer
+/// holds its first messages until the broker has given it a producer id (half a second
+/// on the mock cluster), which would otherwise count as latency of the first messages.
+fn warm_up(pump: &mut Pump, patients: u32, timestamp: i64) -> anyhow::Result<()> {
+    pump.connect(Duration::from_secs(10))?;
+    let mut ward = Ward::new(WardConfig {
+        seed: 99,
+        patients,
+        course: None,
+        abnormal_ratio: 0.0,
+        invalid_ratio: 0.0,
+        too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
+    });
+    let msg = ward.next(timestamp);
+    pump.send(msg.key.as_bytes(), &msg.payload)?;
+    pump.finish(Duration::from_secs(30))?;
+    Ok(())
 }
 
 /// Nearest-rank quantile of sorted values (0 when empty).
@@ -164,7 +242,7 @@ fn thin_cdf(sorted: &[f64], points: usize) -> Vec<(f64, f64)> {
 /// Reads the alert topic on its own thread, noting when each alert arrived.
 struct AlertReader {
     stop: Arc<AtomicBool>,
-    thread: std::thread::JoinHandle<Vec<(i64, Instant)>>,
+    thread: std::thread::JoinHandle<Vec<(i64, i64, Instant, i64)>>,
     seen: Arc<std::sync::atomic::AtomicUsize>,
 }
 
@@ -175,7 +253,7 @@ impl AlertReader {
             .set("group.id", "vitalwatch-bench-alerts")
             .set("enable.auto.commit", "false")
             // Answer as soon as one alert is there: this reader is the latency probe.
-            .set("fetch.wait.max.ms", "1")
+            .set("fetch.wait.max.ms", "5")
             .set("fetch.min.bytes", "1")
             .create()
             .context("cannot create the alert reader")?;
@@ -197,7 +275,7 @@ impl AlertReader {
                             .payload()
                             .and_then(|p| serde_json::from_slice::<OwnedAlert>(p).ok())
                         {
-                            got.push((alert.observed_at, at));
+                            got.push((alert.observed_at, alert.emitted_at, at, now_ms()));
                             seen.fetch_add(1, Ordering::Relaxed);
                         }
                     }
@@ -212,7 +290,7 @@ impl AlertReader {
         self.seen.load(Ordering::Relaxed)
     }
 
-    fn stop(self) -> Vec<(i64, Instant)> {
+    fn stop(self) -> Vec<(i64, i64, Instant, i64)> {
         self.stop.store(true, Ordering::Relaxed);
         self.thread.join().unwrap_or_default()
     }

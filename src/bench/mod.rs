@@ -22,13 +22,12 @@ mod report;
 
 use std::path::Path;
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::{Context, bail};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::DefaultProducerContext;
 use serde::Serialize;
@@ -148,6 +147,9 @@ pub struct Results {
     pub inprocess: Vec<inproc::InProcessRun>,
     pub drains: Vec<Drain>,
     pub cpu_bound: Vec<Drain>,
+    /// Messages/s vitalwatch sustained while the bench produced them (the latency run's
+    /// "maximum").
+    pub saturated_rate: Option<f64>,
     pub latency: Option<Latency>,
     pub memory: Vec<Drain>,
     pub targets: Vec<report::Target>,
@@ -190,6 +192,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         inprocess: Vec::new(),
         drains: Vec::new(),
         cpu_bound: Vec::new(),
+        saturated_rate: None,
         latency: None,
         memory: Vec::new(),
         targets: Vec::new(),
@@ -257,15 +260,23 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }
 
     save(&mut results, &out, started)?;
-    let max_rate = plan
-        .workers
-        .iter()
-        .map(|&w| report::median_rate(&results.drains, "vitalwatch", Some(w)))
-        .fold(0.0, f64::max);
-    let rate = args
-        .latency_rate
-        .unwrap_or((max_rate * 0.5).round() as u64)
-        .max(1);
+    let rate = match args.latency_rate {
+        Some(rate) => rate,
+        None => {
+            let n = plan.messages;
+            stage(&format!(
+                "maximum rate with the producer running beside vitalwatch: {n} messages"
+            ));
+            let topics = broker.topics("saturate", n)?;
+            let group = broker.group("saturate");
+            let subject = topics.subject(&exe, &broker, &group, DEFAULT_WORKERS, None, &logs);
+            let max = latency::saturate(&subject, topics.partitions, n, PATIENTS)?;
+            eprintln!("  {max:.0} msg/s, produced and processed at once");
+            results.saturated_rate = Some(max);
+            (max * 0.5).round() as u64
+        }
+    }
+    .max(1);
     stage(&format!(
         "latency at {rate} msg/s (half the measured maximum) for {} s",
         plan.latency_secs
@@ -281,7 +292,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         PATIENTS,
     )?;
     eprintln!(
-        "  {} observations at {:.0} msg/s; {} of {} alerts; observation sent → alert read: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        "  {} observations at {:.0} msg/s; {} of {} alerts; observation sent → alert read: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms; sent → alert built p50 {:.0} / p99 {:.0} ms, built → read p50 {:.0} / p99 {:.0} ms",
         l.observations,
         l.rate,
         l.alerts,
@@ -289,7 +300,11 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         l.p50_ms,
         l.p99_ms,
         l.p999_ms,
-        l.max_ms
+        l.max_ms,
+        l.to_alert_p50_ms,
+        l.to_alert_p99_ms,
+        l.alert_to_read_p50_ms,
+        l.alert_to_read_p99_ms
     );
     results.latency = Some(l);
     save(&mut results, &out, started)?;
@@ -545,15 +560,8 @@ impl Broker {
             topics.partitions,
             s.rate()
         );
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &self.servers)
-            .create()
-            .context("cannot create a consumer for watermarks")?;
         let mut ends = Vec::new();
-        for p in 0..topics.partitions {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, Duration::from_secs(10))
-                .with_context(|| format!("cannot read the watermarks of {topic}/{p}"))?;
+        for (p, low, high) in child::watermarks(&self.servers, topic, topics.partitions)? {
             if low > 0 {
                 bail!(
                     "{topic}/{p} starts at offset {low}: the broker deleted part of the backlog (the mock cluster keeps 5 MiB per partition); use more --partitions"

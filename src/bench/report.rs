@@ -307,6 +307,12 @@ pub fn markdown(r: &Results) -> String {
         &configs[1..],
     ));
     s.push('\n');
+    if let Some(max) = r.saturated_rate {
+        let _ = writeln!(
+            s,
+            "### Maximum with the producer beside it\n\n{max:.0} msg/s produced and processed at once (vitalwatch at {DEFAULT_WORKERS} workers; the bench's producer and the broker share the machine). The latency run offers half of it.\n"
+        );
+    }
     if let Some(l) = &r.latency {
         let _ = writeln!(
             s,

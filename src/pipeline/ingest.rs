@@ -24,11 +24,11 @@ use tracing::{debug, info, warn};
 
 use super::offsets::OffsetTracker;
 use super::sink::{Completed, Done};
-use super::worker::{Work, now_ms};
+use super::worker::{Reading, Work, now_ms};
 use super::{Status, WorkerProbe};
 use crate::metrics::{self as m, PipelineMetrics, RebalanceEvent};
 use crate::telemetry::Episode;
-use crate::vitals::{DecodeError, DecodeLimits, Observation, decode};
+use crate::vitals::{DecodeError, DecodeLimits, decode};
 
 /// Messages per batch handed to a worker channel. Each hand-over may wake a parked worker
 /// thread (~5 µs); 256 makes that ~20 ns a message. A partial batch still goes as soon as
@@ -201,26 +201,15 @@ pub struct IngestContext {
 }
 
 impl IngestContext {
-    #[allow(clippy::too_many_arguments)]
+    /// The consumer's context around the router `state`.
     pub fn new(
-        workers: Vec<Outbox<Work>>,
-        dlq: Outbox<DlqItem>,
-        done_rx: mpsc::UnboundedReceiver<Completed>,
-        metrics: PipelineMetrics,
-        limits: DecodeLimits,
+        state: IngestState,
         input_topic: &str,
         status: Arc<Status>,
         drain_timeout: Duration,
     ) -> Self {
         IngestContext {
-            state: Mutex::new(IngestState::new(
-                workers,
-                dlq,
-                done_rx,
-                metrics,
-                limits,
-                tokio::runtime::Handle::current(),
-            )),
+            state: Mutex::new(state),
             broker_errors: Episode::new(),
             input_topic: input_topic.to_owned(),
             status,
@@ -505,15 +494,7 @@ impl IngestState {
         match decode(payload, &self.limits, self.clock.wall_ms) {
             Ok(obs) => {
                 let worker = route(&obs.patient_id, self.workers.len());
-                let obs = Observation {
-                    patient_id: obs.patient_id.into_owned().into(),
-                    metric: obs.metric,
-                    value: obs.value,
-                    timestamp: obs.timestamp,
-                    unit: None,
-                    device_id: None,
-                    site_id: None,
-                };
+                let obs = Reading::new(&obs);
                 let done = Done {
                     claim,
                     offset,
@@ -690,6 +671,7 @@ pub fn run(
     let status = ctx.status.clone();
     let topic = ctx.input_topic.clone();
     let mut blocked_since: Option<Instant> = None;
+    let mut fresh_clock = false;
 
     loop {
         if crash.as_ref().is_some_and(CancellationToken::is_cancelled) {
@@ -701,7 +683,10 @@ pub fn run(
             break;
         }
         let mut st = ctx.state();
-        st.tick();
+        // A message's clock read (right after its poll) serves this turn too.
+        if !std::mem::take(&mut fresh_clock) {
+            st.tick();
+        }
         status.ingest_beat_at(st.clock.now);
         st.drain_done(&status);
         st.store(&consumer, &topic, false);
@@ -744,6 +729,7 @@ pub fn run(
                 }
                 let mut st = ctx.state();
                 st.tick();
+                fresh_clock = true;
                 st.handle(&Record::from_message(&msg), &status);
                 if st.has_full_batch() {
                     st.flush_all();

@@ -30,7 +30,7 @@ use crate::metrics::{self as m, PipelineMetrics, SinkKind};
 use crate::rules::RuleSet;
 use crate::settings::Settings;
 use crate::vitals::DecodeLimits;
-use ingest::{BATCH, DlqItem, IngestContext, Outbox};
+use ingest::{BATCH, DlqItem, IngestContext, IngestState, Outbox};
 use sink::{DoneTx, Publisher, Sink, SinkHealth, Ticket};
 use worker::{Work, WorkerShared};
 
@@ -384,12 +384,16 @@ pub async fn run(
         Publisher::Kafka(dlq.clone()),
     );
 
-    let context = IngestContext::new(
+    let state = IngestState::new(
         outboxes,
         dlq_outbox,
         done_rx,
         metrics,
         config.limits,
+        tokio::runtime::Handle::current(),
+    );
+    let context = IngestContext::new(
+        state,
         &config.input_topic,
         status.clone(),
         config.shutdown_timeout,

@@ -496,3 +496,36 @@ fn a_rules_file_is_loaded_from_disk() {
     assert_eq!((e.file.as_path(), e.line), (path.as_path(), Some(3)));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn line_index_agrees_with_counting_newlines() {
+    let text = "a = 1\n\n[[threshold]]\nid = \"x\"\r\nmetric = \"spo2\"\nend";
+    let lines = Lines::new(text);
+    for at in 0..=text.len() + 2 {
+        assert_eq!(lines.line_of(at), line_of(text, at), "offset {at}");
+    }
+}
+
+#[test]
+fn a_large_rule_set_loads_and_still_names_the_duplicate_line() {
+    use std::fmt::Write as _;
+    let mut text = String::new();
+    for i in 0..20_000 {
+        let _ = write!(
+            text,
+            "[[threshold]]\nid = \"r{i}\"\nmetric = \"heart_rate\"\nabove = {}\nseverity = \"low\"\n",
+            1000 + i
+        );
+    }
+    let set = RuleSet::parse(&text, Path::new("big.toml")).expect("valid");
+    assert_eq!(set.len(), 20_000);
+    // The same id again at the end: the error points at rule r7's own `id` line (line 2
+    // of the 8th rule, 5 lines per rule).
+    text.push_str(
+        "[[threshold]]\nid = \"r7\"\nmetric = \"spo2\"\nbelow = 80\nseverity = \"low\"\n",
+    );
+    let err = RuleSet::parse(&text, Path::new("big.toml")).expect_err("duplicate");
+    let msg = err.to_string();
+    assert!(msg.contains("line 100002"), "{msg}");
+    assert!(msg.contains("first defined at line 37"), "{msg}");
+}
