@@ -63,7 +63,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(i32).range(1..=256))]
     pub partitions: i32,
     /// Rules per metric in the CPU-bound rule set.
-    #[arg(long, value_name = "K", default_value_t = 2000)]
+    #[arg(long, value_name = "K", default_value_t = 20_000)]
     pub cpu_rules: usize,
     /// Length of the latency run [default: 20, --quick 5].
     #[arg(long, value_name = "SECS")]

@@ -349,9 +349,8 @@ fn save(results: &mut Results, out: &Path, started: Instant) -> anyhow::Result<(
 
 /// A rule set that costs real CPU per observation: `per_metric` rules on every metric,
 /// none of which fires (thresholds no reading reaches), so only evaluation is measured.
-/// 2 000 per metric (~3 µs a message) still leaves ingest the limit on 2 cores; a set
-/// 10× larger takes minutes to load (rules loading is quadratic somewhere; see
-/// docs/benchmarks.md).
+/// 2 000 per metric (a few µs a message) still leaves ingest the limit on 2 cores;
+/// 20 000 does not.
 fn write_cpu_bound_rules(path: &Path, per_metric: usize) -> anyhow::Result<()> {
     use std::fmt::Write as _;
     let mut text =

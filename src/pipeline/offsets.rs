@@ -61,6 +61,18 @@ struct PartitionState {
 }
 
 impl PartitionState {
+    /// Where `offset` is in `pending`. Offsets read are usually consecutive, so the
+    /// distance from the front is tried first; gaps (compacted or transactional topics)
+    /// fall back to a binary search.
+    fn position(&self, offset: i64) -> Option<usize> {
+        let front = self.pending.front()?.0;
+        let guess = usize::try_from(offset.checked_sub(front)?).ok()?;
+        if self.pending.get(guess).is_some_and(|&(o, _)| o == offset) {
+            return Some(guess);
+        }
+        self.pending.binary_search_by_key(&offset, |&(o, _)| o).ok()
+    }
+
     fn committable(&self) -> Option<i64> {
         match self.pending.front() {
             Some(&(offset, _)) => Some(offset),
@@ -150,10 +162,7 @@ impl OffsetTracker {
         if state.epoch != claim.epoch {
             return Err(Stale::Revoked);
         }
-        let idx = state
-            .pending
-            .binary_search_by_key(&offset, |&(o, _)| o)
-            .map_err(|_| Stale::Unknown)?;
+        let idx = state.position(offset).ok_or(Stale::Unknown)?;
         if state.pending[idx].1 {
             return Err(Stale::Unknown);
         }

@@ -50,7 +50,10 @@ impl fmt::Display for RulesError {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<ThresholdRule>,
-    by_metric: [Vec<usize>; Metric::COUNT],
+    /// Per metric, each rule's condition next to its index: evaluation streams through
+    /// 24 bytes a rule instead of following an index into the whole rule (a large rule
+    /// set then stays in cache; `vitalwatch bench`, CPU-bound rules).
+    by_metric: [Vec<(Condition, usize)>; Metric::COUNT],
 }
 
 #[derive(Deserialize)]
@@ -195,9 +198,9 @@ impl RuleSet {
     }
 
     pub fn new(rules: Vec<ThresholdRule>) -> RuleSet {
-        let mut by_metric: [Vec<usize>; Metric::COUNT] = Default::default();
+        let mut by_metric: [Vec<(Condition, usize)>; Metric::COUNT] = Default::default();
         for (i, rule) in rules.iter().enumerate() {
-            by_metric[rule.metric.index()].push(i);
+            by_metric[rule.metric.index()].push((rule.condition, i));
         }
         RuleSet { rules, by_metric }
     }
@@ -230,8 +233,8 @@ impl RuleSet {
         let value = obs.value;
         self.by_metric[obs.metric.index()]
             .iter()
-            .map(|&i| (i, &self.rules[i]))
-            .filter(move |(_, r)| r.condition.fires(value))
+            .filter(move |(condition, _)| condition.fires(value))
+            .map(|&(_, i)| (i, &self.rules[i]))
     }
 }
 
