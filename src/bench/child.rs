@@ -92,6 +92,21 @@ impl Drained {
 /// A child that is killed when dropped, whatever happened in between.
 struct Guard(Child);
 
+/// Children die with the bench: if it is interrupted (Ctrl-C, a CI timeout), a drain
+/// left running would go on using the CPU and the port.
+fn die_with_parent(cmd: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        })
+    }
+}
+
 impl Drop for Guard {
     fn drop(&mut self) {
         let _ = self.0.kill();
@@ -115,7 +130,7 @@ pub fn drain_raw(
     messages: u64,
     logs: &Path,
 ) -> anyhow::Result<Drained> {
-    let child = Command::new(exe)
+    let child = die_with_parent(&mut Command::new(exe))
         .args(["bench-raw", "--brokers", brokers, "--topic", topic])
         .args(["--group", group, "--messages", &messages.to_string()])
         .stdin(Stdio::piped())
@@ -220,6 +235,7 @@ impl Subject<'_> {
         let http = free_port()?;
         let log = self.logs.join(format!("{}.log", self.group));
         let mut cmd = Command::new(self.exe);
+        die_with_parent(&mut cmd);
         cmd.arg("run")
             .env("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", self.brokers)
             .env("VITALWATCH_KAFKA__GROUP_ID", self.group)

@@ -309,9 +309,12 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     results.latency = Some(l);
     save(&mut results, &out, started)?;
 
+    // Same partition count for every backlog (what the largest needs on the mock), so
+    // that only the backlog differs between the runs.
+    let layout = plan.memory_backlogs.iter().copied().max().unwrap_or(0);
     for (i, &n) in plan.memory_backlogs.iter().enumerate() {
         stage(&format!("memory: drain a {n}-message backlog"));
-        let topics = broker.topics(&format!("mem{i}"), n)?;
+        let topics = broker.topics(&format!("mem{i}"), layout)?;
         let ends = broker.load(&topics, n)?;
         let group = broker.group("mem");
         let d = topics

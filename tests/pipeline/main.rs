@@ -592,13 +592,15 @@ async fn graceful_shutdown_drains_queued_work_and_commits() {
     );
 }
 
-/// Not a benchmark (see benches/ for those): drains a 200 000-message backlog and prints
-/// the rate, for a first impression. `cargo test --release --test pipeline -- --ignored`.
+/// A backlog over many partitions is drained to the end and committed: every message
+/// evaluated or dead-lettered, the committed offsets at the end of every partition.
+/// (This was a rate printout that "stalled" near 194 000 of 200 000 messages on four
+/// partitions: the mock cluster keeps only the last 5 MiB of a partition and had deleted
+/// the rest. Rates are measured by `vitalwatch bench`, which spreads backlogs to fit.)
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a measurement; run it on purpose, in release"]
-async fn drain_rate_on_mock_cluster() {
-    let cluster = Cluster::new(4);
-    let n = 200_000;
+async fn drains_a_large_backlog_and_commits_its_end() {
+    let cluster = Cluster::new(40);
+    let n = 100_000;
     let msgs = traffic(n, 1_000, 97);
     cluster.produce(&msgs).await;
     let mut config = cluster.config("drain");
@@ -626,9 +628,7 @@ async fn drain_rate_on_mock_cluster() {
     let elapsed = t.elapsed();
     let report = running.stop().await;
     assert!(report.clean);
+    assert_eq!(report.counts.consumed as usize, n);
     assert_eq!(cluster.committed("drain"), cluster.end_offsets());
-    eprintln!(
-        "drain: {n} messages in {elapsed:?} = {:.0} msg/s (from the first message read to the last)",
-        n as f64 / elapsed.as_secs_f64()
-    );
+    eprintln!("drained {n} messages over 40 partitions in {elapsed:?}");
 }
