@@ -385,17 +385,18 @@ fn throughput_plot(r: &Results, path: &Path) -> anyhow::Result<()> {
         .margin(15)
         .x_label_area_size(45)
         .y_label_area_size(80)
-        .build_cartesian_2d((0.5f64..max_w * 1.5).log_scale(), 0f64..top.max(1.0))
+        .build_cartesian_2d((0.8f64..max_w * 1.25).log_scale(), 0f64..top.max(1.0))
         .map_err(plot_err)?;
     chart
         .configure_mesh()
         .x_desc("workers")
         .y_desc("messages / s")
+        .light_line_style(WHITE)
         .x_label_formatter(&|x| format!("{x:.0}"))
         .y_label_formatter(&|y| format!("{y:.0}"))
         .draw()
         .map_err(plot_err)?;
-    let raw_line = vec![(0.5, raw), (max_w * 1.5, raw)];
+    let raw_line = vec![(0.8, raw), (max_w * 1.25, raw)];
     chart
         .draw_series(LineSeries::new(raw_line, BLACK.stroke_width(2)))
         .map_err(plot_err)?
@@ -421,7 +422,7 @@ fn throughput_plot(r: &Results, path: &Path) -> anyhow::Result<()> {
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(SeriesLabelPosition::MiddleRight)
         .background_style(WHITE.mix(0.9))
         .border_style(BLACK)
         .draw()
@@ -452,6 +453,7 @@ fn latency_plot(l: &super::Latency, path: &Path) -> anyhow::Result<()> {
         .configure_mesh()
         .x_desc("milliseconds (log scale)")
         .y_desc("fraction of alerts")
+        .light_line_style(WHITE)
         .x_label_formatter(&|x| format!("{x}"))
         .draw()
         .map_err(plot_err)?;
@@ -463,27 +465,21 @@ fn latency_plot(l: &super::Latency, path: &Path) -> anyhow::Result<()> {
         .map_err(plot_err)?
         .label("CDF")
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
-    for (q, v) in [("p50", l.p50_ms), ("p99", l.p99_ms), ("p99.9", l.p999_ms)] {
-        let y = match q {
-            "p50" => 0.5,
-            "p99" => 0.99,
-            _ => 0.999,
-        };
+    for (v, y) in [(l.p50_ms, 0.5), (l.p99_ms, 0.99), (l.p999_ms, 0.999)] {
         chart
-            .draw_series(std::iter::once(Circle::new(
-                (v.max(lo), y),
-                4,
-                RED.filled(),
-            )))
-            .map_err(plot_err)?;
-        chart
-            .draw_series(std::iter::once(Text::new(
-                format!("{q} {v:.2} ms"),
-                (v.max(lo) * 1.05, y - 0.06),
-                ("sans-serif", 14),
-            )))
+            .draw_series(std::iter::once(Circle::new((v.max(lo), y), 4, RED.filled())))
             .map_err(plot_err)?;
     }
+    chart
+        .draw_series(std::iter::once(Text::new(
+            format!(
+                "p50 {:.2} ms   p99 {:.2} ms   p99.9 {:.2} ms",
+                l.p50_ms, l.p99_ms, l.p999_ms
+            ),
+            (lo * 1.1, 0.1),
+            ("sans-serif", 15),
+        )))
+        .map_err(plot_err)?;
     root.present().map_err(plot_err)?;
     Ok(())
 }
