@@ -8,7 +8,6 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::demo::ward::{Ward, WardConfig};
 use crate::pipeline::ingest::Record;
 use crate::pipeline::inprocess::{InProcess, InProcessConfig};
 use crate::pipeline::worker::now_ms;
@@ -35,14 +34,7 @@ pub fn run(
 ) -> anyhow::Result<Vec<InProcessRun>> {
     crate::metrics::install()?;
     let now = now_ms();
-    let mut ward = Ward::new(WardConfig {
-        seed: 3,
-        patients,
-        course: None,
-        abnormal_ratio: 0.05,
-        invalid_ratio: 0.01,
-        too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
-    });
+    let mut ward = super::traffic(3, patients);
     let msgs: Vec<_> = (0..messages)
         .map(|i| ward.next(now - 1000 + i as i64 / 1000))
         .collect();

@@ -73,14 +73,7 @@ pub fn run(
     // Two hours back: unique, ordered, and never in the future.
     let base = now_ms() - 7_200_000;
     let mut sent_at: Vec<Option<(Instant, i64)>> = vec![None; n as usize];
-    let mut ward = Ward::new(WardConfig {
-        seed: 7,
-        patients,
-        course: None,
-        abnormal_ratio: 0.05,
-        invalid_ratio: 0.01,
-        too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
-    });
+    let mut ward = super::traffic(7, patients);
     let mut pump = Pump::with_linger(subject.brokers, subject.input, "vitalwatch-bench", 1)?;
     warm_up(&mut pump, patients, base - 1)?;
     let pacer = Pacer::new(rate);
@@ -172,14 +165,7 @@ pub fn saturate(
 ) -> anyhow::Result<f64> {
     let mut running = subject.start()?;
     running.wait_ready(Duration::from_secs(90))?;
-    let mut ward = Ward::new(WardConfig {
-        seed: 11,
-        patients,
-        course: None,
-        abnormal_ratio: 0.05,
-        invalid_ratio: 0.01,
-        too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
-    });
+    let mut ward = super::traffic(11, patients);
     let mut pump = Pump::new(subject.brokers, subject.input, "vitalwatch-bench")?;
     warm_up(&mut pump, patients, now_ms())?;
     let started = Instant::now();

@@ -37,6 +37,7 @@ use child::{Drained, Subject};
 pub use latency::Latency;
 
 use crate::cli::{BaseTimestamp, BenchArgs, LoadgenArgs};
+use crate::demo::ward::{Ward, WardConfig};
 use crate::pipeline::worker::now_ms;
 use crate::vitals::Metric;
 
@@ -377,16 +378,21 @@ const MOCK_PARTITION_BUDGET: f64 = 2.5 * 1024.0 * 1024.0;
 /// Record batch and record framing per message, generously.
 const MOCK_RECORD_OVERHEAD: f64 = 80.0;
 
-/// Mean payload size of loadgen's traffic, from a sample of it.
-fn mean_payload_bytes() -> f64 {
-    let mut ward = crate::demo::ward::Ward::new(crate::demo::ward::WardConfig {
-        seed: 1,
-        patients: PATIENTS,
+/// loadgen's traffic: 5 % red-flag readings, 1 % malformed messages.
+pub(crate) fn traffic(seed: u64, patients: u32) -> Ward {
+    Ward::new(WardConfig {
+        seed,
+        patients,
         course: None,
         abnormal_ratio: 0.05,
         invalid_ratio: 0.01,
         too_large_bytes: crate::vitals::DecodeLimits::default().max_message_bytes + 1,
-    });
+    })
+}
+
+/// Mean payload size of loadgen's traffic, from a sample of it.
+fn mean_payload_bytes() -> f64 {
+    let mut ward = traffic(1, PATIENTS);
     let n = 10_000;
     let total: usize = (0..n)
         .map(|i| {

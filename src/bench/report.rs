@@ -467,7 +467,11 @@ fn latency_plot(l: &super::Latency, path: &Path) -> anyhow::Result<()> {
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], BLUE.stroke_width(2)));
     for (v, y) in [(l.p50_ms, 0.5), (l.p99_ms, 0.99), (l.p999_ms, 0.999)] {
         chart
-            .draw_series(std::iter::once(Circle::new((v.max(lo), y), 4, RED.filled())))
+            .draw_series(std::iter::once(Circle::new(
+                (v.max(lo), y),
+                4,
+                RED.filled(),
+            )))
             .map_err(plot_err)?;
     }
     chart
