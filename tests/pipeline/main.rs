@@ -330,7 +330,16 @@ async fn rebalance_moves_partitions_without_loss_or_early_commit() {
         a.wait_for(Duration::from_secs(30), |s| s.counts().consumed >= 1_000)
             .await
     );
-    assert!(slow_once.load(std::sync::atomic::Ordering::SeqCst));
+    // Read is not yet evaluated: batches reach the workers a little after ingest counts
+    // them. Wait until the slow evaluation has started, then let b join.
+    let started = Instant::now();
+    while !slow_once.load(std::sync::atomic::Ordering::SeqCst) {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the slow evaluation of partition 0 offset 50 never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 
     let b = start(config.clone(), rules(), rec.hook("b", |_| None));
     for chunk in msgs[1_000..].chunks(500) {
