@@ -24,6 +24,11 @@ pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 pub const MAX_PATIENT_ID_BYTES: usize = 128;
 
 /// A vital sign the decoder knows, with its unit and plausible range.
+///
+/// Most are measurements. The last two are coded bedside assessments that NEWS2 scores
+/// alongside them, each a yes/no code ([`Metric::is_binary`]): the value is 0 or 1 and
+/// nothing else. New metrics go at the end, so that [`Metric::index`] of the existing ones
+/// (per-metric tables, generated traffic) stays put.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Metric {
     HeartRate,
@@ -32,16 +37,23 @@ pub enum Metric {
     SystolicBp,
     DiastolicBp,
     Temperature,
+    /// 0 = breathing air, 1 = on supplemental oxygen (any device, any flow).
+    SupplementalOxygen,
+    /// 0 = alert (the A of ACVPU), 1 = new confusion, or responds only to voice or pain,
+    /// or unresponsive (CVPU). NEWS2 scores all of CVPU alike, so one bit carries it.
+    Consciousness,
 }
 
 impl Metric {
-    pub const ALL: [Metric; 6] = [
+    pub const ALL: [Metric; 8] = [
         Metric::HeartRate,
         Metric::RespiratoryRate,
         Metric::Spo2,
         Metric::SystolicBp,
         Metric::DiastolicBp,
         Metric::Temperature,
+        Metric::SupplementalOxygen,
+        Metric::Consciousness,
     ];
     /// Number of metrics, for per-metric lookup tables.
     pub const COUNT: usize = Self::ALL.len();
@@ -55,6 +67,8 @@ impl Metric {
             Metric::SystolicBp => "systolic_bp",
             Metric::DiastolicBp => "diastolic_bp",
             Metric::Temperature => "temperature",
+            Metric::SupplementalOxygen => "supplemental_oxygen",
+            Metric::Consciousness => "consciousness",
         }
     }
 
@@ -65,11 +79,15 @@ impl Metric {
             Metric::Spo2 => "%",
             Metric::SystolicBp | Metric::DiastolicBp => "mmHg",
             Metric::Temperature => "Cel",
+            // UCUM's unity: a code has no dimension.
+            Metric::SupplementalOxygen | Metric::Consciousness => "1",
         }
     }
 
     /// Inclusive range of physically plausible values. Outside it the reading is a
-    /// sensor or unit error (°F sent as °C, say), not a clinical finding.
+    /// sensor or unit error (°F sent as °C, say), not a clinical finding. A binary
+    /// metric's range is [0, 1], and of that only the two ends are valid
+    /// ([`Metric::accepts`]).
     pub const fn plausible_range(self) -> (f64, f64) {
         match self {
             Metric::HeartRate => (0.0, 300.0),
@@ -77,7 +95,25 @@ impl Metric {
             Metric::Spo2 => (0.0, 100.0),
             Metric::SystolicBp | Metric::DiastolicBp => (0.0, 300.0),
             Metric::Temperature => (25.0, 45.0),
+            Metric::SupplementalOxygen | Metric::Consciousness => (0.0, 1.0),
         }
+    }
+
+    /// Whether the value is a yes/no code (0 or 1) rather than a measurement. A 0.5 there
+    /// is no reading between two states but a broken feed, so it is rejected, not rounded.
+    pub const fn is_binary(self) -> bool {
+        matches!(self, Metric::SupplementalOxygen | Metric::Consciousness)
+    }
+
+    /// Whether `value` is a valid reading of this metric: finite, inside the plausible
+    /// range and, for a binary metric, exactly 0 or 1. The decoder rejects anything else
+    /// as `out_of_range`.
+    pub fn accepts(self, value: f64) -> bool {
+        let (min, max) = self.plausible_range();
+        // JSON cannot spell NaN or infinity, but callers other than the decoder can.
+        value.is_finite()
+            && (min..=max).contains(&value)
+            && (!self.is_binary() || value == 0.0 || value == 1.0)
     }
 
     /// Dense index in `0..COUNT`, for per-metric tables.
@@ -194,10 +230,10 @@ pub enum DecodeError {
         found: &'static str,
     },
     #[error(
-        "`metric` is not a known metric (heart_rate, respiratory_rate, spo2, systolic_bp, diastolic_bp, temperature)"
+        "`metric` is not a known metric (heart_rate, respiratory_rate, spo2, systolic_bp, diastolic_bp, temperature, supplemental_oxygen, consciousness)"
     )]
     UnknownMetric,
-    #[error("{metric} value is outside its plausible range [{min}, {max}] {unit}", min = .metric.plausible_range().0, max = .metric.plausible_range().1, unit = .metric.unit())]
+    #[error("{metric} value {rule}", rule = ValueRule(*.metric))]
     OutOfRange { metric: Metric },
     #[error("`timestamp` {0}")]
     BadTimestamp(&'static str),
@@ -237,6 +273,32 @@ impl DecodeError {
         "bad_patient_id",
         "bad_unit",
     ];
+}
+
+/// The rule an `out_of_range` value broke, in words: the range, or for a binary metric
+/// what its two codes mean, so that whoever fixes the feed knows what to send instead.
+struct ValueRule(Metric);
+
+impl fmt::Display for ValueRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let metric = self.0;
+        match metric {
+            Metric::SupplementalOxygen => {
+                f.write_str("must be 0 (breathing air) or 1 (on supplemental oxygen)")
+            }
+            Metric::Consciousness => f.write_str(
+                "must be 0 (alert) or 1 (new confusion, responds to voice or pain only, or unresponsive)",
+            ),
+            _ => {
+                let (min, max) = metric.plausible_range();
+                write!(
+                    f,
+                    "is outside its plausible range [{min}, {max}] {}",
+                    metric.unit()
+                )
+            }
+        }
+    }
 }
 
 /// Limits the decoder enforces that come from configuration.
@@ -335,9 +397,7 @@ impl<'a> RawObservation<'a> {
 
         validate_patient_id(&patient_id)?;
         let metric = Metric::from_wire(&metric_name).ok_or(DecodeError::UnknownMetric)?;
-        let (min, max) = metric.plausible_range();
-        // JSON cannot spell NaN or infinity, but keep the check next to the rule it serves.
-        if !value.is_finite() || value < min || value > max {
+        if !metric.accepts(value) {
             return Err(DecodeError::OutOfRange { metric });
         }
         if timestamp < MIN_TIMESTAMP_MS {
@@ -1042,6 +1102,15 @@ mod tests {
             ("temperature", "45.01"),
             ("temperature", "98.6"),
             ("temperature", "0"),
+            ("supplemental_oxygen", "0.5"),
+            ("supplemental_oxygen", "2"),
+            ("supplemental_oxygen", "-1"),
+            ("supplemental_oxygen", "15"),
+            ("consciousness", "0.5"),
+            ("consciousness", "2"),
+            ("consciousness", "-1"),
+            ("consciousness", "0.999"),
+            ("consciousness", "1e-300"),
         ] {
             add(
                 &format!("{metric} {value}"),
@@ -1130,8 +1199,18 @@ mod tests {
             ("temperature", "C"),
             ("temperature", "cel"),
             ("temperature", "[degF]"),
+            ("supplemental_oxygen", ""),
+            ("supplemental_oxygen", "%"),
+            ("supplemental_oxygen", "L/min"),
+            ("consciousness", "{score}"),
+            ("consciousness", "/min"),
+            ("consciousness", "1 "),
         ] {
-            let value = if metric == "temperature" { "37" } else { "80" };
+            let value = match metric {
+                "temperature" => "37",
+                "supplemental_oxygen" | "consciousness" => "1",
+                _ => "80",
+            };
             add(
                 &format!("{metric} in {unit:?}"),
                 s(with_all(&[
@@ -1140,7 +1219,7 @@ mod tests {
                     ("unit", &lit(unit)),
                 ])),
                 "bad_unit",
-                &["bpm", "kPa", "degF", "\u{b0}"],
+                &["bpm", "kPa", "degF", "\u{b0}", "L/min", "{score}"],
             );
         }
         cases
@@ -1267,6 +1346,35 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert_eq!(msg, "spo2 value is outside its plausible range [0, 100] %");
+        let msg = dec(&with_all(&[
+            ("metric", "\"consciousness\""),
+            ("value", "0.5"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            msg,
+            "consciousness value must be 0 (alert) or 1 (new confusion, responds to voice or \
+             pain only, or unresponsive)"
+        );
+        let msg = dec(&with_all(&[
+            ("metric", "\"supplemental_oxygen\""),
+            ("value", "2"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            msg,
+            "supplemental_oxygen value must be 0 (breathing air) or 1 (on supplemental oxygen)"
+        );
+        let msg = dec(&with_all(&[
+            ("metric", "\"consciousness\""),
+            ("value", "1"),
+            ("unit", "\"%\""),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert_eq!(msg, "`unit` must be \"1\" for consciousness");
         let msg = dec(&with("timestamp", "0")).unwrap_err().to_string();
         assert!(msg.contains("2000-01-01"), "{msg}");
         let msg = dec(&with("timestamp", &(NOW + SKEW + 1).to_string()))
@@ -1374,7 +1482,13 @@ mod tests {
             .collect();
         for metric in Metric::ALL {
             let (min, max) = metric.plausible_range();
-            for value in [min, max, (min + max) / 2.0] {
+            // A binary metric's range has nothing valid between its ends.
+            let mid = if metric.is_binary() {
+                max
+            } else {
+                (min + max) / 2.0
+            };
+            for value in [min, max, mid] {
                 for unit in ["null".to_string(), lit(metric.unit())] {
                     cases.push((
                         format!("{metric} {value} {unit}"),
@@ -1466,10 +1580,10 @@ mod tests {
     #[test]
     fn unit_must_be_the_metrics_unit() {
         for metric in Metric::ALL {
-            let value = if metric == Metric::Temperature {
-                "37"
-            } else {
-                "50"
+            let value = match metric {
+                Metric::Temperature => "37",
+                m if m.is_binary() => "1",
+                _ => "50",
             };
             for other in Metric::ALL {
                 let p = with_all(&[
@@ -1489,6 +1603,64 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn binary_metrics_accept_exactly_0_and_1_in_unit_1() {
+        for metric in [Metric::SupplementalOxygen, Metric::Consciousness] {
+            let at = |value: &str, unit: &str| {
+                dec(&with_all(&[
+                    ("metric", &lit(metric.as_str())),
+                    ("value", value),
+                    ("unit", unit),
+                ]))
+                .map(|obs| (obs.metric, obs.value))
+            };
+            for (value, expected) in [("0", 0.0), ("1", 1.0), ("0.0", 0.0), ("1e0", 1.0)] {
+                for unit in ["null", "\"1\""] {
+                    assert_eq!(at(value, unit), Ok((metric, expected)), "{metric} {value}");
+                }
+            }
+            for value in ["0.5", "2", "-1", "0.000001", "0.999999", "1.000001", "100"] {
+                assert_eq!(
+                    at(value, "null").unwrap_err(),
+                    DecodeError::OutOfRange { metric },
+                    "{metric} {value}"
+                );
+            }
+            for unit in ["", "%", "/min", "{score}", "1 ", "01", "one"] {
+                assert_eq!(
+                    at("1", &lit(unit)).unwrap_err(),
+                    DecodeError::BadUnit { metric },
+                    "{metric} in {unit:?}"
+                );
+            }
+        }
+        assert_eq!(
+            Metric::from_wire("supplemental_oxygen"),
+            Some(Metric::SupplementalOxygen)
+        );
+        assert_eq!(
+            Metric::from_wire("consciousness"),
+            Some(Metric::Consciousness)
+        );
+    }
+
+    #[test]
+    fn metric_table_is_consistent() {
+        for (i, metric) in Metric::ALL.into_iter().enumerate() {
+            assert_eq!(metric.index(), i);
+            assert_eq!(Metric::from_wire(metric.as_str()), Some(metric));
+            let (min, max) = metric.plausible_range();
+            assert!(metric.accepts(min) && metric.accepts(max), "{metric}");
+            assert!(!metric.accepts(f64::NAN) && !metric.accepts(f64::INFINITY));
+            // The unknown_metric message lists what is known, for whoever fixes the feed.
+            let listed = DecodeError::UnknownMetric.to_string();
+            assert!(listed.contains(metric.as_str()), "{listed} lacks {metric}");
+        }
+        // Appended, so the indices per-metric tables and generated traffic use stay put.
+        assert_eq!(Metric::SupplementalOxygen.index(), 6);
+        assert_eq!(Metric::Consciousness.index(), 7);
     }
 
     #[test]
@@ -1592,6 +1764,9 @@ mod tests {
                 prop_assert!(obs.patient_id.bytes().all(|b| b.is_ascii_graphic()));
                 let (min, max) = obs.metric.plausible_range();
                 prop_assert!(obs.value.is_finite() && min <= obs.value && obs.value <= max);
+                if obs.metric.is_binary() {
+                    prop_assert!(obs.value == 0.0 || obs.value == 1.0, "{}", obs.value);
+                }
                 prop_assert!(
                     (MIN_TIMESTAMP_MS..=NOW + limits.max_future_skew_ms).contains(&obs.timestamp)
                 );
@@ -1622,10 +1797,13 @@ mod tests {
                 "\"systolic_bp\"",
                 "\"diastolic_bp\"",
                 "\"temperature\"",
+                "\"supplemental_oxygen\"",
+                "\"consciousness\"",
                 "\"/min\"",
                 "\"%\"",
                 "\"mmHg\"",
                 "\"Cel\"",
+                "\"1\"",
                 "\"PID-SECRET-1\"",
                 "\"\"",
                 "\"120\"",
@@ -1650,8 +1828,8 @@ mod tests {
             (-50.0..400.0f64).prop_map(|f| f.to_string()),
             (MIN_TIMESTAMP_MS - 10..NOW + 2 * SKEW).prop_map(|t| t.to_string()),
             prop::sample::select(vec![
-                "0", "-0", "300", "300.01", "25", "24.9", "45", "1e400", "-1e400", "NaN",
-                "Infinity", "01", "1.", ".5", "+1", "1e", "0x10", "1_0",
+                "0", "-0", "1", "0.5", "2", "300", "300.01", "25", "24.9", "45", "1e400", "-1e400",
+                "NaN", "Infinity", "01", "1.", ".5", "+1", "1e", "0x10", "1_0",
             ])
             .prop_map(String::from),
         ]
@@ -1717,6 +1895,7 @@ mod tests {
         ];
         let value = prop_oneof![
             4 => (-10.0..320.0f64).prop_map(|f| f.to_string()),
+            1 => prop::sample::select(vec!["0", "1"]).prop_map(String::from),
             1 => json_value(),
         ];
         let timestamp = prop_oneof![
@@ -1724,8 +1903,10 @@ mod tests {
             1 => json_value(),
         ];
         let unit = prop::option::of(prop_oneof![
-            prop::sample::select(vec!["\"/min\"", "\"%\"", "\"mmHg\"", "\"Cel\"", "null"])
-                .prop_map(String::from),
+            prop::sample::select(vec![
+                "\"/min\"", "\"%\"", "\"mmHg\"", "\"Cel\"", "\"1\"", "null"
+            ])
+            .prop_map(String::from),
             json_value(),
         ]);
         let extra = prop::collection::vec((json_key(), json_value()), 0..3);
@@ -1776,12 +1957,18 @@ mod tests {
         )
             .prop_flat_map(|(metric, patient, timestamp, unit, device, site)| {
                 let (min, max) = metric.plausible_range();
-                let value = prop_oneof![
-                    min..=max,
-                    ((min * 1000.0) as i64..=(max * 1000.0) as i64).prop_map(|n| n as f64 / 1000.0),
-                    Just(min),
-                    Just(max),
-                ];
+                let value = if metric.is_binary() {
+                    prop_oneof![Just(min), Just(max)].boxed()
+                } else {
+                    prop_oneof![
+                        min..=max,
+                        ((min * 1000.0) as i64..=(max * 1000.0) as i64)
+                            .prop_map(|n| n as f64 / 1000.0),
+                        Just(min),
+                        Just(max),
+                    ]
+                    .boxed()
+                };
                 (
                     value,
                     Just((metric, patient, timestamp, unit, device, site)),
@@ -1847,8 +2034,13 @@ mod tests {
             milli in 0..=300_000i64,
         ) {
             let (min, max) = metric.plausible_range();
-            // What a sensor reports: a decimal with three places, nearest double.
-            let value = (((min * 1000.0) as i64 + milli) as f64 / 1000.0).min(max);
+            // What a sensor reports: a decimal with three places, nearest double; a code
+            // is 0 or 1.
+            let value = if metric.is_binary() {
+                (milli % 2) as f64
+            } else {
+                (((min * 1000.0) as i64 + milli) as f64 / 1000.0).min(max)
+            };
             let obs = Observation {
                 patient_id: "P-1".into(),
                 metric,

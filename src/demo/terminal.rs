@@ -255,10 +255,16 @@ fn alert_line(at: Duration, a: &OwnedAlert, repeats: Option<u64>) -> String {
         Some(Metric::SystolicBp) => "systolic BP",
         Some(Metric::DiastolicBp) => "diastolic BP",
         Some(Metric::Temperature) => "temperature",
+        Some(Metric::SupplementalOxygen) => "oxygen",
+        Some(Metric::Consciousness) => "consciousness",
         None => a.metric.as_str(),
     };
-    let unit = metric.map(Metric::unit).unwrap_or_default();
-    let unit = if unit == "Cel" { "°C" } else { unit };
+    let unit = match metric.map(Metric::unit).unwrap_or_default() {
+        "Cel" => "°C",
+        // UCUM's dimensionless "1" would read as a second number.
+        "1" => "",
+        unit => unit,
+    };
     let side = if a.value > a.threshold {
         "above"
     } else {
@@ -270,7 +276,7 @@ fn alert_line(at: Duration, a: &OwnedAlert, repeats: Option<u64>) -> String {
         "medium" => style(severity).yellow().bold(),
         _ => style(severity).cyan(),
     };
-    let reading = format!("{name} {} {unit}", a.value);
+    let reading = format!("{name} {} {unit}", a.value).trim_end().to_owned();
     let mut line = format!(
         "{} {}  {:<8}  {:<21}  {:<18} {}",
         style(format!("+{:>5.1}s", at.as_secs_f64())).dim(),

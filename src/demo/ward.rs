@@ -6,7 +6,8 @@
 //! feeds it synthetic timestamps and asks for random red-flag readings instead.
 //!
 //! - Messages go round-robin over patients, and each patient's messages go round-robin
-//!   over the six metrics, so every patient is observed on every metric at the same pace.
+//!   over the six measured metrics ([`WARD_METRICS`]), so every patient is observed on
+//!   each of them at the same pace.
 //! - Each patient has a baseline per metric, drawn once from the seed, and drifts around
 //!   it (a bounded, mean-reverting walk) with a little measurement noise. Stable
 //!   patients stay well inside the normal NEWS2 bands: they never cross a red flag.
@@ -26,6 +27,29 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use crate::vitals::{DecodeError, Metric, Observation};
+
+/// The metrics the simulated monitors report, in [`Metric::index`] order: the six
+/// measured vital signs. Consciousness and supplemental oxygen are bedside assessments,
+/// not monitor readings; leaving them out also keeps the traffic that the tests and the
+/// benchmarks are calibrated on unchanged, byte for byte.
+pub const WARD_METRICS: [Metric; 6] = [
+    Metric::HeartRate,
+    Metric::RespiratoryRate,
+    Metric::Spo2,
+    Metric::SystolicBp,
+    Metric::DiastolicBp,
+    Metric::Temperature,
+];
+
+// `PROFILES` and a patient's series are indexed by `Metric::index`, so the ward's metrics
+// must be the first ones of `Metric::ALL`, in order.
+const _: () = {
+    let mut i = 0;
+    while i < WARD_METRICS.len() {
+        assert!(WARD_METRICS[i].index() == i);
+        i += 1;
+    }
+};
 
 /// Every this-many patients, one deteriorates (patient numbers 1, 1 + N, 1 + 2N, …).
 pub const DETERIORATION_EVERY: u32 = 30;
@@ -120,8 +144,8 @@ const fn stable(
     }
 }
 
-/// Indexed by [`Metric::index`].
-const PROFILES: [Profile; Metric::COUNT] = [
+/// Indexed by [`Metric::index`], one per [`WARD_METRICS`].
+const PROFILES: [Profile; WARD_METRICS.len()] = [
     stable((62.0, 88.0), 8.0, 1.0, 2.0, 0), // heart_rate: 52–98 /min (flags < 41, > 130)
     stable((13.0, 18.0), 2.0, 0.3, 1.0, 0), // respiratory_rate: 10–21 /min (< 9, > 24)
     stable((95.0, 99.0), 1.5, 0.2, 0.5, 0), // spo2: 93–100 % (< 92)
@@ -165,8 +189,8 @@ const RED_FLAGS: [(Metric, f64); 9] = [
 struct Patient {
     id: String,
     deteriorating: bool,
-    baseline: [f64; Metric::COUNT],
-    drift: [f64; Metric::COUNT],
+    baseline: [f64; WARD_METRICS.len()],
+    drift: [f64; WARD_METRICS.len()],
 }
 
 /// The simulated ward. Same config, same sequence of `now_ms` → same messages.
@@ -199,7 +223,7 @@ impl Ward {
         let patients = (1..=config.patients)
             .map(|n| {
                 let deteriorating = config.course.is_some() && is_deteriorating(n);
-                let baseline = Metric::ALL.map(|m| {
+                let baseline = WARD_METRICS.map(|m| {
                     let (lo, hi) = match deterioration(m) {
                         Some((range, _)) if deteriorating => range,
                         _ => profile(m).baseline,
@@ -210,7 +234,7 @@ impl Ward {
                     id: patient_id(n),
                     deteriorating,
                     baseline,
-                    drift: [0.0; Metric::COUNT],
+                    drift: [0.0; WARD_METRICS.len()],
                 }
             })
             .collect();
@@ -240,7 +264,7 @@ impl Ward {
     pub fn next(&mut self, now_ms: i64) -> Msg {
         let n = self.patients.len() as u64;
         let index = (self.seq % n) as usize;
-        let metric = Metric::ALL[((self.seq / n) % Metric::COUNT as u64) as usize];
+        let metric = WARD_METRICS[((self.seq / n) % WARD_METRICS.len() as u64) as usize];
         self.seq += 1;
 
         // Draw every random number each time, whatever the message becomes, so that

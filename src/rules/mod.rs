@@ -4,7 +4,11 @@
 //! every worker. Loading validates the whole file and fails with the file, the line and
 //! the rule, so a typo never reaches a ward. Evaluation is a lookup by metric and a
 //! comparison per rule: no allocation, no locks.
+//!
+//! [`news2`] is the NEWS2 chart as pure functions (a score per parameter, the aggregate
+//! and its risk), for rules that look at a patient's whole picture instead of one value.
 
+pub mod news2;
 mod threshold;
 
 use std::collections::{BTreeMap, HashMap};
