@@ -13,7 +13,9 @@ use std::hint::black_box;
 
 use common::{NOW, workload};
 use criterion::Criterion;
+use std::sync::Arc;
 use vitalwatch::rules::RuleSet;
+use vitalwatch::rules::state::{Evaluator, Reading, StateLimits};
 use vitalwatch::vitals::{DecodeLimits, decode};
 
 fn bench(c: &mut Criterion, name: &str, per_pass: usize, pass: impl FnMut() -> usize) {
@@ -40,6 +42,22 @@ fn main() {
             .iter()
             .map(|obs| rules.evaluate(black_box(obs)).count())
             .sum()
+    });
+    // The shipped rules as the workers run them: per-patient state for cooldown,
+    // hysteresis and the NEWS2 aggregate (one state, the mix's 1 000 patients, built afresh every pass).
+    let shared = Arc::new(rules.clone());
+    bench(&mut c, "evaluate_stateful", work.decoded.len(), || {
+        let mut eval = Evaluator::new(shared.clone(), StateLimits::default());
+        let mut out = Vec::new();
+        for obs in &work.decoded {
+            let reading = Reading {
+                metric: obs.metric,
+                value: obs.value,
+                timestamp: obs.timestamp,
+            };
+            eval.observe(black_box(&obs.patient_id), reading, (0, 0), 0, &mut out);
+        }
+        out.len()
     });
     bench(&mut c, "decode+evaluate", payloads.len(), || {
         payloads

@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
         workers: 2,
         queue_capacity: 256,
         limits: DecodeLimits::default(),
+        state_limits: Default::default(),
         shutdown_timeout: Duration::from_secs(10),
     };
 

@@ -8,8 +8,10 @@
 use std::fmt;
 
 use serde::Serialize;
+use serde::ser::SerializeMap;
 
-use crate::vitals::Metric;
+use crate::rules::news2;
+use crate::rules::state::{AlertStatus, Breakdown};
 
 /// Alarm priority, as in IEC 60601-1-8.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -63,6 +65,15 @@ pub fn alert_id(source: &Source<'_>, rule_id: &str) -> AlertId {
     AlertId(xxhash_rust::xxh3::xxh3_128(&buf))
 }
 
+/// The id of the `resolved` event that ends `rule_id`'s alert at `source`. A rule id
+/// never contains a control character, so no rule's firing alert can share it.
+pub fn resolved_id(source: &Source<'_>, rule_id: &str) -> AlertId {
+    let mut tagged = String::with_capacity(rule_id.len() + 9);
+    tagged.push_str(rule_id);
+    tagged.push_str("\u{0}resolved");
+    alert_id(source, &tagged)
+}
+
 /// An alert id; displays and serialises as 32 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AlertId(pub u128);
@@ -87,14 +98,76 @@ pub struct Alert<'a> {
     pub patient_id: &'a str,
     pub rule_id: &'a str,
     pub severity: Severity,
-    pub metric: Metric,
+    /// `firing` for an alert (first or repeated), `resolved` when it cleared.
+    pub status: AlertStatus,
+    /// The observation's metric; `news2` for the aggregate score.
+    pub metric: &'a str,
+    /// The observed value; the aggregate score for NEWS2.
     pub value: f64,
+    /// The rule's `above`/`below`; for NEWS2 the aggregate that starts the band (5, 7),
+    /// or 3 when a single parameter scoring 3 raised a medium alert.
     pub threshold: f64,
     /// The observation's timestamp, Unix epoch milliseconds.
     pub observed_at: i64,
     /// When vitalwatch raised the alert, Unix epoch milliseconds.
     pub emitted_at: i64,
     pub source: Source<'a>,
+    /// The NEWS2 chart behind a `news2_*` alert.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub news2: Option<News2Chart<'a>>,
+}
+
+/// A NEWS2 breakdown as JSON: `{"score":7,"parameters":{"respiratory_rate":{"value":22,
+/// "score":2,"observedAt":…},…},"missing":["consciousness"],"stale":["temperature"]}`.
+/// `parameters` holds what the score counts; `missing` were never observed for the
+/// patient (since the state was built), `stale` only longer ago than `max_age_secs`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct News2Chart<'a>(pub &'a Breakdown);
+
+impl Serialize for News2Chart<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(rename_all = "camelCase")]
+        struct Param {
+            value: f64,
+            score: u8,
+            observed_at: i64,
+        }
+        struct Counted<'a>(&'a Breakdown);
+        impl Serialize for Counted<'_> {
+            fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+                let mut map = s.serialize_map(None)?;
+                for (p, metric) in self.0.parameters.iter().zip(news2::PARAMETERS) {
+                    if let Some(p) = p.filter(|p| !p.stale) {
+                        map.serialize_entry(
+                            metric.as_str(),
+                            &Param {
+                                value: p.value,
+                                score: p.score,
+                                observed_at: p.observed_at,
+                            },
+                        )?;
+                    }
+                }
+                map.end()
+            }
+        }
+        let names = |keep: fn(&Option<crate::rules::state::Scored>) -> bool| -> Vec<&str> {
+            self.0
+                .parameters
+                .iter()
+                .zip(news2::PARAMETERS)
+                .filter(|(p, _)| keep(p))
+                .map(|(_, m)| m.as_str())
+                .collect()
+        };
+        let mut map = s.serialize_map(Some(4))?;
+        map.serialize_entry("score", &self.0.aggregate.total)?;
+        map.serialize_entry("parameters", &Counted(self.0))?;
+        map.serialize_entry("missing", &names(|p| p.is_none()))?;
+        map.serialize_entry("stale", &names(|p| p.is_some_and(|p| p.stale)))?;
+        map.end()
+    }
 }
 
 impl Alert<'_> {
@@ -119,12 +192,21 @@ pub struct OwnedAlert {
     pub patient_id: String,
     pub rule_id: String,
     pub severity: String,
+    /// Absent in alerts from before the field existed; read as `firing`.
+    #[serde(default = "firing")]
+    pub status: String,
     pub metric: String,
     pub value: f64,
     pub threshold: f64,
     pub observed_at: i64,
     pub emitted_at: i64,
     pub source: OwnedSource,
+    #[serde(default)]
+    pub news2: Option<serde_json::Value>,
+}
+
+fn firing() -> String {
+    "firing".to_owned()
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
@@ -240,18 +322,22 @@ mod tests {
             patient_id: "P-000123",
             rule_id: "heart_rate_high",
             severity: Severity::Medium,
-            metric: Metric::HeartRate,
+            status: AlertStatus::Firing,
+            metric: "heart_rate",
             value: 138.0,
             threshold: 130.0,
             observed_at: 1_763_798_400_000,
             emitted_at: 1_763_798_400_123,
             source: src(12345),
+            news2: None,
         };
         let json: serde_json::Value = serde_json::from_slice(&alert.to_json()).unwrap();
         assert_eq!(json["alertId"].as_str().unwrap().len(), 32);
         assert_eq!(json["patientId"], "P-000123");
         assert_eq!(json["ruleId"], "heart_rate_high");
         assert_eq!(json["severity"], "medium");
+        assert_eq!(json["status"], "firing");
+        assert!(json.get("news2").is_none());
         assert_eq!(json["metric"], "heart_rate");
         assert_eq!(json["value"], 138.0);
         assert_eq!(json["threshold"], 130.0);

@@ -12,6 +12,7 @@ use tracing::{error, info};
 use crate::cli::{Cli, Command};
 use crate::pipeline::{self, Hooks, PipelineConfig, Status};
 use crate::rules::RuleSet;
+use crate::rules::live::{LiveRules, Reloader};
 use crate::settings::Settings;
 use crate::telemetry;
 
@@ -40,14 +41,22 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 pub fn load(config: Option<&Path>) -> anyhow::Result<(Settings, RuleSet)> {
     let settings = Settings::load(config)?;
     let rules = RuleSet::load(&settings.rules.file)?;
+    settings
+        .check_rules(&rules)
+        .map_err(|e| anyhow::anyhow!("rules file {}: {e}", settings.rules.file.display()))?;
     Ok((settings, rules))
 }
 
 fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
     let (settings, rules) = load(config)?;
     println!(
-        "configuration ok: {} rules from {}; brokers {}, input {}, group {}, {} workers",
+        "configuration ok: {} rules{} from {}; brokers {}, input {}, group {}, {} workers",
         rules.len(),
+        if rules.news2().is_some() {
+            " and the NEWS2 score"
+        } else {
+            ""
+        },
         settings.rules.file.display(),
         settings.kafka.bootstrap_servers,
         settings.kafka.input_topic,
@@ -83,9 +92,21 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
             }
             None => info!("admin listener disabled (admin.listen is empty)"),
         }
+        let rules = LiveRules::new(Arc::new(rules));
+        crate::metrics::install()?;
+        crate::metrics::rules_loaded(rules.load().len());
+        let settings_for_check = settings.clone();
+        let reloader = Reloader::new(
+            &settings.rules.file,
+            rules.clone(),
+            Box::new(move |r| settings_for_check.check_rules(r)),
+        );
+        let poll = (settings.rules.reload_interval_secs > 0)
+            .then(|| Duration::from_secs(settings.rules.reload_interval_secs));
+        tokio::spawn(reloader.run(poll, listeners.clone()));
         let report = pipeline::run(
             PipelineConfig::from_settings(&settings),
-            Arc::new(rules),
+            rules,
             status,
             shutdown,
             Hooks::default(),

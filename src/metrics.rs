@@ -36,6 +36,12 @@ pub const COMMITTED_OFFSET: &str = "vitalwatch_committed_offset";
 pub const REBALANCES: &str = "vitalwatch_rebalances_total";
 pub const WORKERS: &str = "vitalwatch_workers";
 pub const BUILD_INFO: &str = "vitalwatch_build_info";
+// Beyond the design's table (docs/architecture.md, "Metrics beyond the contract").
+pub const ALERTS_RESOLVED: &str = "vitalwatch_alerts_resolved_total";
+pub const RULES_RELOADS: &str = "vitalwatch_rules_reloads_total";
+pub const RULES_LOADED: &str = "vitalwatch_rules_loaded";
+pub const PATIENT_STATES: &str = "vitalwatch_patient_states";
+pub const PATIENT_STATE_EVICTIONS: &str = "vitalwatch_patient_state_evictions_total";
 
 /// A Prometheus metric type, as written on the `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -161,6 +167,35 @@ pub const CATALOGUE: [MetricDef; 14] = [
     ),
 ];
 
+/// Metrics the clinical rules added after the design's table was written.
+pub const RULE_STATE_METRICS: [MetricDef; 5] = [
+    def(
+        ALERTS_RESOLVED,
+        Kind::Counter,
+        &["rule"],
+        "Resolved events published for alerts that cleared (rules with emit_resolved).",
+    ),
+    def(
+        RULES_RELOADS,
+        Kind::Counter,
+        &["result"],
+        "Rules-file reloads: applied, or rejected (the rules in force stay).",
+    ),
+    def(RULES_LOADED, Kind::Gauge, &[], "Threshold rules in force."),
+    def(
+        PATIENT_STATES,
+        Kind::Gauge,
+        &["worker"],
+        "Patients whose rule state a worker holds.",
+    ),
+    def(
+        PATIENT_STATE_EVICTIONS,
+        Kind::Counter,
+        &["reason"],
+        "Patient states dropped: ttl (no data), capacity (worker full), reassigned (partition moved).",
+    ),
+];
+
 /// Buckets of [`PROCESSING_DURATION`]: a healthy message is done in milliseconds (one
 /// broker round trip); seconds mean a slow or failing sink, minutes an outage.
 pub const PROCESSING_BUCKETS: &[f64] = &[
@@ -226,7 +261,7 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 /// Series labelled by topic, partition, worker or rule appear when the pipeline starts
 /// (and lag and committed offsets once librdkafka reports them).
 fn register_all() {
-    for m in CATALOGUE {
+    for m in CATALOGUE.iter().chain(&RULE_STATE_METRICS) {
         let unit = match m.kind {
             Kind::Histogram => Some(Unit::Seconds),
             _ => None,
@@ -368,6 +403,40 @@ pub fn workers(n: usize) {
 
 pub fn build_info() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
+    for result in ["applied", "rejected"] {
+        counter!(RULES_RELOADS, "result" => result).absolute(0);
+    }
+    for reason in EVICTION_REASONS {
+        counter!(PATIENT_STATE_EVICTIONS, "reason" => reason).absolute(0);
+    }
+}
+
+/// The `reason` label values of [`PATIENT_STATE_EVICTIONS`].
+pub const EVICTION_REASONS: [&str; 3] = ["ttl", "capacity", "reassigned"];
+
+/// Counter handle for resolved events of one rule.
+pub fn alerts_resolved(rule: &str) -> Counter {
+    counter!(ALERTS_RESOLVED, "rule" => rule.to_owned())
+}
+
+/// A rules-file reload, applied or rejected, and the rules in force after it.
+pub fn rules_reloaded(applied: bool, rules_in_force: usize) {
+    let result = if applied { "applied" } else { "rejected" };
+    counter!(RULES_RELOADS, "result" => result).increment(1);
+    rules_loaded(rules_in_force);
+}
+
+pub fn rules_loaded(rules_in_force: usize) {
+    gauge!(RULES_LOADED).set(rules_in_force as f64);
+}
+
+pub fn patient_states(worker: usize) -> Gauge {
+    gauge!(PATIENT_STATES, "worker" => worker.to_string())
+}
+
+/// Eviction counters by reason, in [`EVICTION_REASONS`] order.
+pub fn patient_state_evictions() -> [Counter; 3] {
+    EVICTION_REASONS.map(|reason| counter!(PATIENT_STATE_EVICTIONS, "reason" => reason))
 }
 
 #[cfg(test)]
@@ -376,11 +445,12 @@ mod tests {
 
     #[test]
     fn catalogue_names_follow_prometheus_conventions() {
-        let mut names: Vec<&str> = CATALOGUE.iter().map(|m| m.name).collect();
+        let all = || CATALOGUE.iter().chain(&RULE_STATE_METRICS);
+        let mut names: Vec<&str> = all().map(|m| m.name).collect();
         names.sort_unstable();
         names.dedup();
-        assert_eq!(names.len(), CATALOGUE.len(), "duplicate metric name");
-        for m in CATALOGUE {
+        assert_eq!(names.len(), all().count(), "duplicate metric name");
+        for m in CATALOGUE.iter().chain(&RULE_STATE_METRICS) {
             assert!(m.name.starts_with("vitalwatch_"), "{}", m.name);
             assert_eq!(
                 m.name.ends_with("_total"),

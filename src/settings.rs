@@ -7,12 +7,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
+use crate::rules::RuleSet;
+use crate::rules::state::StateLimits;
 use crate::vitals::DecodeLimits;
 
 /// The shipped defaults.
@@ -59,6 +62,12 @@ pub struct PipelineSettings {
 #[serde(deny_unknown_fields)]
 pub struct RulesSettings {
     pub file: PathBuf,
+    /// Re-read the rules file this often (and on SIGHUP); 0 reloads on SIGHUP only.
+    pub reload_interval_secs: u64,
+    /// Forget a patient's rule state after this long without an observation.
+    pub state_ttl_secs: u64,
+    /// The most patients one worker keeps rule state for (least recently seen go first).
+    pub max_patients_per_worker: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -202,10 +211,29 @@ impl Settings {
             "pipeline.shutdown_timeout_secs",
             "must be at least 1",
         );
+        let r = &self.rules;
         check(
-            !self.rules.file.as_os_str().is_empty(),
+            !r.file.as_os_str().is_empty(),
             "rules.file",
             "must name a rules file",
+        );
+        check(
+            r.reload_interval_secs <= 3600,
+            "rules.reload_interval_secs",
+            &format!(
+                "must be 0 (SIGHUP only) to 3600, is {}",
+                r.reload_interval_secs
+            ),
+        );
+        check(
+            (1..=7 * 86_400).contains(&r.state_ttl_secs),
+            "rules.state_ttl_secs",
+            &format!("must be 1 to 604800 (a week), is {}", r.state_ttl_secs),
+        );
+        check(
+            (1..=10_000_000).contains(&r.max_patients_per_worker),
+            "rules.max_patients_per_worker",
+            &format!("must be 1 to 10000000, is {}", r.max_patients_per_worker),
         );
         check(
             self.http.listen.parse::<SocketAddr>().is_ok(),
@@ -258,6 +286,33 @@ impl Settings {
                 .min(i64::MAX as u64 / 1000) as i64)
                 * 1000,
         }
+    }
+
+    /// Patient rule state limits per worker (validated at load).
+    pub fn state_limits(&self) -> StateLimits {
+        StateLimits {
+            ttl_ms: self.rules.state_ttl_secs.min(i64::MAX as u64 / 1000) as i64 * 1000,
+            capacity: NonZeroUsize::new(self.rules.max_patients_per_worker)
+                .unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+
+    /// What a rules file must satisfy beyond itself: the state TTL must outlast every
+    /// span the rules look back over, or state would be forgotten while still needed.
+    pub fn check_rules(&self, rules: &RuleSet) -> Result<(), String> {
+        let needed_secs = (rules.longest_memory_ms() + 999) / 1000;
+        if needed_secs > self.state_ttl_secs_i64() {
+            return Err(format!(
+                "the rules look back {needed_secs} s (for_secs, cooldown_secs or news2.max_age_secs) \
+                 but rules.state_ttl_secs is {}: raise rules.state_ttl_secs to at least {needed_secs}",
+                self.rules.state_ttl_secs
+            ));
+        }
+        Ok(())
+    }
+
+    fn state_ttl_secs_i64(&self) -> i64 {
+        self.rules.state_ttl_secs.min(i64::MAX as u64) as i64
     }
 
     /// The metrics/health listener (validated at load).

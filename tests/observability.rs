@@ -51,8 +51,19 @@ const DESIGN_TABLE: [(&str, &str); 14] = [
     ("vitalwatch_build_info", "gauge"),
 ];
 
-/// Every label name the contract allows (plus `le` of histogram buckets).
-const ALLOWED_LABELS: [&str; 10] = [
+/// The metrics the clinical rules added (README, "Beyond the design's table"), with their
+/// type and whether a pipeline without resolved events has a sample of them.
+const RULE_STATE_TABLE: [(&str, &str, bool); 5] = [
+    ("vitalwatch_alerts_resolved_total", "counter", false),
+    ("vitalwatch_rules_reloads_total", "counter", true),
+    ("vitalwatch_rules_loaded", "gauge", true),
+    ("vitalwatch_patient_states", "gauge", true),
+    ("vitalwatch_patient_state_evictions_total", "counter", true),
+];
+
+/// Every label name the contract allows (plus `le` of histogram buckets, and `result` of
+/// the rules reloads).
+const ALLOWED_LABELS: [&str; 11] = [
     "topic",
     "reason",
     "rule",
@@ -63,6 +74,7 @@ const ALLOWED_LABELS: [&str; 10] = [
     "event",
     "version",
     "le",
+    "result",
 ];
 
 // ---------------------------------------------------------------------------------------
@@ -127,6 +139,19 @@ async fn metrics_scrape_has_every_metric_with_counts_matching_the_traffic() {
         assert!(
             after.samples.iter().any(|s| s.name == sample),
             "{name}: no sample in the scrape"
+        );
+    }
+    for (name, kind, sampled) in RULE_STATE_TABLE {
+        // The exporter writes `# TYPE` only for metrics with a sample.
+        assert_eq!(
+            after.types.get(name).map(String::as_str),
+            sampled.then_some(kind),
+            "# TYPE of {name}"
+        );
+        assert_eq!(
+            after.samples.iter().any(|s| s.name == name),
+            sampled,
+            "{name}: sample in the scrape"
         );
     }
     // Real histograms: buckets, no quantiles.
@@ -779,6 +804,7 @@ impl Cluster {
             workers: 2,
             queue_capacity: 64,
             limits: DecodeLimits::default(),
+            state_limits: Default::default(),
             shutdown_timeout: Duration::from_secs(15),
         }
     }
@@ -864,7 +890,7 @@ fn start(config: PipelineConfig, status: Arc<Status>) -> Running {
     let shutdown = CancellationToken::new();
     let handle = tokio::spawn(pipeline::run(
         config,
-        Arc::new(RuleSet::news2_red_flags()),
+        Arc::new(RuleSet::news2_red_flags().stateless()),
         status,
         shutdown.clone(),
         Hooks::default(),

@@ -283,7 +283,25 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     ));
     let topics = broker.topics("latency", 0)?;
     let group = broker.group("latency");
-    let subject = topics.subject(&exe, &broker, &group, DEFAULT_WORKERS, None, &logs);
+    // Every red-flag reading alerts here (no cooldown, no NEWS2): the stage times each
+    // abnormal observation to its alert, and the shipped cooldown would leave one alert
+    // per patient and rule in a run of seconds.
+    let every_breach = out.join("every-breach-rules.toml");
+    std::fs::write(
+        &every_breach,
+        crate::rules::RuleSet::news2_red_flags()
+            .stateless()
+            .to_toml(),
+    )
+    .with_context(|| format!("cannot write {}", every_breach.display()))?;
+    let subject = topics.subject(
+        &exe,
+        &broker,
+        &group,
+        DEFAULT_WORKERS,
+        Some(&every_breach),
+        &logs,
+    );
     let l = latency::run(
         &subject,
         topics.partitions,

@@ -30,6 +30,7 @@ pub mod ward;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -45,7 +46,8 @@ use crate::cli::DemoArgs;
 use crate::metrics::{PROCESSING_DURATION, WORKER_QUEUE_DEPTH};
 use crate::pipeline::worker::now_ms;
 use crate::pipeline::{self, Counts, Hooks, PipelineConfig, Status};
-use crate::rules::RuleSet;
+use crate::rules::state::{AlertStatus, Evaluator, Event, Reading, StateLimits};
+use crate::rules::{News2Rule, RuleSet};
 use crate::settings::{LogFormat, LogSettings, Settings};
 use crate::vitals::{DecodeLimits, decode};
 use crate::{app, http, telemetry};
@@ -436,10 +438,20 @@ fn feed(
     mut ward: Ward,
     rate: u64,
     stop: &CancellationToken,
-    rules: &RuleSet,
+    rules: &Arc<RuleSet>,
     limits: DecodeLimits,
     progress: &FeedProgress,
 ) -> anyhow::Result<Fed> {
+    // The rules as the workers apply them (cooldown, hysteresis, NEWS2), over the same
+    // observations in the same per-patient order: what must come out, exactly.
+    let mut evaluator = Evaluator::new(
+        rules.clone(),
+        StateLimits {
+            ttl_ms: i64::MAX,
+            capacity: NonZeroUsize::MAX,
+        },
+    );
+    let mut events = Vec::new();
     let mut pump = crate::loadgen::Pump::new(brokers, topic, "vitalwatch-demo-ward")?;
     let pacer = crate::loadgen::Pacer::new(rate);
     let mut fed = Fed::default();
@@ -450,8 +462,18 @@ fn feed(
         let msg = ward.next(now);
         match decode(&msg.payload, &limits, now) {
             Ok(obs) => {
-                for rule in rules.evaluate(&obs) {
-                    *fed.expected_alerts.entry(rule.id.clone()).or_default() += 1;
+                events.clear();
+                let reading = Reading {
+                    metric: obs.metric,
+                    value: obs.value,
+                    timestamp: obs.timestamp,
+                };
+                // One owner for everyone: the demo's partitions are never reassigned.
+                evaluator.observe(&obs.patient_id, reading, (0, 0), 0, &mut events);
+                for event in &events {
+                    *fed.expected_alerts
+                        .entry(event_key(rules, event))
+                        .or_default() += 1;
                 }
             }
             Err(e) => *fed.invalid_by_reason.entry(e.reason()).or_default() += 1,
@@ -465,6 +487,27 @@ fn feed(
     fed.delivered = pump.finish(FEED_FLUSH)?;
     progress.delivered.store(fed.delivered, Ordering::Relaxed);
     Ok(fed)
+}
+
+/// How the summary counts an event: its rule id, `… resolved` for the end of an episode.
+fn event_key(rules: &RuleSet, event: &Event) -> String {
+    let (id, status) = match event {
+        Event::Threshold { rule, status } => (rules.rules()[*rule].id.as_str(), *status),
+        Event::News2 {
+            severity, status, ..
+        } => (
+            if *severity == crate::alert::Severity::High {
+                News2Rule::HIGH_ID
+            } else {
+                News2Rule::MEDIUM_ID
+            },
+            *status,
+        ),
+    };
+    match status {
+        AlertStatus::Firing => id.to_owned(),
+        AlertStatus::Resolved => format!("{id} resolved"),
+    }
 }
 
 /// Refreshes the status line every second until `stop`.

@@ -195,7 +195,12 @@ fn read(
             {
                 let mut t = lock(tally);
                 t.alerts += 1;
-                *t.alerts_by_rule.entry(alert.rule_id.clone()).or_default() += 1;
+                let key = if alert.status == "resolved" {
+                    format!("{} resolved", alert.rule_id)
+                } else {
+                    alert.rule_id.clone()
+                };
+                *t.alerts_by_rule.entry(key).or_default() += 1;
             }
             let now = Instant::now();
             let key = (alert.patient_id.clone(), alert.rule_id.clone());
@@ -257,6 +262,7 @@ fn alert_line(at: Duration, a: &OwnedAlert, repeats: Option<u64>) -> String {
         Some(Metric::Temperature) => "temperature",
         Some(Metric::SupplementalOxygen) => "oxygen",
         Some(Metric::Consciousness) => "consciousness",
+        None if a.metric == "news2" => "NEWS2",
         None => a.metric.as_str(),
     };
     let unit = match metric.map(Metric::unit).unwrap_or_default() {
@@ -265,7 +271,12 @@ fn alert_line(at: Duration, a: &OwnedAlert, repeats: Option<u64>) -> String {
         "1" => "",
         unit => unit,
     };
-    let side = if a.value > a.threshold {
+    let side = if a.status == "resolved" {
+        "resolved; threshold"
+    } else if a.metric == "news2" {
+        // The aggregate reaches the band's start (5 or 7), or one parameter scores 3.
+        "score ≥"
+    } else if a.value > a.threshold {
         "above"
     } else {
         "below"

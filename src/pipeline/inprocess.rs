@@ -32,6 +32,7 @@ use super::worker::WorkerShared;
 use super::{Hooks, Pool, Status, spawn_pool};
 use crate::metrics::PipelineMetrics;
 use crate::rules::RuleSet;
+use crate::rules::state::StateLimits;
 use crate::vitals::DecodeLimits;
 
 /// The pipeline settings that matter without Kafka.
@@ -43,6 +44,9 @@ pub struct InProcessConfig {
     /// Per worker, in messages, as `pipeline.queue_capacity`.
     pub queue_capacity: usize,
     pub limits: DecodeLimits,
+    /// Patient rule state per worker, as `rules.state_ttl_secs` and
+    /// `rules.max_patients_per_worker`. Every run starts with empty state.
+    pub state_limits: StateLimits,
     /// Bound on one run. Reaching it means a message was lost in the pipeline, not that
     /// the machine is slow: the run fails instead of hanging.
     pub timeout: Duration,
@@ -56,6 +60,7 @@ impl Default for InProcessConfig {
             workers: 8,
             queue_capacity: 1024,
             limits: DecodeLimits::default(),
+            state_limits: StateLimits::default(),
             timeout: Duration::from_secs(60),
         }
     }
@@ -121,7 +126,8 @@ impl InProcess {
         let status = Status::new();
         let (done_tx, done_rx) = mpsc::unbounded_channel();
         let shared = WorkerShared::new(
-            self.rules.clone(),
+            self.rules.clone().into(),
+            self.config.state_limits,
             Publisher::Discard,
             done_tx,
             &self.config.input_topic,
@@ -277,7 +283,8 @@ mod tests {
             queue_capacity: 2,
             ..InProcessConfig::default()
         };
-        let pipeline = InProcess::new(config, Arc::new(RuleSet::news2_red_flags())).unwrap();
+        let pipeline =
+            InProcess::new(config, Arc::new(RuleSet::news2_red_flags().stateless())).unwrap();
         for _ in 0..3 {
             let tally = pipeline.run(&records).unwrap();
             assert_eq!(
@@ -306,7 +313,7 @@ mod tests {
         };
         let pipeline = InProcess::new(
             InProcessConfig::default(),
-            Arc::new(RuleSet::news2_red_flags()),
+            Arc::new(RuleSet::news2_red_flags().stateless()),
         )
         .unwrap();
         assert!(pipeline.run(&[record(5), record(4)]).is_err());

@@ -27,7 +27,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::metrics::{self as m, PipelineMetrics, SinkKind};
-use crate::rules::RuleSet;
+use crate::rules::live::LiveRules;
+use crate::rules::state::StateLimits;
 use crate::settings::Settings;
 use crate::vitals::DecodeLimits;
 use ingest::{BATCH, DlqItem, IngestContext, IngestState, Outbox};
@@ -47,6 +48,8 @@ pub struct PipelineConfig {
     pub workers: usize,
     pub queue_capacity: usize,
     pub limits: DecodeLimits,
+    /// Patient rule state each worker may keep.
+    pub state_limits: StateLimits,
     pub shutdown_timeout: Duration,
 }
 
@@ -62,6 +65,7 @@ impl PipelineConfig {
             workers: s.pipeline.workers,
             queue_capacity: s.pipeline.queue_capacity,
             limits: s.decode_limits(),
+            state_limits: s.state_limits(),
             shutdown_timeout: s.shutdown_timeout(),
         }
     }
@@ -351,7 +355,7 @@ pub struct Report {
 /// deadline is `Report::clean == false`.
 pub async fn run(
     config: PipelineConfig,
-    rules: Arc<RuleSet>,
+    rules: impl Into<LiveRules>,
     status: Arc<Status>,
     shutdown: CancellationToken,
     hooks: Hooks,
@@ -369,7 +373,8 @@ pub async fn run(
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
     let shared = WorkerShared::new(
-        rules,
+        rules.into(),
+        config.state_limits,
         Publisher::Kafka(alerts.clone()),
         done_tx,
         &config.input_topic,

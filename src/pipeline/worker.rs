@@ -6,10 +6,10 @@
 //! their delivery; the observation is done when the last alert is acknowledged.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use compact_str::CompactString;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use metrics::Counter;
 use tokio::sync::mpsc;
@@ -17,9 +17,11 @@ use tokio::sync::mpsc;
 use super::offsets::Claim;
 use super::sink::{Completed, Done, DoneTx, Publisher, Ticket};
 use super::{Hooks, Status, WorkerProbe};
-use crate::alert::{Alert, Source, alert_id};
+use crate::alert::{Alert, News2Chart, Severity, Source, alert_id, resolved_id};
 use crate::metrics::{self as m, PipelineMetrics};
-use crate::rules::RuleSet;
+use crate::rules::live::LiveRules;
+use crate::rules::state::{self, AlertStatus, Evaluator, Event, StateLimits};
+use crate::rules::{News2Rule, RuleSet};
 use crate::vitals::{Metric, Observation};
 
 /// One valid observation on its way to evaluation.
@@ -72,21 +74,26 @@ impl Work {
 
 /// What every worker shares.
 pub struct WorkerShared {
-    pub rules: Arc<RuleSet>,
+    /// The rules in force; a worker picks up a reloaded set between two batches.
+    pub rules: LiveRules,
+    /// How much patient state each worker keeps.
+    pub state_limits: StateLimits,
     /// The alert producer (`Publisher::Discard` only in-process, for benchmarks).
     pub alerts: Publisher,
     pub done_tx: DoneTx,
     pub input_topic: String,
     pub metrics: PipelineMetrics,
-    /// One counter per rule, by rule index.
-    pub alert_counters: Vec<Counter>,
+    /// Metric handles of the rules in force, built by the first worker to see a set.
+    counters: Mutex<Option<Arc<RuleCounters>>>,
     pub status: Arc<Status>,
     pub hooks: Hooks,
 }
 
 impl WorkerShared {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
-        rules: Arc<RuleSet>,
+        rules: LiveRules,
+        state_limits: StateLimits,
         alerts: Publisher,
         done_tx: DoneTx,
         input_topic: &str,
@@ -94,22 +101,84 @@ impl WorkerShared {
         status: Arc<Status>,
         hooks: Hooks,
     ) -> Self {
-        let alert_counters = rules
-            .rules()
-            .iter()
-            .map(|r| m::alerts_emitted(&r.id, r.severity))
-            .collect();
         WorkerShared {
             rules,
+            state_limits,
             alerts,
             done_tx,
             input_topic: input_topic.to_owned(),
             metrics,
-            alert_counters,
+            counters: Mutex::new(None),
             status,
             hooks,
         }
     }
+
+    /// The counters of `rules`, built once per rule set for all workers.
+    fn counters(&self, rules: &Arc<RuleSet>) -> Arc<RuleCounters> {
+        let mut cached = self.counters.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some(c) if Arc::ptr_eq(&c.rules, rules) => c.clone(),
+            _ => {
+                let c = Arc::new(RuleCounters::new(rules.clone()));
+                *cached = Some(c.clone());
+                c
+            }
+        }
+    }
+}
+
+/// Metric handles per rule, resolved once per rule set (a lookup per alert would hash
+/// the labels every time).
+struct RuleCounters {
+    rules: Arc<RuleSet>,
+    /// `alerts_emitted` by rule index.
+    alerts: Vec<Counter>,
+    /// `alerts_resolved` by rule index, for rules that emit resolved events.
+    resolved: Vec<Option<Counter>>,
+    /// NEWS2: (medium, high) alerts, and resolved events.
+    news2: Option<([Counter; 2], Counter)>,
+}
+
+impl RuleCounters {
+    fn new(rules: Arc<RuleSet>) -> RuleCounters {
+        let alerts = rules
+            .rules()
+            .iter()
+            .map(|r| m::alerts_emitted(&r.id, r.severity))
+            .collect();
+        let resolved = rules
+            .rules()
+            .iter()
+            .map(|r| r.alarm.emit_resolved.then(|| m::alerts_resolved(&r.id)))
+            .collect();
+        let news2 = rules.news2().map(|_| {
+            (
+                [
+                    m::alerts_emitted(News2Rule::MEDIUM_ID, Severity::Medium),
+                    m::alerts_emitted(News2Rule::HIGH_ID, Severity::High),
+                ],
+                m::alerts_resolved("news2"),
+            )
+        });
+        m::rules_loaded(rules.len());
+        RuleCounters {
+            rules,
+            alerts,
+            resolved,
+            news2,
+        }
+    }
+}
+
+/// A worker's own: its patients' rule state and the handles that go with the rules.
+struct Local {
+    evaluator: Evaluator,
+    counters: Arc<RuleCounters>,
+    events: Vec<Event>,
+    buf: Vec<u8>,
+    /// The worker's monotonic clock (state TTL), from its start.
+    started: Instant,
 }
 
 pub async fn run(
@@ -119,13 +188,29 @@ pub async fn run(
     probe: Arc<WorkerProbe>,
 ) {
     let depth = m::worker_queue_depth(index);
-    let mut buf = Vec::with_capacity(512);
-    let mut fired = Vec::new();
+    let patients = m::patient_states(index);
+    let evictions = m::patient_state_evictions();
+    let rules = shared.rules.load();
+    let mut local = Local {
+        counters: shared.counters(&rules),
+        evaluator: Evaluator::new(rules, shared.state_limits),
+        events: Vec::new(),
+        buf: Vec::with_capacity(512),
+        started: Instant::now(),
+    };
     while let Some(batch) = rx.recv().await {
         let n = batch.len();
         probe.beat(shared.status.ms());
+        // A reloaded rule set takes effect here, between two batches.
+        if !shared.rules.is_current(local.evaluator.rules()) {
+            let rules = shared.rules.load();
+            local.counters = shared.counters(&rules);
+            local.evaluator.set_rules(rules);
+        }
         // One clock read per batch: a batch is evaluated within microseconds.
         let now_ms = now_ms();
+        let mono_ms = local.started.elapsed().as_millis() as i64;
+        local.evaluator.expire(mono_ms);
         let mut quiet = Vec::with_capacity(n);
         for work in batch {
             if let Some(hook) = &shared.hooks.before_evaluate
@@ -133,7 +218,7 @@ pub async fn run(
             {
                 tokio::time::sleep(delay).await;
             }
-            if let Some(done) = evaluate(&shared, work, now_ms, &mut fired, &mut buf).await {
+            if let Some(done) = evaluate(&shared, &mut local, work, now_ms, mono_ms).await {
                 quiet.push(done);
             }
         }
@@ -148,21 +233,32 @@ pub async fn run(
             }
             let _ = shared.done_tx.send(Completed::Evaluated(quiet));
         }
+        let evicted = local.evaluator.take_evictions();
+        for (counter, n) in
+            evictions
+                .iter()
+                .zip([evicted.ttl, evicted.capacity, evicted.reassigned])
+        {
+            if n > 0 {
+                counter.increment(n);
+            }
+        }
+        patients.set(local.evaluator.patients() as f64);
         shared.status.evaluated(n);
         let left = probe.evaluated(n, shared.status.ms());
         depth.set(left as f64);
     }
 }
 
-/// Evaluates one observation and publishes its alerts. Returns its completion when it
-/// raised none (the caller reports it with the rest of the batch); otherwise the last
-/// alert's acknowledgement reports it.
+/// Evaluates one observation and publishes what it raises. Returns its completion when
+/// it raised nothing (the caller reports it with the rest of the batch); otherwise the
+/// last acknowledgement reports it.
 async fn evaluate(
     shared: &WorkerShared,
+    local: &mut Local,
     work: Work,
     now_ms: i64,
-    fired: &mut Vec<usize>,
-    buf: &mut Vec<u8>,
+    mono_ms: i64,
 ) -> Option<Done> {
     let age_ms = (now_ms - work.obs.timestamp).max(0);
     shared
@@ -170,35 +266,108 @@ async fn evaluate(
         .event_age
         .record(Duration::from_millis(age_ms as u64).as_secs_f64());
 
-    fired.clear();
-    fired.extend(
-        shared
-            .rules
-            .evaluate_indexed(&work.obs.observation())
-            .map(|(i, _)| i),
+    let Local {
+        evaluator,
+        counters,
+        events,
+        buf,
+        ..
+    } = local;
+    events.clear();
+    let claim = work.done.claim;
+    evaluator.observe(
+        &work.obs.patient_id,
+        state::Reading {
+            metric: work.obs.metric,
+            value: work.obs.value,
+            timestamp: work.obs.timestamp,
+        },
+        (claim.partition, claim.epoch),
+        mono_ms,
+        events,
     );
-    if fired.is_empty() {
+    if events.is_empty() {
         return Some(work.done);
     }
-    let ticket = Ticket::new(work.done, fired.len() as u32, shared.done_tx.clone());
+    let ticket = Ticket::new(work.done, events.len() as u32, shared.done_tx.clone());
     let source = Source {
         topic: &shared.input_topic,
-        partition: work.done.claim.partition,
+        partition: claim.partition,
         offset: work.done.offset,
     };
-    for &i in fired.iter() {
-        let rule = &shared.rules.rules()[i];
-        let alert = Alert {
-            alert_id: alert_id(&source, &rule.id),
-            patient_id: &work.obs.patient_id,
-            rule_id: &rule.id,
-            severity: rule.severity,
-            metric: rule.metric,
-            value: work.obs.value,
-            threshold: rule.condition.threshold(),
-            observed_at: work.obs.timestamp,
-            emitted_at: now_ms,
-            source,
+    let rules = &*counters.rules;
+    for event in events.iter() {
+        let alert = match event {
+            Event::Threshold { rule: i, status } => {
+                let rule = &rules.rules()[*i];
+                match status {
+                    AlertStatus::Firing => counters.alerts[*i].increment(1),
+                    AlertStatus::Resolved => {
+                        if let Some(c) = &counters.resolved[*i] {
+                            c.increment(1);
+                        }
+                    }
+                }
+                Alert {
+                    alert_id: match status {
+                        AlertStatus::Firing => alert_id(&source, &rule.id),
+                        AlertStatus::Resolved => resolved_id(&source, &rule.id),
+                    },
+                    patient_id: &work.obs.patient_id,
+                    rule_id: &rule.id,
+                    severity: rule.severity,
+                    status: *status,
+                    metric: rule.metric.as_str(),
+                    value: work.obs.value,
+                    threshold: rule.condition.threshold(),
+                    observed_at: work.obs.timestamp,
+                    emitted_at: now_ms,
+                    source,
+                    news2: None,
+                }
+            }
+            Event::News2 {
+                severity,
+                status,
+                breakdown,
+            } => {
+                let high = *severity == Severity::High;
+                let rule_id = if high {
+                    News2Rule::HIGH_ID
+                } else {
+                    News2Rule::MEDIUM_ID
+                };
+                if let Some(([medium, high_c], resolved)) = &counters.news2 {
+                    match status {
+                        AlertStatus::Firing if high => high_c.increment(1),
+                        AlertStatus::Firing => medium.increment(1),
+                        AlertStatus::Resolved => resolved.increment(1),
+                    }
+                }
+                let total = breakdown.aggregate.total;
+                Alert {
+                    alert_id: match status {
+                        AlertStatus::Firing => alert_id(&source, rule_id),
+                        AlertStatus::Resolved => resolved_id(&source, rule_id),
+                    },
+                    patient_id: &work.obs.patient_id,
+                    rule_id,
+                    severity: *severity,
+                    status: *status,
+                    metric: "news2",
+                    value: f64::from(total),
+                    threshold: match (high, total) {
+                        (true, _) => 7.0,
+                        (false, 5..) => 5.0,
+                        // Medium on a single parameter scoring 3.
+                        (false, _) => 3.0,
+                    },
+                    observed_at: work.obs.timestamp,
+                    emitted_at: now_ms,
+                    source,
+                    news2: Some(News2Chart(breakdown)),
+                }
+            }
         };
         buf.clear();
         alert.encode_into(buf);
@@ -211,7 +380,6 @@ async fn evaluate(
                 ticket.clone(),
             )
             .await;
-        shared.alert_counters[i].increment(1);
         shared.status.alert_emitted();
     }
     None

@@ -1,14 +1,15 @@
 //! Clinical rules: what turns an observation into alerts.
 //!
-//! A [`RuleSet`] is loaded once at start-up from `rules.file` and shared read-only by
-//! every worker. Loading validates the whole file and fails with the file, the line and
-//! the rule, so a typo never reaches a ward. Evaluation is a lookup by metric and a
-//! comparison per rule: no allocation, no locks.
-//!
-//! [`news2`] is the NEWS2 chart as pure functions (a score per parameter, the aggregate
-//! and its risk), for rules that look at a patient's whole picture instead of one value.
+//! A [`RuleSet`] is loaded from `rules.file` at start-up (and again on a hot reload) and
+//! shared read-only by every worker. Loading validates the whole file and fails with the
+//! file, the line and the rule, so a typo never reaches a ward. Which conditions an
+//! observation breaches is a lookup by metric and a comparison per rule; what is done
+//! about it over time (sustained conditions, cooldown, hysteresis, the NEWS2 aggregate)
+//! is [`state::Evaluator`]'s, per patient, in the worker that owns the patient.
 
+pub mod live;
 pub mod news2;
+pub mod state;
 mod threshold;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,7 +19,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use toml::Spanned;
 
-pub use threshold::{Condition, ThresholdRule};
+pub use threshold::{Alarm, Condition, ThresholdRule};
 
 use crate::alert::Severity;
 use crate::vitals::{Metric, Observation};
@@ -54,17 +55,63 @@ impl fmt::Display for RulesError {
 #[derive(Debug, Clone)]
 pub struct RuleSet {
     rules: Vec<ThresholdRule>,
+    /// The NEWS2 aggregate score, when the file enables it.
+    news2: Option<News2Rule>,
     /// Per metric, each rule's condition next to its index: evaluation streams through
     /// 24 bytes a rule instead of following an index into the whole rule (a large rule
     /// set then stays in cache; `vitalwatch bench`, CPU-bound rules).
     by_metric: [Vec<(Condition, usize)>; Metric::COUNT],
 }
 
+/// The NEWS2 aggregate-score rule: alerts `news2_medium` and `news2_high`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct News2Rule {
+    /// A parameter's latest observation counts while it is at most this old, relative to
+    /// the observation being evaluated (observation time, milliseconds).
+    pub max_age_ms: i64,
+    /// Cooldown and re-arming; `clear_margin` is in score points below the medium band.
+    pub alarm: Alarm,
+}
+
+impl News2Rule {
+    pub const MEDIUM_ID: &str = "news2_medium";
+    pub const HIGH_ID: &str = "news2_high";
+}
+
+/// Cooldown and hysteresis defaults when the file does not say (`[defaults]`).
+pub const DEFAULT_COOLDOWN_SECS: u64 = 300;
+/// NEWS2 freshness window when `[news2]` does not set `max_age_secs`.
+pub const DEFAULT_NEWS2_MAX_AGE_SECS: u64 = 3600;
+/// The longest `for_secs`, `cooldown_secs` or `max_age_secs` accepted: a day.
+const MAX_SPAN_SECS: u64 = 86_400;
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RulesFile {
+    defaults: Option<RawAlarm>,
+    news2: Option<RawNews2>,
     #[serde(default)]
     threshold: Vec<Spanned<RawThreshold>>,
+}
+
+/// Alarm keys, as `[defaults]`, `[news2]` and every `[[threshold]]` may give them.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawAlarm {
+    cooldown_secs: Option<Spanned<u64>>,
+    clear_margin: Option<Spanned<f64>>,
+    emit_resolved: Option<Spanned<bool>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNews2 {
+    enabled: Option<bool>,
+    max_age_secs: Option<Spanned<u64>>,
+    // Not `#[serde(flatten)]` with RawAlarm: flattening loses spans and unknown-key errors.
+    cooldown_secs: Option<Spanned<u64>>,
+    clear_margin: Option<Spanned<f64>>,
+    emit_resolved: Option<Spanned<bool>>,
 }
 
 #[derive(Deserialize)]
@@ -76,6 +123,10 @@ struct RawThreshold {
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
     severity: Option<Spanned<String>>,
+    for_secs: Option<Spanned<u64>>,
+    cooldown_secs: Option<Spanned<u64>>,
+    clear_margin: Option<Spanned<f64>>,
+    emit_resolved: Option<Spanned<bool>>,
 }
 
 impl RuleSet {
@@ -114,18 +165,82 @@ impl RuleSet {
             )
         })?;
 
+        let lines = Lines::new(text);
+        let key_line = |span: std::ops::Range<usize>| lines.line_of(span.start);
+        // `[defaults]` and `[news2]` errors name the table instead of a rule.
+        let table_err = |table: &str, span: std::ops::Range<usize>, message: String| {
+            err(Some(key_line(span)), Some(format!("[{table}]")), message)
+        };
+
+        let defaults = match parsed.defaults {
+            Some(d) => alarm(
+                (d.cooldown_secs, d.clear_margin, d.emit_resolved),
+                &Alarm {
+                    cooldown_ms: secs_to_ms(DEFAULT_COOLDOWN_SECS),
+                    ..Alarm::STATELESS
+                },
+            )
+            .map_err(|(span, m)| table_err("defaults", span, m))?,
+            None => Alarm {
+                cooldown_ms: secs_to_ms(DEFAULT_COOLDOWN_SECS),
+                ..Alarm::STATELESS
+            },
+        };
+
+        let news2 = match parsed.news2 {
+            Some(n) if n.enabled != Some(false) => {
+                let max_age_secs = match n.max_age_secs {
+                    Some(age) => {
+                        let secs = *age.get_ref();
+                        if secs == 0 || secs > MAX_SPAN_SECS {
+                            return Err(table_err(
+                                "news2",
+                                age.span(),
+                                format!("`max_age_secs` must be 1 to {MAX_SPAN_SECS}"),
+                            ));
+                        }
+                        secs
+                    }
+                    None => DEFAULT_NEWS2_MAX_AGE_SECS,
+                };
+                let margin_span = n.clear_margin.as_ref().map(|m| m.span());
+                // The margin is in score points here, not a vital sign's unit: it is not
+                // taken from [defaults].
+                let news2_defaults = Alarm {
+                    clear_margin: 0.0,
+                    ..defaults
+                };
+                let alarm = alarm(
+                    (n.cooldown_secs, n.clear_margin, n.emit_resolved),
+                    &news2_defaults,
+                )
+                .map_err(|(span, m)| table_err("news2", span, m))?;
+                // The medium band starts at an aggregate of 5: a margin past 4 could
+                // never clear.
+                if alarm.clear_margin > 4.0 || alarm.clear_margin.fract() != 0.0 {
+                    let span = margin_span.unwrap_or(0..0);
+                    return Err(table_err(
+                        "news2",
+                        span,
+                        "`clear_margin` is in whole score points, 0 to 4".into(),
+                    ));
+                }
+                Some(News2Rule {
+                    max_age_ms: secs_to_ms(max_age_secs),
+                    alarm,
+                })
+            }
+            _ => None,
+        };
+
         let mut rules: Vec<ThresholdRule> = Vec::with_capacity(parsed.threshold.len());
         // Line of each accepted rule's `id`, to point a duplicate at the first definition.
         let mut id_lines: HashMap<String, usize> = HashMap::with_capacity(parsed.threshold.len());
-        // Line numbers by binary search over line starts: counting newlines from the top
-        // for every key made a large generated rule set (120 000 rules) take minutes.
-        let lines = Lines::new(text);
         for (n, spanned) in parsed.threshold.into_iter().enumerate() {
             let rule_line = lines.line_of(spanned.span().start);
             let raw = spanned.into_inner();
             let name = rule_name(raw.id.as_ref().map(|id| id.get_ref().as_str()), n);
             let fail = |line: usize, message: String| err(Some(line), Some(name.clone()), message);
-            let key_line = |span: std::ops::Range<usize>| lines.line_of(span.start);
 
             let id = raw
                 .id
@@ -136,6 +251,13 @@ impl RuleSet {
                 return Err(fail(
                     id_line,
                     "`id` must be non-empty, without whitespace or control characters".into(),
+                ));
+            }
+            if id == News2Rule::MEDIUM_ID || id == News2Rule::HIGH_ID {
+                return Err(fail(
+                    id_line,
+                    "`news2_medium` and `news2_high` are the NEWS2 aggregate's ids ([news2])"
+                        .into(),
                 ));
             }
             if let Some(first) = id_lines.get(&id) {
@@ -190,23 +312,126 @@ impl RuleSet {
                     ),
                 )
             })?;
+            let for_secs = match raw.for_secs {
+                Some(f) if *f.get_ref() > MAX_SPAN_SECS => {
+                    return Err(fail(
+                        key_line(f.span()),
+                        format!("`for_secs` must be 0 to {MAX_SPAN_SECS}"),
+                    ));
+                }
+                Some(f) => *f.get_ref(),
+                None => 0,
+            };
+            let alarm = alarm(
+                (raw.cooldown_secs, raw.clear_margin, raw.emit_resolved),
+                &defaults,
+            )
+            .map_err(|(span, m)| fail(key_line(span), m))?;
             id_lines.insert(id.clone(), id_line);
             rules.push(ThresholdRule {
                 id,
                 metric,
                 condition,
                 severity,
+                for_ms: secs_to_ms(for_secs),
+                alarm,
             });
         }
-        Ok(RuleSet::new(rules))
+        Ok(RuleSet::new(rules).with_news2(news2))
     }
 
+    /// Threshold rules only, NEWS2 off.
     pub fn new(rules: Vec<ThresholdRule>) -> RuleSet {
         let mut by_metric: [Vec<(Condition, usize)>; Metric::COUNT] = Default::default();
         for (i, rule) in rules.iter().enumerate() {
             by_metric[rule.metric.index()].push((rule.condition, i));
         }
-        RuleSet { rules, by_metric }
+        RuleSet {
+            rules,
+            news2: None,
+            by_metric,
+        }
+    }
+
+    /// The same rules with the NEWS2 aggregate on (`Some`) or off.
+    pub fn with_news2(mut self, news2: Option<News2Rule>) -> RuleSet {
+        self.news2 = news2;
+        self
+    }
+
+    pub fn news2(&self) -> Option<&News2Rule> {
+        self.news2.as_ref()
+    }
+
+    /// Whether every observation's alerts follow from that observation alone: no
+    /// sustained conditions, no cooldown or hysteresis, no NEWS2. Such a set needs no
+    /// per-patient state.
+    pub fn is_stateless(&self) -> bool {
+        self.news2.is_none() && self.rules.iter().all(ThresholdRule::is_stateless)
+    }
+
+    /// The same thresholds with every breach alerting and NEWS2 off: alerts that follow
+    /// from each message alone. Delivery tests use it, since state rebuilt after a crash
+    /// or a rebalance (by design) changes which alerts a re-delivered message raises.
+    pub fn stateless(&self) -> RuleSet {
+        let rules = self
+            .rules
+            .iter()
+            .map(|r| ThresholdRule {
+                for_ms: 0,
+                alarm: Alarm::STATELESS,
+                ..r.clone()
+            })
+            .collect();
+        RuleSet::new(rules)
+    }
+
+    /// The set as a rules file that parses back to it.
+    pub fn to_toml(&self) -> String {
+        use std::fmt::Write;
+        let secs = |ms: i64| ms / 1000;
+        let mut out = String::new();
+        if let Some(n) = &self.news2 {
+            let _ = writeln!(
+                out,
+                "[news2]\nmax_age_secs = {}\ncooldown_secs = {}\nclear_margin = {:?}\nemit_resolved = {}\n",
+                secs(n.max_age_ms),
+                secs(n.alarm.cooldown_ms),
+                n.alarm.clear_margin,
+                n.alarm.emit_resolved
+            );
+        }
+        for r in &self.rules {
+            let (key, t) = match r.condition {
+                Condition::Above(t) => ("above", t),
+                Condition::Below(t) => ("below", t),
+            };
+            let _ = writeln!(
+                out,
+                "[[threshold]]\nid = {}\nmetric = \"{}\"\n{key} = {t:?}\nseverity = \"{}\"\n\
+                 for_secs = {}\ncooldown_secs = {}\nclear_margin = {:?}\nemit_resolved = {}\n",
+                toml::Value::String(r.id.clone()),
+                r.metric.as_str(),
+                r.severity.as_str(),
+                secs(r.for_ms),
+                secs(r.alarm.cooldown_ms),
+                r.alarm.clear_margin,
+                r.alarm.emit_resolved
+            );
+        }
+        out
+    }
+
+    /// The longest span of observation time the rules look back over (`for_secs`,
+    /// `cooldown_secs`, NEWS2 `max_age_secs`), milliseconds: patient state kept for less
+    /// than this would forget what the rules still need.
+    pub fn longest_memory_ms(&self) -> i64 {
+        let thresholds = self.rules.iter().map(|r| r.for_ms.max(r.alarm.cooldown_ms));
+        let news2 = self
+            .news2
+            .iter()
+            .map(|n| n.max_age_ms.max(n.alarm.cooldown_ms));
+        thresholds.chain(news2).max().unwrap_or(0)
     }
 
     pub fn len(&self) -> usize {
@@ -221,12 +446,28 @@ impl RuleSet {
         &self.rules
     }
 
-    /// The rules `obs` breaches, in file order.
+    /// The rules `obs` breaches, in file order: what a stateless rule set alerts. With
+    /// `for_secs`, cooldown or NEWS2, what is published is [`state::Evaluator`]'s call.
     pub fn evaluate<'r>(
         &'r self,
         obs: &Observation<'_>,
     ) -> impl Iterator<Item = &'r ThresholdRule> + 'r {
         self.evaluate_indexed(obs).map(|(_, r)| r)
+    }
+
+    /// Indices of the rules of `metric` that `value` breaches, in file order.
+    #[inline]
+    pub fn breached(&self, metric: Metric, value: f64) -> impl Iterator<Item = usize> + '_ {
+        self.by_metric[metric.index()]
+            .iter()
+            .filter(move |(condition, _)| condition.fires(value))
+            .map(|&(_, i)| i)
+    }
+
+    /// The conditions of `metric`'s rules next to their indices, in file order.
+    #[inline]
+    pub fn by_metric(&self, metric: Metric) -> &[(Condition, usize)] {
+        &self.by_metric[metric.index()]
     }
 
     /// As [`RuleSet::evaluate`], with each rule's index in [`RuleSet::rules`].
@@ -240,6 +481,48 @@ impl RuleSet {
             .filter(move |(condition, _)| condition.fires(value))
             .map(|&(_, i)| (i, &self.rules[i]))
     }
+}
+
+fn secs_to_ms(secs: u64) -> i64 {
+    // Bounded by MAX_SPAN_SECS where it comes from a file.
+    i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX)
+}
+
+type RawAlarmKeys = (
+    Option<Spanned<u64>>,
+    Option<Spanned<f64>>,
+    Option<Spanned<bool>>,
+);
+
+/// The alarm keys a table gives, over `defaults`; an error carries the bad key's span.
+fn alarm(
+    (cooldown, margin, resolved): RawAlarmKeys,
+    defaults: &Alarm,
+) -> Result<Alarm, (std::ops::Range<usize>, String)> {
+    let mut alarm = *defaults;
+    if let Some(c) = cooldown {
+        if *c.get_ref() > MAX_SPAN_SECS {
+            return Err((
+                c.span(),
+                format!("`cooldown_secs` must be 0 to {MAX_SPAN_SECS}"),
+            ));
+        }
+        alarm.cooldown_ms = secs_to_ms(*c.get_ref());
+    }
+    if let Some(m) = margin {
+        let v = *m.get_ref();
+        if !v.is_finite() || v < 0.0 {
+            return Err((
+                m.span(),
+                "`clear_margin` must be a finite number, 0 or more".into(),
+            ));
+        }
+        alarm.clear_margin = v;
+    }
+    if let Some(r) = resolved {
+        alarm.emit_resolved = *r.get_ref();
+    }
+    Ok(alarm)
 }
 
 /// How errors name a rule: its id, or its position when it has none.

@@ -52,16 +52,29 @@ fn shipped_rules_are_the_nine_news2_red_flags_of_the_design() {
         ("temperature_low", Temperature, Below(35.1)),
         ("temperature_high", Temperature, Above(39.0)),
     ]
-    .map(|(id, metric, condition)| ThresholdRule {
-        id: id.to_owned(),
-        metric,
-        condition,
-        severity: Severity::Medium,
-    });
+    .map(|(id, metric, condition)| (id.to_owned(), metric, condition, Severity::Medium));
     let rules = RuleSet::news2_red_flags();
     assert_eq!(rules.len(), 9);
     assert!(!rules.is_empty());
-    assert_eq!(rules.rules(), expected.as_slice());
+    let got: Vec<_> = rules
+        .rules()
+        .iter()
+        .map(|r| (r.id.clone(), r.metric, r.condition, r.severity))
+        .collect();
+    assert_eq!(got, expected);
+    // Alarm-fatigue control on every red flag: the default cooldown, a margin in the
+    // rule's unit, alerts on the first breaching observation.
+    for r in rules.rules() {
+        assert_eq!(r.for_ms, 0, "{}", r.id);
+        assert_eq!(r.alarm.cooldown_ms, 300_000, "{}", r.id);
+        assert!(r.alarm.clear_margin > 0.0, "{}", r.id);
+        assert!(!r.alarm.emit_resolved, "{}", r.id);
+    }
+    let news2 = rules.news2().expect("the shipped set scores NEWS2");
+    assert_eq!(news2.max_age_ms, 3_600_000);
+    assert_eq!(news2.alarm.cooldown_ms, 300_000);
+    assert_eq!(news2.alarm.clear_margin, 1.0);
+    assert!(!rules.is_stateless());
 }
 
 #[test]
@@ -278,6 +291,62 @@ fn bad_rules_files_name_file_line_and_rule() {
             8,
             Some("hr_high"),
             "first defined at line 2",
+        ),
+        (
+            "for_secs past a day",
+            one_rule("hr_high", &format!("{GOOD}for_secs = 90000\n")),
+            6,
+            Some("hr_high"),
+            "`for_secs` must be 0 to 86400",
+        ),
+        (
+            "negative clear margin",
+            one_rule("hr_high", &format!("{GOOD}clear_margin = -1\n")),
+            6,
+            Some("hr_high"),
+            "`clear_margin` must be a finite number, 0 or more",
+        ),
+        (
+            "negative for_secs",
+            one_rule("hr_high", &format!("{GOOD}for_secs = -5\n")),
+            6,
+            Some("hr_high"),
+            "",
+        ),
+        (
+            "a threshold taking a NEWS2 id",
+            one_rule("news2_high", GOOD),
+            2,
+            Some("news2_high"),
+            "NEWS2 aggregate's ids",
+        ),
+        (
+            "cooldown past a day in [defaults]",
+            format!("[defaults]\ncooldown_secs = 100000\n\n{good_first}"),
+            2,
+            Some("[defaults]"),
+            "`cooldown_secs` must be 0 to 86400",
+        ),
+        (
+            "NEWS2 margin in fractions of a point",
+            "[news2]\nmax_age_secs = 600\nclear_margin = 1.5\n".to_owned(),
+            3,
+            Some("[news2]"),
+            "whole score points",
+        ),
+        (
+            "NEWS2 freshness of zero",
+            "[news2]\nmax_age_secs = 0\n".to_owned(),
+            2,
+            Some("[news2]"),
+            "`max_age_secs` must be 1 to 86400",
+        ),
+        (
+            "unknown key in [news2]",
+            "[news2]\nmax_age = 600\n".to_owned(),
+            2,
+            None,
+            "unknown field `max_age`",
         ),
         (
             "unknown metric",
@@ -528,4 +597,23 @@ fn a_large_rule_set_loads_and_still_names_the_duplicate_line() {
     let msg = err.to_string();
     assert!(msg.contains("line 100002"), "{msg}");
     assert!(msg.contains("first defined at line 37"), "{msg}");
+}
+
+#[test]
+fn a_rule_set_written_as_toml_parses_back_to_itself() {
+    let shipped = RuleSet::news2_red_flags();
+    for set in [shipped.clone(), shipped.stateless()] {
+        let back = RuleSet::parse(&set.to_toml(), Path::new("written.toml")).unwrap();
+        assert_eq!(back.rules(), set.rules());
+        assert_eq!(back.news2(), set.news2());
+    }
+}
+
+#[test]
+fn the_stateless_variant_alerts_every_breach_and_scores_no_news2() {
+    let set = RuleSet::news2_red_flags().stateless();
+    assert!(set.is_stateless());
+    assert!(set.news2().is_none());
+    assert_eq!(set.len(), 9);
+    assert_eq!(set.longest_memory_ms(), 0);
 }

@@ -37,6 +37,27 @@ use oracle::{Expected, Tally};
 /// `pipeline.shutdown_timeout_secs` for every instance the suite starts.
 pub const SHUTDOWN_TIMEOUT_SECS: u64 = 15;
 
+/// The shipped thresholds with every breach alerting and NEWS2 off, the rules of every
+/// scenario: each message's alerts then follow from the message alone, so the oracle
+/// stays exact when a kill or a rebalance re-delivers a message to fresh patient state
+/// (which is rebuilt from new observations by design; docs/rules.md).
+pub fn every_breach_rules() -> vitalwatch::rules::RuleSet {
+    vitalwatch::rules::RuleSet::news2_red_flags().stateless()
+}
+
+/// [`every_breach_rules`] as a file for `vitalwatch run`.
+fn every_breach_rules_file() -> std::path::PathBuf {
+    static FILE: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    FILE.get_or_init(|| {
+        let path =
+            std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-every-breach-rules.toml");
+        std::fs::write(&path, every_breach_rules().to_toml())
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+        path
+    })
+    .clone()
+}
+
 /// Consumer-group timing for every instance: a SIGKILLed member is noticed after
 /// `session.timeout.ms` (the group waits that long before giving its partitions to the
 /// others). 6 s is Kafka's `group.min.session.timeout.ms`; the default 45 s would make
@@ -49,6 +70,10 @@ pub const SESSION_TIMEOUT_MS: u64 = 6_000;
 /// `VITALWATCH_KAFKA__CLIENT__SESSION__TIMEOUT__MS`: the dots become `__`).
 pub fn service_env(topics: &Topics, extra: &[(&str, String)]) -> Vec<(String, String)> {
     let mut env = topics.env();
+    env.push((
+        "VITALWATCH_RULES__FILE".into(),
+        every_breach_rules_file().display().to_string(),
+    ));
     env.push((
         "VITALWATCH_PIPELINE__SHUTDOWN_TIMEOUT_SECS".into(),
         SHUTDOWN_TIMEOUT_SECS.to_string(),

@@ -6,9 +6,9 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use vitalwatch::alert::{OwnedAlert, Source, alert_id};
-use vitalwatch::rules::RuleSet;
 use vitalwatch::vitals::{DecodeLimits, decode};
 
+use crate::every_breach_rules;
 use crate::kafka::Record;
 
 /// (partition, offset) of an input message.
@@ -45,7 +45,7 @@ impl Expected {
     /// Decodes and evaluates every input record as vitalwatch does with its default
     /// limits (the suite never changes `pipeline.max_message_bytes` or the skew).
     pub fn from_input(input_topic: &str, input: &[Record]) -> Expected {
-        let rules = RuleSet::news2_red_flags();
+        let rules = every_breach_rules();
         let limits = DecodeLimits::default();
         let now = vitalwatch::pipeline::worker::now_ms();
         let mut e = Expected {

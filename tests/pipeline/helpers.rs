@@ -18,6 +18,7 @@ use tokio_util::sync::CancellationToken;
 use vitalwatch::alert::{OwnedAlert, Source, alert_id};
 use vitalwatch::pipeline::{self, Hooks, PipelineConfig, Report, Status};
 use vitalwatch::rules::RuleSet;
+use vitalwatch::rules::live::LiveRules;
 use vitalwatch::vitals::{DecodeLimits, decode};
 
 /// The size limit the pipeline runs with in these tests.
@@ -77,6 +78,7 @@ impl Cluster {
             workers: 4,
             queue_capacity: 256,
             limits: test_limits(),
+            state_limits: Default::default(),
             shutdown_timeout: Duration::from_secs(20),
         }
     }
@@ -92,22 +94,10 @@ impl Cluster {
     /// Produces `(key, payload)` pairs to the input topic, keyed so that one patient's
     /// messages share a partition; returns once all are acknowledged.
     pub async fn produce(&self, messages: &[(String, Vec<u8>)]) {
-        let producer = self.producer();
-        // In chunks below librdkafka's local queue limit (100 000 messages).
-        for chunk in messages.chunks(50_000) {
-            let mut pending = Vec::with_capacity(chunk.len());
-            for (key, payload) in chunk {
-                let record = FutureRecord::to(&self.input).key(key).payload(payload);
-                pending.push(producer.send_result(record).expect("enqueue"));
-            }
-            for p in pending {
-                p.await.expect("delivery future").expect("delivered");
-            }
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
+        produce_with(&self.producer(), &self.input, messages).await;
     }
 
-    fn reader(&self) -> BaseConsumer {
+    pub fn reader(&self) -> BaseConsumer {
         ClientConfig::new()
             .set("bootstrap.servers", self.bootstrap())
             .set("group.id", "test-reader")
@@ -251,6 +241,23 @@ pub fn oracle(cluster: &Cluster, input: &[Record], rules: &RuleSet) -> Oracle {
     o
 }
 
+/// Produces `(key, payload)` pairs to `topic` with `producer`; returns once all are
+/// acknowledged.
+pub async fn produce_with(producer: &FutureProducer, topic: &str, messages: &[(String, Vec<u8>)]) {
+    // In chunks below librdkafka's local queue limit (100 000 messages).
+    for chunk in messages.chunks(50_000) {
+        let mut pending = Vec::with_capacity(chunk.len());
+        for (key, payload) in chunk {
+            let record = FutureRecord::to(topic).key(key).payload(payload);
+            pending.push(producer.send_result(record).expect("enqueue"));
+        }
+        for p in pending {
+            p.await.expect("delivery future").expect("delivered");
+        }
+    }
+    producer.flush(Duration::from_secs(10)).unwrap();
+}
+
 /// A running pipeline in a background task.
 pub struct Running {
     pub shutdown: CancellationToken,
@@ -293,12 +300,13 @@ pub fn init_logs() {
         .try_init();
 }
 
-pub fn start(config: PipelineConfig, rules: Arc<RuleSet>, mut hooks: Hooks) -> Running {
+pub fn start(config: PipelineConfig, rules: impl Into<LiveRules>, mut hooks: Hooks) -> Running {
     init_logs();
     let shutdown = CancellationToken::new();
     let crash = CancellationToken::new();
     hooks.crash = Some(crash.clone());
     let status = Status::new();
+    let rules: LiveRules = rules.into();
     let handle = tokio::spawn(pipeline::run(
         config,
         rules,

@@ -1,0 +1,518 @@
+//! What the rules remember about each patient, and the decisions made with it.
+//!
+//! A worker owns one [`Evaluator`]: ingest routes every observation of a patient to the
+//! same worker, so a patient's state is touched by one task only and needs no lock. The
+//! evaluator turns "this observation breaches these conditions" into "publish these
+//! alerts now":
+//!
+//! - **Sustained conditions** (`for_secs`): a rule fires only once every observation of
+//!   its metric over the span breached it. The span is measured in observation time
+//!   (the `timestamp` field), between the first breaching observation after the last
+//!   non-breaching one and the current one, taken in the order they were read.
+//! - **Episodes** (alarm-fatigue control): the first firing opens an episode and alerts.
+//!   While the episode lasts, the alert is repeated only after `cooldown_secs` of
+//!   observation time (a reminder) or at once on escalation to a higher severity
+//!   (NEWS2 medium → high). The episode ends when the value returns past the threshold
+//!   by `clear_margin`, optionally with a `resolved` event; only then does the rule
+//!   re-arm. A value hovering around a threshold therefore raises one alert.
+//! - **NEWS2**: the latest observation of each of the seven parameters, scored while it
+//!   is at most `max_age_secs` older than the observation being evaluated.
+//!
+//! State is bounded: a patient without observations for `ttl` (the worker's clock) is
+//! evicted, and so is the least recently seen patient when a worker holds `capacity`
+//! of them. State is not persisted: after a rebalance or a restart it is rebuilt from
+//! the observations that follow (an evaluator drops a patient's state when the
+//! patient's partition was assigned anew, see [`Owner`]).
+
+use std::num::NonZeroUsize;
+use std::sync::Arc;
+
+use compact_str::CompactString;
+use lru::LruCache;
+
+use super::news2::{self, Aggregate, Risk};
+use super::{Alarm, News2Rule, RuleSet};
+use crate::alert::Severity;
+use crate::vitals::Metric;
+
+/// Who delivered a patient's observations: the input partition and the epoch of its
+/// assignment. State built under one owner is not trusted under another: the partition
+/// may have been processed elsewhere in between.
+pub type Owner = (i32, u64);
+
+/// How much patient state a worker may keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StateLimits {
+    /// Forget a patient after this long without an observation (milliseconds of the
+    /// clock passed to [`Evaluator::observe`]).
+    pub ttl_ms: i64,
+    /// The most patients one worker remembers; the least recently seen goes first.
+    pub capacity: NonZeroUsize,
+}
+
+impl StateLimits {
+    pub const DEFAULT_TTL_SECS: u64 = 3600;
+    pub const DEFAULT_CAPACITY: usize = 50_000;
+}
+
+impl Default for StateLimits {
+    fn default() -> Self {
+        StateLimits {
+            ttl_ms: Self::DEFAULT_TTL_SECS as i64 * 1000,
+            capacity: NonZeroUsize::new(Self::DEFAULT_CAPACITY).unwrap_or(NonZeroUsize::MIN),
+        }
+    }
+}
+
+/// One observation, as the evaluator needs it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    pub metric: Metric,
+    pub value: f64,
+    /// Observation time, Unix epoch milliseconds.
+    pub timestamp: i64,
+}
+
+/// Whether an event opens or repeats an alert, or ends one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertStatus {
+    Firing,
+    Resolved,
+}
+
+/// Something to publish.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event {
+    /// A threshold rule, by index in [`RuleSet::rules`].
+    Threshold { rule: usize, status: AlertStatus },
+    /// The NEWS2 aggregate at `severity` (medium or high).
+    News2 {
+        severity: Severity,
+        status: AlertStatus,
+        breakdown: Breakdown,
+    },
+}
+
+/// The NEWS2 chart behind an event: every parameter's latest value and score.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Breakdown {
+    pub aggregate: Aggregate,
+    /// By [`news2::PARAMETERS`] position; `None` when never observed (missing).
+    pub parameters: [Option<Scored>; 7],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Scored {
+    pub value: f64,
+    pub observed_at: i64,
+    pub score: u8,
+    /// Older than `max_age_secs`: shown, not counted in the aggregate.
+    pub stale: bool,
+}
+
+/// Evictions and resets since the last [`Evaluator::take_evictions`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Evictions {
+    /// No observation for `ttl`.
+    pub ttl: u64,
+    /// The worker was at `capacity`.
+    pub capacity: u64,
+    /// The patient's partition was assigned anew.
+    pub reassigned: u64,
+}
+
+/// Per-patient rule state for one worker.
+pub struct Evaluator {
+    rules: Arc<RuleSet>,
+    limits: StateLimits,
+    patients: LruCache<CompactString, Patient>,
+    evictions: Evictions,
+}
+
+/// The latest observation of one NEWS2 parameter.
+#[derive(Debug, Clone, Copy)]
+struct Latest {
+    value: f64,
+    /// `i64::MIN` when never observed.
+    at: i64,
+}
+
+impl Latest {
+    const NONE: Latest = Latest {
+        value: 0.0,
+        at: i64::MIN,
+    };
+}
+
+/// An open alert episode of one rule.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Episode {
+    /// The highest severity alerted in this episode.
+    severity: Severity,
+    /// Observation time of the last alert (opening, reminder or escalation).
+    alerted_at: i64,
+}
+
+/// One threshold rule's memory for a patient. Kept only while it holds something.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RuleMemory {
+    /// Observation time of the first breaching observation of the current run.
+    breach_since: Option<i64>,
+    episode: Option<Episode>,
+}
+
+impl RuleMemory {
+    const EMPTY: RuleMemory = RuleMemory {
+        breach_since: None,
+        episode: None,
+    };
+}
+
+struct Patient {
+    owner: Owner,
+    /// The evaluator clock at the last observation.
+    seen_ms: i64,
+    latest: [Latest; 7],
+    news2: Option<Episode>,
+    /// Rules with a run or an open episode, by rule index; usually empty.
+    rules: Vec<(u32, RuleMemory)>,
+}
+
+impl Patient {
+    fn new(owner: Owner, now_ms: i64) -> Patient {
+        Patient {
+            owner,
+            seen_ms: now_ms,
+            latest: [Latest::NONE; 7],
+            news2: None,
+            rules: Vec::new(),
+        }
+    }
+}
+
+impl Evaluator {
+    pub fn new(rules: Arc<RuleSet>, limits: StateLimits) -> Evaluator {
+        Evaluator {
+            rules,
+            limits,
+            // Unbounded: the capacity is enforced on insert, so that no table sized
+            // for the cap is allocated up front.
+            patients: LruCache::unbounded(),
+            evictions: Evictions::default(),
+        }
+    }
+
+    pub fn rules(&self) -> &Arc<RuleSet> {
+        &self.rules
+    }
+
+    /// Patients remembered now.
+    pub fn patients(&self) -> usize {
+        self.patients.len()
+    }
+
+    pub fn take_evictions(&mut self) -> Evictions {
+        std::mem::take(&mut self.evictions)
+    }
+
+    /// Evaluates one observation of `patient` read from `owner` at `now_ms` (a
+    /// monotonic clock, for the state TTL), appending what to publish to `out` in rule
+    /// order: threshold rules in file order, then NEWS2.
+    pub fn observe(
+        &mut self,
+        patient: &str,
+        reading: Reading,
+        owner: Owner,
+        now_ms: i64,
+        out: &mut Vec<Event>,
+    ) {
+        let rules = &*self.rules;
+        if rules.is_stateless() {
+            // Nothing to remember: every breach alerts.
+            out.extend(rules.breached(reading.metric, reading.value).map(|rule| {
+                Event::Threshold {
+                    rule,
+                    status: AlertStatus::Firing,
+                }
+            }));
+            return;
+        }
+        let news2_param = rules
+            .news2()
+            .and_then(|_| news2::parameter_index(reading.metric));
+        let breaches = rules
+            .breached(reading.metric, reading.value)
+            .next()
+            .is_some();
+        let state = match self.patients.get_mut(patient) {
+            Some(p) => {
+                if p.owner != owner {
+                    *p = Patient::new(owner, now_ms);
+                    self.evictions.reassigned += 1;
+                }
+                p.seen_ms = now_ms;
+                p
+            }
+            None if news2_param.is_some() || breaches => {
+                if self.patients.len() >= self.limits.capacity.get()
+                    && self.patients.pop_lru().is_some()
+                {
+                    self.evictions.capacity += 1;
+                }
+                self.patients
+                    .get_or_insert_mut(CompactString::new(patient), || Patient::new(owner, now_ms))
+            }
+            // No memory of this patient and nothing to remember: only stateless rules
+            // of this metric could fire, and none does.
+            None => return,
+        };
+
+        // Rules that fire now, then rules that remember something and do not fire now:
+        // the rules that neither fire nor remember (nearly all) cost one comparison each,
+        // in `breached`'s 24-byte stream.
+        let first = out.len();
+        for i in rules.breached(reading.metric, reading.value) {
+            let rule = &rules.rules()[i];
+            if rule.is_stateless() {
+                out.push(Event::Threshold {
+                    rule: i,
+                    status: AlertStatus::Firing,
+                });
+                continue;
+            }
+            let slot = match state.rules.iter().position(|&(r, _)| r as usize == i) {
+                Some(s) => s,
+                None => {
+                    state.rules.push((i as u32, RuleMemory::EMPTY));
+                    state.rules.len() - 1
+                }
+            };
+            if let Some(status) = step_threshold(&mut state.rules[slot].1, rule, true, reading) {
+                out.push(Event::Threshold { rule: i, status });
+            }
+        }
+        let mut s = 0;
+        while s < state.rules.len() {
+            let (i, mut memory) = state.rules[s];
+            let rule = &rules.rules()[i as usize];
+            if rule.metric != reading.metric || rule.condition.fires(reading.value) {
+                s += 1;
+                continue;
+            }
+            if let Some(status) = step_threshold(&mut memory, rule, false, reading) {
+                out.push(Event::Threshold {
+                    rule: i as usize,
+                    status,
+                });
+            }
+            if memory == RuleMemory::EMPTY {
+                state.rules.swap_remove(s);
+            } else {
+                state.rules[s].1 = memory;
+                s += 1;
+            }
+        }
+        // File order, whichever loop raised it.
+        out[first..].sort_by_key(|e| match e {
+            Event::Threshold { rule, .. } => *rule,
+            Event::News2 { .. } => usize::MAX,
+        });
+
+        if let (Some(param), Some(rule)) = (news2_param, rules.news2()) {
+            let latest = &mut state.latest[param];
+            // The latest by observation time, not by arrival.
+            if reading.timestamp >= latest.at {
+                *latest = Latest {
+                    value: reading.value,
+                    at: reading.timestamp,
+                };
+            }
+            let breakdown = chart(&state.latest, reading.timestamp, rule.max_age_ms);
+            if let Some(event) = step_news2(&mut state.news2, rule, breakdown, reading.timestamp) {
+                out.push(event);
+            }
+        }
+    }
+
+    /// Forgets patients not seen for the TTL as of `now_ms`.
+    pub fn expire(&mut self, now_ms: i64) {
+        let ttl = self.limits.ttl_ms;
+        while let Some((_, p)) = self.patients.peek_lru() {
+            if now_ms.saturating_sub(p.seen_ms) < ttl {
+                break;
+            }
+            self.patients.pop_lru();
+            self.evictions.ttl += 1;
+        }
+    }
+
+    /// Switches to `new` rules (a hot reload), keeping what still means the same: a
+    /// threshold rule's memory survives when a rule with its id and the same metric,
+    /// condition and `for_secs` exists in `new`; NEWS2 episodes survive while NEWS2
+    /// stays on. The latest NEWS2 parameter values always survive.
+    pub fn set_rules(&mut self, new: Arc<RuleSet>) {
+        let remap: Vec<Option<u32>> = self
+            .rules
+            .rules()
+            .iter()
+            .map(|old| {
+                new.rules()
+                    .iter()
+                    .position(|r| {
+                        r.id == old.id
+                            && r.metric == old.metric
+                            && r.condition == old.condition
+                            && r.for_ms == old.for_ms
+                    })
+                    .map(|i| i as u32)
+            })
+            .collect();
+        let keep_news2 = new.news2().is_some();
+        for (_, p) in self.patients.iter_mut() {
+            p.rules.retain_mut(|(i, _)| match remap[*i as usize] {
+                Some(to) => {
+                    *i = to;
+                    true
+                }
+                None => false,
+            });
+            if !keep_news2 {
+                p.news2 = None;
+            }
+        }
+        self.rules = new;
+    }
+}
+
+/// One observation through a threshold rule's run and episode; what to publish.
+fn step_threshold(
+    memory: &mut RuleMemory,
+    rule: &super::ThresholdRule,
+    breach: bool,
+    reading: Reading,
+) -> Option<AlertStatus> {
+    let t = reading.timestamp;
+    if !breach {
+        memory.breach_since = None;
+        if memory.episode.is_some()
+            && rule
+                .condition
+                .cleared(reading.value, rule.alarm.clear_margin)
+        {
+            memory.episode = None;
+            return rule.alarm.emit_resolved.then_some(AlertStatus::Resolved);
+        }
+        return None;
+    }
+    let since = *memory.breach_since.get_or_insert(t);
+    if t.saturating_sub(since) < rule.for_ms {
+        return None;
+    }
+    open_or_repeat(&mut memory.episode, rule.severity, t, &rule.alarm)
+}
+
+/// A firing condition at `severity`: opens an episode, escalates it, or repeats it once
+/// the cooldown has passed. `Some(Firing)` when an alert is due.
+fn open_or_repeat(
+    episode: &mut Option<Episode>,
+    severity: Severity,
+    t: i64,
+    alarm: &Alarm,
+) -> Option<AlertStatus> {
+    match episode {
+        None => {
+            *episode = Some(Episode {
+                severity,
+                alerted_at: t,
+            });
+            Some(AlertStatus::Firing)
+        }
+        Some(e) if severity > e.severity => {
+            *e = Episode {
+                severity,
+                alerted_at: t,
+            };
+            Some(AlertStatus::Firing)
+        }
+        Some(e) if t.saturating_sub(e.alerted_at) >= alarm.cooldown_ms => {
+            e.alerted_at = t;
+            Some(AlertStatus::Firing)
+        }
+        Some(_) => None,
+    }
+}
+
+/// The NEWS2 chart as of observation time `t`.
+fn chart(latest: &[Latest; 7], t: i64, max_age_ms: i64) -> Breakdown {
+    let mut aggregate = Aggregate::default();
+    let mut parameters = [None; 7];
+    for (slot, (l, metric)) in parameters
+        .iter_mut()
+        .zip(latest.iter().zip(news2::PARAMETERS))
+    {
+        if l.at == i64::MIN {
+            continue;
+        }
+        let score = news2::score(metric, l.value).unwrap_or(0);
+        let stale = t.saturating_sub(l.at) > max_age_ms;
+        if !stale {
+            aggregate.add(score);
+        }
+        *slot = Some(Scored {
+            value: l.value,
+            observed_at: l.at,
+            score,
+            stale,
+        });
+    }
+    Breakdown {
+        aggregate,
+        parameters,
+    }
+}
+
+/// One evaluation of the NEWS2 aggregate through its episode.
+fn step_news2(
+    episode: &mut Option<Episode>,
+    rule: &News2Rule,
+    breakdown: Breakdown,
+    t: i64,
+) -> Option<Event> {
+    let severity = match breakdown.aggregate.risk() {
+        Risk::High => Some(Severity::High),
+        Risk::Medium => Some(Severity::Medium),
+        Risk::Low => None,
+    };
+    match severity {
+        Some(severity) => {
+            let status = open_or_repeat(episode, severity, t, &rule.alarm)?;
+            // A reminder reports the current severity, which may be below the
+            // episode's highest.
+            Some(Event::News2 {
+                severity,
+                status,
+                breakdown,
+            })
+        }
+        None => {
+            let open = (*episode)?;
+            // Cleared: the aggregate back below the medium band by the margin, and no
+            // parameter at 3.
+            let cleared = f64::from(breakdown.aggregate.total) <= 4.0 - rule.alarm.clear_margin
+                && breakdown.aggregate.max_single < 3;
+            if !cleared {
+                return None;
+            }
+            *episode = None;
+            rule.alarm.emit_resolved.then_some(Event::News2 {
+                severity: open.severity,
+                status: AlertStatus::Resolved,
+                breakdown,
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,469 @@
+//! The evaluator over explicit observation timestamps: what a ward would see.
+
+use std::path::Path;
+
+use super::*;
+use crate::vitals::Metric::*;
+
+const T0: i64 = 1_763_798_400_000;
+const SEC: i64 = 1000;
+const OWNER: Owner = (0, 1);
+
+fn rules(toml: &str) -> Arc<RuleSet> {
+    Arc::new(RuleSet::parse(toml, Path::new("test.toml")).unwrap_or_else(|e| panic!("{e}")))
+}
+
+/// A heart-rate rule above 130 with the given extra keys.
+fn hr_high(extra: &str) -> Arc<RuleSet> {
+    rules(&format!(
+        "[[threshold]]\nid = \"hr_high\"\nmetric = \"heart_rate\"\nabove = 130\nseverity = \"medium\"\n{extra}\n"
+    ))
+}
+
+/// Feeds `(seconds after T0, value)` of one metric for one patient; returns, per
+/// observation that published something, its second and what it published.
+fn feed(eval: &mut Evaluator, metric: Metric, series: &[(i64, f64)]) -> Vec<(i64, Vec<Event>)> {
+    let mut published = Vec::new();
+    for &(s, value) in series {
+        let mut out = Vec::new();
+        let reading = Reading {
+            metric,
+            value,
+            timestamp: T0 + s * SEC,
+        };
+        eval.observe("P-1", reading, OWNER, s * SEC, &mut out);
+        if !out.is_empty() {
+            published.push((s, out));
+        }
+    }
+    published
+}
+
+fn firing(rule: usize) -> Vec<Event> {
+    vec![Event::Threshold {
+        rule,
+        status: AlertStatus::Firing,
+    }]
+}
+
+/// Seconds at which something was published.
+fn seconds(published: &[(i64, Vec<Event>)]) -> Vec<i64> {
+    published.iter().map(|(s, _)| *s).collect()
+}
+
+#[test]
+fn a_stateless_rule_alerts_every_breaching_observation() {
+    let set = hr_high("cooldown_secs = 0");
+    assert!(set.is_stateless());
+    let mut eval = Evaluator::new(set, StateLimits::default());
+    let got = feed(
+        &mut eval,
+        HeartRate,
+        &[(0, 131.0), (1, 120.0), (2, 140.0), (3, 140.0)],
+    );
+    assert_eq!(seconds(&got), [0, 2, 3]);
+    assert_eq!(eval.patients(), 0, "a stateless set remembers nobody");
+}
+
+#[test]
+fn for_secs_fires_only_after_the_full_span_of_breaching_observations() {
+    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    // Breaching every 15 s from t=0: the span reaches 60 s at t=60, not before.
+    let series: Vec<(i64, f64)> = (0..=6).map(|i| (i * 15, 140.0)).collect();
+    let got = feed(&mut eval, HeartRate, &series);
+    assert_eq!(seconds(&got), [60]);
+    assert_eq!(got[0].1, firing(0));
+}
+
+#[test]
+fn one_normal_observation_restarts_the_sustained_span() {
+    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    let got = feed(
+        &mut eval,
+        HeartRate,
+        &[
+            (0, 140.0),
+            (30, 140.0),
+            (45, 100.0), // one normal reading: the run is broken
+            (50, 140.0),
+            (100, 140.0), // 50 s since the run restarted: not yet
+            (110, 140.0), // 60 s: fires
+        ],
+    );
+    assert_eq!(seconds(&got), [110]);
+}
+
+#[test]
+fn the_span_is_observation_time_not_arrival_time() {
+    // A backlog read in one burst: arrival order, but timestamps 20 s apart.
+    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    let mut out = Vec::new();
+    for i in 0..4 {
+        let reading = Reading {
+            metric: HeartRate,
+            value: 140.0,
+            timestamp: T0 + i * 20 * SEC,
+        };
+        // The evaluator clock does not move: everything arrives at once.
+        eval.observe("P-1", reading, OWNER, 0, &mut out);
+    }
+    assert_eq!(
+        out,
+        firing(0),
+        "fires at the observation 60 s after the first"
+    );
+}
+
+#[test]
+fn a_noisy_value_around_the_threshold_raises_one_alert_not_dozens() {
+    // Heart rate hovering 127–134 around 130 every 2 s for 4 minutes: half the readings
+    // breach. A clear margin of 5 (back to 125 or below) is wider than the noise.
+    let noise = [-3.0, 2.0, -1.0, 4.0, -2.0, 1.0, 3.0, -3.0];
+    let series: Vec<(i64, f64)> = (0..120)
+        .map(|i| (i * 2, 130.0 + noise[i as usize % noise.len()]))
+        .collect();
+    let breaching = series.iter().filter(|(_, v)| *v > 130.0).count();
+    assert!(breaching >= 50, "{breaching}");
+
+    let stateless = feed(
+        &mut Evaluator::new(hr_high("cooldown_secs = 0"), StateLimits::default()),
+        HeartRate,
+        &series,
+    );
+    assert_eq!(
+        stateless.len(),
+        breaching,
+        "without alarm control: one per breach"
+    );
+
+    let mut eval = Evaluator::new(hr_high("clear_margin = 5"), StateLimits::default());
+    let got = feed(&mut eval, HeartRate, &series);
+    assert_eq!(seconds(&got), [2], "one alert, at the first breach");
+}
+
+#[test]
+fn a_persisting_condition_is_repeated_only_after_the_cooldown() {
+    let mut eval = Evaluator::new(hr_high("cooldown_secs = 300"), StateLimits::default());
+    let series: Vec<(i64, f64)> = (0..=20).map(|i| (i * 30, 140.0)).collect();
+    let got = feed(&mut eval, HeartRate, &series);
+    assert_eq!(seconds(&got), [0, 300, 600]);
+}
+
+#[test]
+fn after_clearing_by_the_margin_the_rule_rearms_and_a_new_episode_alerts_at_once() {
+    let mut eval = Evaluator::new(
+        hr_high("clear_margin = 5\nemit_resolved = true"),
+        StateLimits::default(),
+    );
+    let got = feed(
+        &mut eval,
+        HeartRate,
+        &[
+            (0, 140.0),
+            (10, 128.0), // below the threshold, inside the margin: still active
+            (20, 135.0), // no repeat
+            (30, 125.0), // cleared: resolved
+            (40, 131.0), // a new episode
+        ],
+    );
+    let resolved = vec![Event::Threshold {
+        rule: 0,
+        status: AlertStatus::Resolved,
+    }];
+    assert_eq!(got, vec![(0, firing(0)), (30, resolved), (40, firing(0))]);
+}
+
+#[test]
+fn below_rules_clear_above_the_threshold_plus_the_margin() {
+    let set = rules(
+        r#"[[threshold]]
+id = "spo2_low"
+metric = "spo2"
+below = 92
+severity = "medium"
+clear_margin = 2
+emit_resolved = true
+"#,
+    );
+    let mut eval = Evaluator::new(set, StateLimits::default());
+    let got = feed(
+        &mut eval,
+        Spo2,
+        &[(0, 90.0), (10, 93.0), (20, 91.0), (30, 94.0)],
+    );
+    assert_eq!(seconds(&got), [0, 30]);
+}
+
+/// A NEWS2 observation set: (metric, value) at one second.
+fn chart_at(eval: &mut Evaluator, s: i64, values: &[(Metric, f64)]) -> Vec<Event> {
+    let mut out = Vec::new();
+    for &(metric, value) in values {
+        let reading = Reading {
+            metric,
+            value,
+            timestamp: T0 + s * SEC,
+        };
+        eval.observe("P-1", reading, OWNER, s * SEC, &mut out);
+    }
+    out
+}
+
+fn news2_only() -> Arc<RuleSet> {
+    rules(
+        r#"[news2]
+max_age_secs = 3600
+cooldown_secs = 300
+"#,
+    )
+}
+
+fn severities(events: &[Event]) -> Vec<(Severity, AlertStatus, u8)> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::News2 {
+                severity,
+                status,
+                breakdown,
+            } => Some((*severity, *status, breakdown.aggregate.total)),
+            Event::Threshold { .. } => None,
+        })
+        .collect()
+}
+
+const HEALTHY: [(Metric, f64); 7] = [
+    (RespiratoryRate, 16.0),
+    (Spo2, 97.0),
+    (HeartRate, 72.0),
+    (SystolicBp, 125.0),
+    (Temperature, 36.8),
+    (RespiratoryRate, 16.0),
+    (HeartRate, 72.0),
+];
+
+#[test]
+fn a_rise_from_medium_to_high_raises_a_second_alert_and_medium_again_does_not() {
+    let mut eval = Evaluator::new(news2_only(), StateLimits::default());
+    assert!(chart_at(&mut eval, 0, &HEALTHY).is_empty());
+    // RR 22 (2), SpO2 95 (1), HR 105 (1), temperature 38.5 (1): aggregate 5, medium.
+    let medium = [
+        (RespiratoryRate, 22.0),
+        (Spo2, 95.0),
+        (HeartRate, 105.0),
+        (Temperature, 38.5),
+    ];
+    let got = chart_at(&mut eval, 60, &medium);
+    assert_eq!(
+        severities(&got),
+        [(Severity::Medium, AlertStatus::Firing, 5)],
+        "medium once all four are in, not at each of them"
+    );
+    // The same picture a minute later: no repeat within the cooldown.
+    assert!(chart_at(&mut eval, 120, &medium).is_empty());
+    // SpO2 falls to 93 (2): aggregate 6, still medium, nothing new. Then HR rises to
+    // 115 (2): aggregate 7, high, alerted at once despite the cooldown.
+    let got = chart_at(&mut eval, 150, &[(Spo2, 93.0), (HeartRate, 115.0)]);
+    assert_eq!(severities(&got), [(Severity::High, AlertStatus::Firing, 7)]);
+    // Back to medium and up to high again within the cooldown: the episode already
+    // reached high, so neither is news.
+    assert!(chart_at(&mut eval, 180, &[(HeartRate, 105.0)]).is_empty());
+    assert!(chart_at(&mut eval, 200, &[(HeartRate, 115.0)]).is_empty());
+    // Still high after the cooldown: one reminder.
+    let got = chart_at(&mut eval, 460, &[(HeartRate, 115.0)]);
+    assert_eq!(severities(&got), [(Severity::High, AlertStatus::Firing, 7)]);
+}
+
+#[test]
+fn news2_single_parameter_3_is_medium_and_the_breakdown_names_missing_and_stale() {
+    let mut eval = Evaluator::new(news2_only(), StateLimits::default());
+    // Temperature two hours ago (stale), then only a respiration rate of 26 (3).
+    // Temperature 39.5 alone scores 2: low risk, nothing to say.
+    assert!(chart_at(&mut eval, 0, &[(Temperature, 39.5)]).is_empty());
+    let got = chart_at(&mut eval, 7200, &[(RespiratoryRate, 26.0)]);
+    let [
+        Event::News2 {
+            severity,
+            status,
+            breakdown,
+        },
+    ] = got.as_slice()
+    else {
+        panic!("{got:?}")
+    };
+    assert_eq!(
+        (*severity, *status),
+        (Severity::Medium, AlertStatus::Firing)
+    );
+    assert_eq!(breakdown.aggregate.total, 3);
+    assert_eq!(breakdown.aggregate.max_single, 3);
+    let rr = news2::parameter_index(RespiratoryRate).unwrap();
+    let temp = news2::parameter_index(Temperature).unwrap();
+    assert_eq!(
+        breakdown.parameters[rr].map(|p| (p.score, p.stale)),
+        Some((3, false))
+    );
+    assert_eq!(
+        breakdown.parameters[temp].map(|p| (p.score, p.stale)),
+        Some((2, true))
+    );
+    let missing = breakdown.parameters.iter().filter(|p| p.is_none()).count();
+    assert_eq!(missing, 5);
+}
+
+#[test]
+fn news2_clears_below_the_medium_band_by_the_margin_with_a_resolved_event() {
+    let set = rules(
+        r#"[news2]
+clear_margin = 1
+emit_resolved = true
+"#,
+    );
+    let mut eval = Evaluator::new(set, StateLimits::default());
+    let got = chart_at(&mut eval, 0, &[(RespiratoryRate, 26.0)]);
+    assert_eq!(
+        severities(&got),
+        [(Severity::Medium, AlertStatus::Firing, 3)]
+    );
+    // HR 95 (1) and SpO2 95 (1) while RR is 26 (3): aggregate 5, the same episode.
+    // Then RR 22 (2): aggregate 4, below medium but above the clear level 4 - 1 = 3.
+    let still = [(HeartRate, 95.0), (Spo2, 95.0), (RespiratoryRate, 22.0)];
+    assert!(chart_at(&mut eval, 60, &still).is_empty());
+    // SpO2 back to 97: aggregate 3, cleared.
+    let got = chart_at(&mut eval, 120, &[(Spo2, 97.0)]);
+    assert_eq!(
+        severities(&got),
+        [(Severity::Medium, AlertStatus::Resolved, 3)]
+    );
+}
+
+#[test]
+fn state_is_capped_per_worker_and_the_least_recently_seen_patient_goes_first() {
+    let limits = StateLimits {
+        ttl_ms: 3_600_000,
+        capacity: NonZeroUsize::new(3).unwrap(),
+    };
+    let mut eval = Evaluator::new(news2_only(), limits);
+    let mut out = Vec::new();
+    let hr = |s: i64| Reading {
+        metric: HeartRate,
+        value: 72.0,
+        timestamp: T0 + s * SEC,
+    };
+    for (s, p) in ["A", "B", "C", "A", "D", "E"].into_iter().enumerate() {
+        eval.observe(p, hr(s as i64), OWNER, s as i64, &mut out);
+    }
+    // D evicted B (least recently seen), E evicted C; A was refreshed in between.
+    assert_eq!(eval.patients(), 3);
+    assert_eq!(eval.take_evictions().capacity, 2);
+    assert!(eval.patients.peek("A").is_some());
+    assert!(eval.patients.peek("B").is_none() && eval.patients.peek("C").is_none());
+}
+
+#[test]
+fn state_expires_after_the_ttl_without_data_and_is_rebuilt_from_new_observations() {
+    let limits = StateLimits {
+        ttl_ms: 60_000,
+        capacity: NonZeroUsize::new(100).unwrap(),
+    };
+    let set = rules(
+        r#"[[threshold]]
+id = "hr_high"
+metric = "heart_rate"
+above = 130
+severity = "medium"
+cooldown_secs = 3600
+"#,
+    );
+    let mut eval = Evaluator::new(set, limits);
+    let mut out = Vec::new();
+    let hr = Reading {
+        metric: HeartRate,
+        value: 140.0,
+        timestamp: T0,
+    };
+    eval.observe("P-1", hr, OWNER, 0, &mut out);
+    eval.observe("P-1", hr, OWNER, 59_000, &mut out);
+    assert_eq!(out.len(), 1, "in cooldown");
+    eval.expire(59_000 + 59_999);
+    assert_eq!(eval.patients(), 1);
+    eval.expire(59_000 + 60_000);
+    assert_eq!(eval.patients(), 0);
+    assert_eq!(eval.take_evictions().ttl, 1);
+    // The next breach opens a new episode.
+    eval.observe("P-1", hr, OWNER, 200_000, &mut out);
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn state_from_an_earlier_assignment_of_the_partition_is_not_trusted() {
+    let mut eval = Evaluator::new(hr_high("cooldown_secs = 3600"), StateLimits::default());
+    let mut out = Vec::new();
+    let hr = Reading {
+        metric: HeartRate,
+        value: 140.0,
+        timestamp: T0,
+    };
+    eval.observe("P-1", hr, (0, 1), 0, &mut out);
+    eval.observe("P-1", hr, (0, 1), 1, &mut out);
+    assert_eq!(out.len(), 1);
+    // Partition 0 was revoked and assigned again (epoch 2): another instance may have
+    // seen the patient clear meanwhile, so the open episode is forgotten.
+    eval.observe("P-1", hr, (0, 2), 2, &mut out);
+    assert_eq!(out.len(), 2);
+    assert_eq!(eval.take_evictions().reassigned, 1);
+}
+
+#[test]
+fn a_reload_keeps_the_memory_of_unchanged_rules_and_drops_changed_ones() {
+    let before = rules(
+        r#"[defaults]
+cooldown_secs = 3600
+         [[threshold]]
+id = "hr_high"
+metric = "heart_rate"
+above = 130
+severity = "medium"
+         [[threshold]]
+id = "hr_low"
+metric = "heart_rate"
+below = 41
+severity = "medium"
+         [[threshold]]
+id = "hr_very_high"
+metric = "heart_rate"
+above = 135
+severity = "high"
+"#,
+    );
+    let mut eval = Evaluator::new(before, StateLimits::default());
+    let mut out = Vec::new();
+    let hr = |v: f64| Reading {
+        metric: HeartRate,
+        value: v,
+        timestamp: T0,
+    };
+    eval.observe("P-1", hr(140.0), OWNER, 0, &mut out);
+    assert_eq!(out.len(), 2, "hr_high and hr_very_high open");
+    // The new file drops hr_low, moves hr_high to first place unchanged, and lowers
+    // hr_very_high's threshold (a different rule now).
+    let after = rules(
+        r#"[defaults]
+cooldown_secs = 3600
+         [[threshold]]
+id = "hr_very_high"
+metric = "heart_rate"
+above = 138
+severity = "high"
+         [[threshold]]
+id = "hr_high"
+metric = "heart_rate"
+above = 130
+severity = "medium"
+"#,
+    );
+    eval.set_rules(after);
+    out.clear();
+    eval.observe("P-1", hr(140.0), OWNER, 1, &mut out);
+    // hr_high (now index 1) is still in its episode; hr_very_high starts afresh.
+    assert_eq!(out, firing(0));
+}
