@@ -103,7 +103,7 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
         );
         let poll = (settings.rules.reload_interval_secs > 0)
             .then(|| Duration::from_secs(settings.rules.reload_interval_secs));
-        tokio::spawn(reloader.run(poll, listeners.clone()));
+        reloader.spawn(poll, listeners.clone());
         let report = pipeline::run(
             PipelineConfig::from_settings(&settings),
             rules,

@@ -40,6 +40,7 @@ pub const BUILD_INFO: &str = "vitalwatch_build_info";
 pub const ALERTS_RESOLVED: &str = "vitalwatch_alerts_resolved_total";
 pub const RULES_RELOADS: &str = "vitalwatch_rules_reloads_total";
 pub const RULES_LOADED: &str = "vitalwatch_rules_loaded";
+pub const RULES_FILE_REJECTED: &str = "vitalwatch_rules_file_rejected";
 pub const PATIENT_STATES: &str = "vitalwatch_patient_states";
 pub const PATIENT_STATE_EVICTIONS: &str = "vitalwatch_patient_state_evictions_total";
 
@@ -168,7 +169,7 @@ pub const CATALOGUE: [MetricDef; 14] = [
 ];
 
 /// Metrics the clinical rules added after the design's table was written.
-pub const RULE_STATE_METRICS: [MetricDef; 5] = [
+pub const RULE_STATE_METRICS: [MetricDef; 6] = [
     def(
         ALERTS_RESOLVED,
         Kind::Counter,
@@ -182,6 +183,12 @@ pub const RULE_STATE_METRICS: [MetricDef; 5] = [
         "Rules-file reloads: applied, or rejected (the rules in force stay).",
     ),
     def(RULES_LOADED, Kind::Gauge, &[], "Threshold rules in force."),
+    def(
+        RULES_FILE_REJECTED,
+        Kind::Gauge,
+        &[],
+        "1 while the rules file on disk was rejected and older rules are in force.",
+    ),
     def(
         PATIENT_STATES,
         Kind::Gauge,
@@ -406,6 +413,7 @@ pub fn build_info() {
     for result in ["applied", "rejected"] {
         counter!(RULES_RELOADS, "result" => result).absolute(0);
     }
+    gauge!(RULES_FILE_REJECTED).set(0.0);
     for reason in EVICTION_REASONS {
         counter!(PATIENT_STATE_EVICTIONS, "reason" => reason).absolute(0);
     }
@@ -424,6 +432,11 @@ pub fn rules_reloaded(applied: bool, rules_in_force: usize) {
     let result = if applied { "applied" } else { "rejected" };
     counter!(RULES_RELOADS, "result" => result).increment(1);
     rules_loaded(rules_in_force);
+}
+
+/// Whether the rules file on disk is one that was rejected.
+pub fn rules_file_rejected(rejected: bool) {
+    gauge!(RULES_FILE_REJECTED).set(if rejected { 1.0 } else { 0.0 });
 }
 
 pub fn rules_loaded(rules_in_force: usize) {

@@ -53,10 +53,11 @@ const DESIGN_TABLE: [(&str, &str); 14] = [
 
 /// The metrics the clinical rules added (README, "Beyond the design's table"), with their
 /// type and whether a pipeline without resolved events has a sample of them.
-const RULE_STATE_TABLE: [(&str, &str, bool); 5] = [
+const RULE_STATE_TABLE: [(&str, &str, bool); 6] = [
     ("vitalwatch_alerts_resolved_total", "counter", false),
     ("vitalwatch_rules_reloads_total", "counter", true),
     ("vitalwatch_rules_loaded", "gauge", true),
+    ("vitalwatch_rules_file_rejected", "gauge", true),
     ("vitalwatch_patient_states", "gauge", true),
     ("vitalwatch_patient_state_evictions_total", "counter", true),
 ];

@@ -487,6 +487,7 @@ impl IngestState {
             );
             return;
         }
+        let lineage = self.tracker.lineage(partition, offset);
         self.metrics.consumed.increment(1);
         status.consumed();
         let received = self.clock.now;
@@ -501,7 +502,7 @@ impl IngestState {
                     received,
                     dead_lettered: false,
                 };
-                self.workers[worker].batch.push(Work { done, obs });
+                self.workers[worker].batch.push(Work { done, obs, lineage });
             }
             Err(error) => {
                 self.metrics.invalid(&error);

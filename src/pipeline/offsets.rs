@@ -94,6 +94,10 @@ pub enum Stale {
 pub struct OffsetTracker {
     partitions: PartitionMap<PartitionState>,
     next_epoch: u64,
+    /// Per partition, kept across revokes: the lineage of the offsets this instance read
+    /// and the offset after the last one ([`OffsetTracker::lineage`]).
+    lineages: PartitionMap<(u64, i64)>,
+    next_lineage: u64,
     /// Partitions whose committable offset moved since the last `take_advanced`.
     dirty: Vec<i32>,
 }
@@ -152,6 +156,27 @@ impl OffsetTracker {
         state.next_read = Some(offset + 1);
         state.in_flight += 1;
         true
+    }
+
+    /// The lineage of `offset` of `partition`, read just now: the same number as the
+    /// message before it when this instance read that one and `offset` follows it
+    /// directly, a new number otherwise (the first read, a gap — another consumer
+    /// processed the partition meanwhile — or a rewind after an uncommitted revoke or a
+    /// crash). Per-patient rule state built from one lineage is valid for the next
+    /// message only within the same lineage; unlike the epoch, a lineage survives a
+    /// rebalance that hands a partition back where this instance left off.
+    pub fn lineage(&mut self, partition: i32, offset: i64) -> u64 {
+        let next = &mut self.next_lineage;
+        let entry = self.lineages.entry(partition).or_insert_with(|| {
+            *next += 1;
+            (*next, offset)
+        });
+        if entry.1 != offset {
+            *next += 1;
+            entry.0 = *next;
+        }
+        entry.1 = offset.saturating_add(1);
+        entry.0
     }
 
     /// Records that the work at `offset` under `claim` is done.
@@ -232,6 +257,28 @@ impl OffsetTracker {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_lineage_continues_only_where_this_instance_left_off() {
+        let mut t = OffsetTracker::new();
+        let a = t.lineage(0, 100);
+        assert_eq!(t.lineage(0, 101), a);
+        assert_eq!(t.lineage(0, 102), a);
+        // Another partition has its own.
+        let b = t.lineage(1, 7);
+        assert_ne!(b, a);
+        // Revoked and assigned back where this instance left off: the same lineage.
+        let claim = t.assign(0);
+        t.revoke(0);
+        let _ = claim;
+        assert_eq!(t.lineage(0, 103), a);
+        // A gap (another consumer processed 104..200) or a rewind: a new lineage.
+        let c = t.lineage(0, 200);
+        assert_ne!(c, a);
+        let d = t.lineage(0, 150);
+        assert_ne!(d, c);
+        assert_eq!(t.lineage(0, 151), d);
+    }
 
     #[test]
     fn committable_is_lowest_unfinished_offset() {

@@ -29,6 +29,9 @@ use crate::vitals::{Metric, Observation};
 pub struct Work {
     pub done: Done,
     pub obs: Reading,
+    /// The partition's lineage at this offset (`OffsetTracker::lineage`): patient state
+    /// built under another lineage of the same partition is not trusted.
+    pub lineage: u64,
 }
 
 /// What evaluation needs of an observation. The patient id is stored inline when it is
@@ -282,7 +285,7 @@ async fn evaluate(
             value: work.obs.value,
             timestamp: work.obs.timestamp,
         },
-        (claim.partition, claim.epoch),
+        (claim.partition, work.lineage),
         mono_ms,
         events,
     );

@@ -57,6 +57,11 @@ pub struct RuleSet {
     rules: Vec<ThresholdRule>,
     /// The NEWS2 aggregate score, when the file enables it.
     news2: Option<News2Rule>,
+    /// [`RuleSet::is_stateless`], computed once: it is asked for every observation.
+    stateless: bool,
+    /// XXH3-64 of the file text this set was parsed from (0 when built in code): the
+    /// reloader compares the file on disk with what is in force.
+    source_hash: u64,
     /// Per metric, each rule's condition next to its index: evaluation streams through
     /// 24 bytes a rule instead of following an index into the whole rule (a large rule
     /// set then stays in cache; `vitalwatch bench`, CPU-bound rules).
@@ -322,11 +327,27 @@ impl RuleSet {
                 Some(f) => *f.get_ref(),
                 None => 0,
             };
+            let margin_line = raw.clear_margin.as_ref().map(|m| key_line(m.span()));
             let alarm = alarm(
                 (raw.cooldown_secs, raw.clear_margin, raw.emit_resolved),
                 &defaults,
             )
             .map_err(|(span, m)| fail(key_line(span), m))?;
+            // A margin that puts the clear value outside what the metric can read would
+            // keep the first alert open for ever.
+            let (low, high) = metric.plausible_range();
+            let bound = condition.clear_bound(alarm.clear_margin);
+            if alarm.clear_margin > 0.0 && !(low..=high).contains(&bound) {
+                return Err(fail(
+                    margin_line.unwrap_or(rule_line),
+                    format!(
+                        "`clear_margin` {} would clear at {bound}, outside {}'s range [{low}, {high}] {}",
+                        alarm.clear_margin,
+                        metric.as_str(),
+                        metric.unit()
+                    ),
+                ));
+            }
             id_lines.insert(id.clone(), id_line);
             rules.push(ThresholdRule {
                 id,
@@ -337,7 +358,9 @@ impl RuleSet {
                 alarm,
             });
         }
-        Ok(RuleSet::new(rules).with_news2(news2))
+        let mut set = RuleSet::new(rules).with_news2(news2);
+        set.source_hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
+        Ok(set)
     }
 
     /// Threshold rules only, NEWS2 off.
@@ -346,9 +369,12 @@ impl RuleSet {
         for (i, rule) in rules.iter().enumerate() {
             by_metric[rule.metric.index()].push((rule.condition, i));
         }
+        let stateless = rules.iter().all(ThresholdRule::is_stateless);
         RuleSet {
             rules,
             news2: None,
+            stateless,
+            source_hash: 0,
             by_metric,
         }
     }
@@ -356,7 +382,13 @@ impl RuleSet {
     /// The same rules with the NEWS2 aggregate on (`Some`) or off.
     pub fn with_news2(mut self, news2: Option<News2Rule>) -> RuleSet {
         self.news2 = news2;
+        self.stateless = news2.is_none() && self.rules.iter().all(ThresholdRule::is_stateless);
         self
+    }
+
+    /// XXH3-64 of the text this set was parsed from; 0 when built in code.
+    pub fn source_hash(&self) -> u64 {
+        self.source_hash
     }
 
     pub fn news2(&self) -> Option<&News2Rule> {
@@ -367,7 +399,7 @@ impl RuleSet {
     /// sustained conditions, no cooldown or hysteresis, no NEWS2. Such a set needs no
     /// per-patient state.
     pub fn is_stateless(&self) -> bool {
-        self.news2.is_none() && self.rules.iter().all(ThresholdRule::is_stateless)
+        self.stateless
     }
 
     /// The same thresholds with every breach alerting and NEWS2 off: alerts that follow

@@ -150,8 +150,15 @@ impl Latest {
 struct Episode {
     /// The highest severity alerted in this episode.
     severity: Severity,
+    /// Every severity alerted in this episode (bit per `Severity as u8`): each gets its
+    /// `resolved` event when the episode ends, so no downstream alarm stays open.
+    alerted: u8,
     /// Observation time of the last alert (opening, reminder or escalation).
     alerted_at: i64,
+}
+
+const fn bit(severity: Severity) -> u8 {
+    1 << severity as u8
 }
 
 /// One threshold rule's memory for a patient. Kept only while it holds something.
@@ -241,20 +248,27 @@ impl Evaluator {
         let news2_param = rules
             .news2()
             .and_then(|_| news2::parameter_index(reading.metric));
-        let breaches = rules
-            .breached(reading.metric, reading.value)
-            .next()
-            .is_some();
         let state = match self.patients.get_mut(patient) {
             Some(p) => {
-                if p.owner != owner {
+                if p.owner.0 == owner.0 && p.owner.1 != owner.1 {
+                    // The partition was processed elsewhere, or re-read, since this state
+                    // was built: it may have missed the patient's recovery.
                     *p = Patient::new(owner, now_ms);
                     self.evictions.reassigned += 1;
                 }
+                // A patient whose readings come from several partitions (keyed by
+                // device, not patient) follows the partition of the latest reading;
+                // only a change within one partition's lineage resets it.
+                p.owner = owner;
                 p.seen_ms = now_ms;
                 p
             }
-            None if news2_param.is_some() || breaches => {
+            None if news2_param.is_some()
+                || rules
+                    .breached(reading.metric, reading.value)
+                    .next()
+                    .is_some() =>
+            {
                 if self.patients.len() >= self.limits.capacity.get()
                     && self.patients.pop_lru().is_some()
                 {
@@ -329,9 +343,7 @@ impl Evaluator {
                 };
             }
             let breakdown = chart(&state.latest, reading.timestamp, rule.max_age_ms);
-            if let Some(event) = step_news2(&mut state.news2, rule, breakdown, reading.timestamp) {
-                out.push(event);
-            }
+            step_news2(&mut state.news2, rule, breakdown, reading.timestamp, out);
         }
     }
 
@@ -352,20 +364,27 @@ impl Evaluator {
     /// condition and `for_secs` exists in `new`; NEWS2 episodes survive while NEWS2
     /// stays on. The latest NEWS2 parameter values always survive.
     pub fn set_rules(&mut self, new: Arc<RuleSet>) {
+        // By id, once: a rule set can be 100 000 rules long.
+        let by_id: std::collections::HashMap<&str, usize> = new
+            .rules()
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (r.id.as_str(), i))
+            .collect();
         let remap: Vec<Option<u32>> = self
             .rules
             .rules()
             .iter()
             .map(|old| {
-                new.rules()
-                    .iter()
-                    .position(|r| {
-                        r.id == old.id
-                            && r.metric == old.metric
+                by_id
+                    .get(old.id.as_str())
+                    .filter(|&&i| {
+                        let r = &new.rules()[i];
+                        r.metric == old.metric
                             && r.condition == old.condition
                             && r.for_ms == old.for_ms
                     })
-                    .map(|i| i as u32)
+                    .map(|&i| i as u32)
             })
             .collect();
         let keep_news2 = new.news2().is_some();
@@ -394,7 +413,10 @@ fn step_threshold(
 ) -> Option<AlertStatus> {
     let t = reading.timestamp;
     if !breach {
-        memory.breach_since = None;
+        // A late normal reading from before the run does not break it.
+        if memory.breach_since.is_some_and(|since| t >= since) {
+            memory.breach_since = None;
+        }
         if memory.episode.is_some()
             && rule
                 .condition
@@ -424,18 +446,20 @@ fn open_or_repeat(
         None => {
             *episode = Some(Episode {
                 severity,
+                alerted: bit(severity),
                 alerted_at: t,
             });
             Some(AlertStatus::Firing)
         }
         Some(e) if severity > e.severity => {
-            *e = Episode {
-                severity,
-                alerted_at: t,
-            };
+            e.severity = severity;
+            e.alerted |= bit(severity);
+            // A late reading never moves the reminder clock back.
+            e.alerted_at = e.alerted_at.max(t);
             Some(AlertStatus::Firing)
         }
         Some(e) if t.saturating_sub(e.alerted_at) >= alarm.cooldown_ms => {
+            e.alerted |= bit(severity);
             e.alerted_at = t;
             Some(AlertStatus::Firing)
         }
@@ -472,44 +496,53 @@ fn chart(latest: &[Latest; 7], t: i64, max_age_ms: i64) -> Breakdown {
     }
 }
 
-/// One evaluation of the NEWS2 aggregate through its episode.
+/// One evaluation of the NEWS2 aggregate through its episode; appends what to publish.
 fn step_news2(
     episode: &mut Option<Episode>,
     rule: &News2Rule,
     breakdown: Breakdown,
     t: i64,
-) -> Option<Event> {
+    out: &mut Vec<Event>,
+) {
     let severity = match breakdown.aggregate.risk() {
         Risk::High => Some(Severity::High),
         Risk::Medium => Some(Severity::Medium),
         Risk::Low => None,
     };
-    match severity {
-        Some(severity) => {
-            let status = open_or_repeat(episode, severity, t, &rule.alarm)?;
+    if let Some(severity) = severity {
+        if let Some(status) = open_or_repeat(episode, severity, t, &rule.alarm) {
             // A reminder reports the current severity, which may be below the
             // episode's highest.
-            Some(Event::News2 {
+            out.push(Event::News2 {
                 severity,
                 status,
                 breakdown,
-            })
+            });
         }
-        None => {
-            let open = (*episode)?;
-            // Cleared: the aggregate back below the medium band by the margin, and no
-            // parameter at 3.
-            let cleared = f64::from(breakdown.aggregate.total) <= 4.0 - rule.alarm.clear_margin
-                && breakdown.aggregate.max_single < 3;
-            if !cleared {
-                return None;
+        return;
+    }
+    let Some(open) = *episode else {
+        return;
+    };
+    // Cleared: the aggregate back below the medium band by the margin, no parameter at
+    // 3, and nothing stale — a chart that only looks better because readings aged out
+    // of it is not a recovery.
+    let cleared = f64::from(breakdown.aggregate.total) <= 4.0 - rule.alarm.clear_margin
+        && breakdown.aggregate.max_single < 3
+        && !breakdown.parameters.iter().flatten().any(|p| p.stale);
+    if !cleared {
+        return;
+    }
+    *episode = None;
+    if rule.alarm.emit_resolved {
+        for severity in Severity::ALL {
+            if open.alerted & bit(severity) != 0 {
+                out.push(Event::News2 {
+                    severity,
+                    status: AlertStatus::Resolved,
+                    breakdown,
+                });
             }
-            *episode = None;
-            rule.alarm.emit_resolved.then_some(Event::News2 {
-                severity: open.severity,
-                status: AlertStatus::Resolved,
-                breakdown,
-            })
         }
     }
 }

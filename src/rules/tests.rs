@@ -349,6 +349,16 @@ fn bad_rules_files_name_file_line_and_rule() {
             "unknown field `max_age`",
         ),
         (
+            "a clear margin past the metric's range",
+            one_rule(
+                "spo2_low",
+                "metric = \"spo2\"\nbelow = 92\nseverity = \"medium\"\nclear_margin = 10\n",
+            ),
+            6,
+            Some("spo2_low"),
+            "would clear at 102, outside spo2's range [0, 100] %",
+        ),
+        (
             "unknown metric",
             one_rule(
                 "pulse_high",

@@ -3,6 +3,10 @@
 use crate::alert::Severity;
 use crate::vitals::Metric;
 
+/// Relative tolerance of [`Condition::cleared`]: far below any clinical resolution, far
+/// above f64 rounding of decimal input.
+const EPSILON: f64 = 1e-9;
+
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Condition {
     /// Fires when value > threshold.
@@ -25,9 +29,21 @@ impl Condition {
     /// `threshold + margin` for `below`. With a margin of 0 this is "does not fire".
     #[inline]
     pub fn cleared(self, value: f64, margin: f64) -> bool {
+        // Decimal thresholds and margins are not exact in binary (35.1 + 0.2 is
+        // 35.300000000000004): a reading of exactly the documented clear value clears.
+        let bound = self.clear_bound(margin);
+        let slack = EPSILON * bound.abs().max(1.0);
         match self {
-            Condition::Above(t) => value <= t - margin,
-            Condition::Below(t) => value >= t + margin,
+            Condition::Above(_) => value <= bound + slack,
+            Condition::Below(_) => value >= bound - slack,
+        }
+    }
+
+    /// The value at which an active alert clears: `threshold ∓ margin`.
+    pub fn clear_bound(self, margin: f64) -> f64 {
+        match self {
+            Condition::Above(t) => t - margin,
+            Condition::Below(t) => t + margin,
         }
     }
 

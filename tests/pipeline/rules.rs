@@ -160,7 +160,7 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
     let live = LiveRules::new(Arc::new(RuleSet::load(&file).unwrap()));
     let reloader = Reloader::new(&file, live.clone(), Box::new(|_| Ok(())));
     let stop_reloader = CancellationToken::new();
-    tokio::spawn(reloader.run(Some(Duration::from_millis(50)), stop_reloader.clone()));
+    reloader.spawn(Some(Duration::from_millis(50)), stop_reloader.clone());
     let running = start_pipeline(&cluster, "reload", live.clone());
 
     // Phase 1 under load: a backlog being worked through while the file is replaced.
@@ -176,7 +176,7 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
             .wait_for(Duration::from_secs(60), |s| s.counts().evaluated >= 5_000)
             .await
     );
-    std::fs::write(&file, &v2_text).unwrap();
+    replace(&file, &v2_text);
     let swapped = wait_until(Duration::from_secs(10), || live.load().len() == 10).await;
     assert!(swapped, "the new rules were not applied");
     let evaluated_at_swap = running.status.counts().evaluated;
@@ -188,7 +188,7 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
 
     // An invalid file: rejected, v2 stays.
     let rejected_before = reload_count("rejected");
-    std::fs::write(&file, format!("{v2_text}[[threshold]]\nid = \"broken\"\n")).unwrap();
+    replace(&file, &format!("{v2_text}[[threshold]]\nid = \"broken\"\n"));
     let rejected = wait_until(Duration::from_secs(10), || {
         reload_count("rejected") > rejected_before
     })
@@ -299,6 +299,13 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
         "hot reload: swap after {evaluated_at_swap} evaluations; phase-1 pulses {} of which {} under the new rules; {later_pulses} later pulses all under it",
         early_pulses.0, early_pulses.1
     );
+}
+
+/// Replaces `file` as docs/rules.md advises: a new file renamed over the old one.
+fn replace(file: &std::path::Path, text: &str) {
+    let tmp = file.with_extension("toml.new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, file).unwrap();
 }
 
 async fn wait_until(timeout: Duration, cond: impl Fn() -> bool) -> bool {

@@ -467,3 +467,113 @@ severity = "medium"
     // hr_high (now index 1) is still in its episode; hr_very_high starts afresh.
     assert_eq!(out, firing(0));
 }
+
+#[test]
+fn readings_of_one_patient_from_two_partitions_share_the_state() {
+    // Keyed by device, not patient: the pulse oximeter's and the cuff's readings come
+    // from different partitions. The NEWS2 chart still adds them up.
+    let mut eval = Evaluator::new(news2_only(), StateLimits::default());
+    let mut out = Vec::new();
+    let at = |metric, value| Reading {
+        metric,
+        value,
+        timestamp: T0,
+    };
+    eval.observe("P-1", at(RespiratoryRate, 22.0), (0, 1), 0, &mut out); // 2
+    eval.observe("P-1", at(Spo2, 95.0), (1, 7), 0, &mut out); // 1
+    eval.observe("P-1", at(HeartRate, 105.0), (0, 1), 0, &mut out); // 1
+    eval.observe("P-1", at(Temperature, 38.5), (1, 7), 0, &mut out); // 1: aggregate 5
+    assert_eq!(
+        severities(&out),
+        [(Severity::Medium, AlertStatus::Firing, 5)]
+    );
+    assert_eq!(eval.take_evictions().reassigned, 0);
+}
+
+#[test]
+fn a_late_normal_reading_from_before_the_run_does_not_restart_it() {
+    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    let got = feed(
+        &mut eval,
+        HeartRate,
+        &[(100, 140.0), (130, 140.0), (90, 100.0), (160, 140.0)],
+    );
+    assert_eq!(seconds(&got), [160]);
+}
+
+#[test]
+fn news2_ends_an_escalated_episode_with_a_resolved_event_per_severity_alerted() {
+    let set = rules("[news2]\nclear_margin = 0\nemit_resolved = true\n");
+    let mut eval = Evaluator::new(set, StateLimits::default());
+    let unwell = [
+        (RespiratoryRate, 22.0),
+        (Spo2, 95.0),
+        (HeartRate, 105.0),
+        (Temperature, 38.5),
+    ];
+    assert_eq!(
+        severities(&chart_at(&mut eval, 0, &unwell)),
+        [(Severity::Medium, AlertStatus::Firing, 5)]
+    );
+    // SpO2 93 (2), pulse 115 (2): 7, high.
+    let got = chart_at(&mut eval, 60, &[(Spo2, 93.0), (HeartRate, 115.0)]);
+    assert_eq!(severities(&got), [(Severity::High, AlertStatus::Firing, 7)]);
+    // A normal round: after RR 16 the aggregate is 5, after SpO2 97 it is 3 (pulse and
+    // temperature not yet retaken) — the episode ends there, and both alarms the
+    // console holds are closed.
+    let got = chart_at(&mut eval, 120, &HEALTHY[..5]);
+    assert_eq!(
+        severities(&got),
+        [
+            (Severity::Medium, AlertStatus::Resolved, 3),
+            (Severity::High, AlertStatus::Resolved, 3)
+        ]
+    );
+}
+
+#[test]
+fn readings_ageing_out_of_the_chart_do_not_end_a_news2_episode() {
+    let set = rules("[news2]\nmax_age_secs = 3600\nemit_resolved = true\n");
+    let mut eval = Evaluator::new(set, StateLimits::default());
+    let unwell = [
+        (RespiratoryRate, 22.0),
+        (Spo2, 95.0),
+        (HeartRate, 105.0),
+        (Temperature, 38.5),
+    ];
+    assert_eq!(chart_at(&mut eval, 0, &unwell).len(), 1);
+    // 65 minutes later only a normal pulse: the other three are stale, the aggregate is
+    // 0 — but nobody reassessed the patient. No resolved.
+    assert!(chart_at(&mut eval, 3900, &[(HeartRate, 72.0)]).is_empty());
+    // A full normal round: now it is a recovery.
+    let got = chart_at(&mut eval, 3960, &HEALTHY[..5]);
+    assert_eq!(
+        severities(&got),
+        [(Severity::Medium, AlertStatus::Resolved, 0)]
+    );
+}
+
+#[test]
+fn every_shipped_red_flag_clears_exactly_at_the_documented_value() {
+    // (rule, the "clears at" value of config/rules.toml and docs/rules.md, a value just
+    // short of it)
+    let table = [
+        ("respiratory_rate_low", 10.0, 9.9),
+        ("respiratory_rate_high", 22.0, 22.1),
+        ("spo2_low", 93.0, 92.9),
+        ("systolic_bp_low", 96.0, 95.9),
+        ("systolic_bp_high", 214.0, 214.1),
+        ("heart_rate_low", 44.0, 43.9),
+        ("heart_rate_high", 125.0, 125.1),
+        ("temperature_low", 35.3, 35.2),
+        ("temperature_high", 38.8, 38.9),
+    ];
+    let shipped = RuleSet::news2_red_flags();
+    assert_eq!(table.len(), shipped.len());
+    for (id, clears, short) in table {
+        let rule = shipped.rules().iter().find(|r| r.id == id).unwrap();
+        let margin = rule.alarm.clear_margin;
+        assert!(rule.condition.cleared(clears, margin), "{id} at {clears}");
+        assert!(!rule.condition.cleared(short, margin), "{id} at {short}");
+    }
+}
