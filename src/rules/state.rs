@@ -19,8 +19,8 @@
 //!   is at most `max_age_secs` older than the observation being evaluated.
 //!
 //! State is bounded: a patient without observations for `ttl` (the worker's clock) is
-//! evicted, and so is the least recently seen patient when a worker holds `capacity`
-//! of them. State is not persisted: after a rebalance or a restart it is rebuilt from
+//! evicted, and the least recently seen sixteenth when a worker holds `capacity` of
+//! them. State is not persisted: after a rebalance or a restart it is rebuilt from
 //! the observations that follow (an evaluator drops a patient's state when the
 //! patient's partition was assigned anew, see [`Owner`]).
 
@@ -28,7 +28,7 @@ use std::num::NonZeroUsize;
 use std::sync::Arc;
 
 use compact_str::CompactString;
-use lru::LruCache;
+use hashbrown::HashMap;
 
 use super::news2::{self, Aggregate, Risk};
 use super::{Alarm, News2Rule, RuleSet};
@@ -126,7 +126,16 @@ pub struct Evictions {
 pub struct Evaluator {
     rules: Arc<RuleSet>,
     limits: StateLimits,
-    patients: LruCache<CompactString, Patient>,
+    /// Not an LRU list (the `lru` crate moved a node to the front on every reading):
+    /// each patient carries when it was last seen; at capacity the least recently seen
+    /// sixteenth goes in one sweep, and the TTL is checked on lookup and swept
+    /// periodically. Measured 7% faster per reading (`benches/decode_evaluate.rs`,
+    /// `evaluate_stateful`: 104 → 97 ns) and one dependency fewer.
+    /// Boxed: a table of 240-byte buckets, grown to twice the cap by the tombstones
+    /// eviction leaves, held twice the memory (`tests/patient_state_memory.rs`).
+    patients: HashMap<CompactString, Box<Patient>>,
+    /// Evaluator clock of the next TTL sweep.
+    next_sweep_ms: i64,
     evictions: Evictions,
 }
 
@@ -136,12 +145,15 @@ struct Latest {
     value: f64,
     /// `i64::MIN` when never observed.
     at: i64,
+    /// Its NEWS2 score, computed once when the reading is stored.
+    score: u8,
 }
 
 impl Latest {
     const NONE: Latest = Latest {
         value: 0.0,
         at: i64::MIN,
+        score: 0,
     };
 }
 
@@ -203,9 +215,9 @@ impl Evaluator {
         Evaluator {
             rules,
             limits,
-            // Unbounded: the capacity is enforced on insert, so that no table sized
-            // for the cap is allocated up front.
-            patients: LruCache::unbounded(),
+            // Grows as patients arrive: no table sized for the cap up front.
+            patients: HashMap::new(),
+            next_sweep_ms: 0,
             evictions: Evictions::default(),
         }
     }
@@ -248,12 +260,17 @@ impl Evaluator {
         let news2_param = rules
             .news2()
             .and_then(|_| news2::parameter_index(reading.metric));
+        let ttl_ms = self.limits.ttl_ms;
         let state = match self.patients.get_mut(patient) {
             Some(p) => {
-                if p.owner.0 == owner.0 && p.owner.1 != owner.1 {
+                if now_ms.saturating_sub(p.seen_ms) >= ttl_ms {
+                    // Expired, not yet swept.
+                    **p = Patient::new(owner, now_ms);
+                    self.evictions.ttl += 1;
+                } else if p.owner.0 == owner.0 && p.owner.1 != owner.1 {
                     // The partition was processed elsewhere, or re-read, since this state
                     // was built: it may have missed the patient's recovery.
-                    *p = Patient::new(owner, now_ms);
+                    **p = Patient::new(owner, now_ms);
                     self.evictions.reassigned += 1;
                 }
                 // A patient whose readings come from several partitions (keyed by
@@ -269,13 +286,12 @@ impl Evaluator {
                     .next()
                     .is_some() =>
             {
-                if self.patients.len() >= self.limits.capacity.get()
-                    && self.patients.pop_lru().is_some()
-                {
-                    self.evictions.capacity += 1;
+                if self.patients.len() >= self.limits.capacity.get() {
+                    self.evictions.capacity += evict_least_recent(&mut self.patients);
                 }
                 self.patients
-                    .get_or_insert_mut(CompactString::new(patient), || Patient::new(owner, now_ms))
+                    .entry(CompactString::new(patient))
+                    .or_insert_with(|| Box::new(Patient::new(owner, now_ms)))
             }
             // No memory of this patient and nothing to remember: only stateless rules
             // of this metric could fire, and none does.
@@ -340,23 +356,31 @@ impl Evaluator {
                 *latest = Latest {
                     value: reading.value,
                     at: reading.timestamp,
+                    score: news2::score(reading.metric, reading.value).unwrap_or(0),
                 };
             }
-            let breakdown = chart(&state.latest, reading.timestamp, rule.max_age_ms);
-            step_news2(&mut state.news2, rule, breakdown, reading.timestamp, out);
+            let chart = Chart {
+                latest: &state.latest,
+                t: reading.timestamp,
+                max_age_ms: rule.max_age_ms,
+            };
+            step_news2(&mut state.news2, rule, &chart, out);
         }
     }
 
-    /// Forgets patients not seen for the TTL as of `now_ms`.
+    /// Forgets patients not seen for the TTL as of `now_ms`. Sweeps at most every
+    /// eighth of the TTL (and at most every minute); a patient past the TTL but not yet
+    /// swept is treated as forgotten when its next reading comes.
     pub fn expire(&mut self, now_ms: i64) {
-        let ttl = self.limits.ttl_ms;
-        while let Some((_, p)) = self.patients.peek_lru() {
-            if now_ms.saturating_sub(p.seen_ms) < ttl {
-                break;
-            }
-            self.patients.pop_lru();
-            self.evictions.ttl += 1;
+        if now_ms < self.next_sweep_ms {
+            return;
         }
+        let ttl = self.limits.ttl_ms;
+        self.next_sweep_ms = now_ms.saturating_add((ttl / 8).clamp(1, 60_000));
+        let before = self.patients.len();
+        self.patients
+            .retain(|_, p| now_ms.saturating_sub(p.seen_ms) < ttl);
+        self.evictions.ttl += (before - self.patients.len()) as u64;
     }
 
     /// Switches to `new` rules (a hot reload), keeping what still means the same: a
@@ -388,7 +412,7 @@ impl Evaluator {
             })
             .collect();
         let keep_news2 = new.news2().is_some();
-        for (_, p) in self.patients.iter_mut() {
+        for p in self.patients.values_mut() {
             p.rules.retain_mut(|(i, _)| match remap[*i as usize] {
                 Some(to) => {
                     *i = to;
@@ -402,6 +426,28 @@ impl Evaluator {
         }
         self.rules = new;
     }
+}
+
+/// Makes room in a full table: drops the least recently seen sixteenth (at least one),
+/// in one pass. Returns how many went.
+fn evict_least_recent(patients: &mut HashMap<CompactString, Box<Patient>>) -> u64 {
+    let target = (patients.len() / 16).max(1);
+    let mut seen: Vec<i64> = patients.values().map(|p| p.seen_ms).collect();
+    let (_, &mut cutoff, _) = seen.select_nth_unstable(target - 1);
+    // Everything seen before the cutoff goes, and as many seen exactly at it as needed.
+    let below = seen.iter().filter(|&&s| s < cutoff).count();
+    let mut at_cutoff = target - below;
+    patients.retain(|_, p| {
+        if p.seen_ms < cutoff {
+            false
+        } else if p.seen_ms == cutoff && at_cutoff > 0 {
+            at_cutoff -= 1;
+            false
+        } else {
+            true
+        }
+    });
+    target as u64
 }
 
 /// One observation through a threshold rule's run and episode; what to publish.
@@ -467,32 +513,47 @@ fn open_or_repeat(
     }
 }
 
-/// The NEWS2 chart as of observation time `t`.
-fn chart(latest: &[Latest; 7], t: i64, max_age_ms: i64) -> Breakdown {
-    let mut aggregate = Aggregate::default();
-    let mut parameters = [None; 7];
-    for (slot, (l, metric)) in parameters
-        .iter_mut()
-        .zip(latest.iter().zip(news2::PARAMETERS))
-    {
-        if l.at == i64::MIN {
-            continue;
-        }
-        let score = news2::score(metric, l.value).unwrap_or(0);
-        let stale = t.saturating_sub(l.at) > max_age_ms;
-        if !stale {
-            aggregate.add(score);
-        }
-        *slot = Some(Scored {
-            value: l.value,
-            observed_at: l.at,
-            score,
-            stale,
-        });
+/// A patient's NEWS2 chart as of observation time `t`.
+struct Chart<'a> {
+    latest: &'a [Latest; 7],
+    t: i64,
+    max_age_ms: i64,
+}
+
+impl Chart<'_> {
+    fn stale(&self, l: &Latest) -> bool {
+        self.t.saturating_sub(l.at) > self.max_age_ms
     }
-    Breakdown {
-        aggregate,
-        parameters,
+
+    /// The aggregate of the fresh parameters, and whether any observed one is stale.
+    /// Evaluated for every reading: scores were computed when the readings were stored.
+    fn aggregate(&self) -> (Aggregate, bool) {
+        let mut aggregate = Aggregate::default();
+        let mut any_stale = false;
+        for l in self.latest.iter().filter(|l| l.at != i64::MIN) {
+            if self.stale(l) {
+                any_stale = true;
+            } else {
+                aggregate.add(l.score);
+            }
+        }
+        (aggregate, any_stale)
+    }
+
+    /// The full breakdown, built only for an event to publish.
+    fn breakdown(&self, aggregate: Aggregate) -> Breakdown {
+        let parameters = self.latest.map(|l| {
+            (l.at != i64::MIN).then(|| Scored {
+                value: l.value,
+                observed_at: l.at,
+                score: l.score,
+                stale: self.stale(&l),
+            })
+        });
+        Breakdown {
+            aggregate,
+            parameters,
+        }
     }
 }
 
@@ -500,11 +561,12 @@ fn chart(latest: &[Latest; 7], t: i64, max_age_ms: i64) -> Breakdown {
 fn step_news2(
     episode: &mut Option<Episode>,
     rule: &News2Rule,
-    breakdown: Breakdown,
-    t: i64,
+    chart: &Chart<'_>,
     out: &mut Vec<Event>,
 ) {
-    let severity = match breakdown.aggregate.risk() {
+    let (aggregate, any_stale) = chart.aggregate();
+    let t = chart.t;
+    let severity = match aggregate.risk() {
         Risk::High => Some(Severity::High),
         Risk::Medium => Some(Severity::Medium),
         Risk::Low => None,
@@ -516,7 +578,7 @@ fn step_news2(
             out.push(Event::News2 {
                 severity,
                 status,
-                breakdown,
+                breakdown: chart.breakdown(aggregate),
             });
         }
         return;
@@ -527,9 +589,9 @@ fn step_news2(
     // Cleared: the aggregate back below the medium band by the margin, no parameter at
     // 3, and nothing stale — a chart that only looks better because readings aged out
     // of it is not a recovery.
-    let cleared = f64::from(breakdown.aggregate.total) <= 4.0 - rule.alarm.clear_margin
-        && breakdown.aggregate.max_single < 3
-        && !breakdown.parameters.iter().flatten().any(|p| p.stale);
+    let cleared = f64::from(aggregate.total) <= 4.0 - rule.alarm.clear_margin
+        && aggregate.max_single < 3
+        && !any_stale;
     if !cleared {
         return;
     }
@@ -540,7 +602,7 @@ fn step_news2(
                 out.push(Event::News2 {
                     severity,
                     status: AlertStatus::Resolved,
-                    breakdown,
+                    breakdown: chart.breakdown(aggregate),
                 });
             }
         }

@@ -231,6 +231,15 @@ fn severities(events: &[Event]) -> Vec<(Severity, AlertStatus, u8)> {
         .collect()
 }
 
+/// State kept for a day: these tests' evaluator clock is their observation time, and
+/// they span more than the default hour.
+fn a_day_of_memory() -> StateLimits {
+    StateLimits {
+        ttl_ms: 86_400_000,
+        ..StateLimits::default()
+    }
+}
+
 const HEALTHY: [(Metric, f64); 7] = [
     (RespiratoryRate, 16.0),
     (Spo2, 97.0),
@@ -275,7 +284,7 @@ fn a_rise_from_medium_to_high_raises_a_second_alert_and_medium_again_does_not() 
 
 #[test]
 fn news2_single_parameter_3_is_medium_and_the_breakdown_names_missing_and_stale() {
-    let mut eval = Evaluator::new(news2_only(), StateLimits::default());
+    let mut eval = Evaluator::new(news2_only(), a_day_of_memory());
     // Temperature two hours ago (stale), then only a respiration rate of 26 (3).
     // Temperature 39.5 alone scores 2: low risk, nothing to say.
     assert!(chart_at(&mut eval, 0, &[(Temperature, 39.5)]).is_empty());
@@ -355,8 +364,8 @@ fn state_is_capped_per_worker_and_the_least_recently_seen_patient_goes_first() {
     // D evicted B (least recently seen), E evicted C; A was refreshed in between.
     assert_eq!(eval.patients(), 3);
     assert_eq!(eval.take_evictions().capacity, 2);
-    assert!(eval.patients.peek("A").is_some());
-    assert!(eval.patients.peek("B").is_none() && eval.patients.peek("C").is_none());
+    assert!(eval.patients.contains_key("A"));
+    assert!(!eval.patients.contains_key("B") && !eval.patients.contains_key("C"));
 }
 
 #[test]
@@ -384,14 +393,19 @@ cooldown_secs = 3600
     eval.observe("P-1", hr, OWNER, 0, &mut out);
     eval.observe("P-1", hr, OWNER, 59_000, &mut out);
     assert_eq!(out.len(), 1, "in cooldown");
+    // Just inside the TTL: still remembered, still in cooldown.
     eval.expire(59_000 + 59_999);
     assert_eq!(eval.patients(), 1);
-    eval.expire(59_000 + 60_000);
+    eval.observe("P-1", hr, OWNER, 59_000 + 59_999, &mut out);
+    assert_eq!(out.len(), 1, "still in cooldown");
+    // A minute without data: forgotten on the next reading, before any sweep...
+    eval.observe("P-1", hr, OWNER, 118_999 + 60_000, &mut out);
+    assert_eq!(out.len(), 2, "a new episode");
+    assert_eq!(eval.take_evictions().ttl, 1);
+    // ...and by the sweep when no reading comes.
+    eval.expire(118_999 + 60_000 + 60_000);
     assert_eq!(eval.patients(), 0);
     assert_eq!(eval.take_evictions().ttl, 1);
-    // The next breach opens a new episode.
-    eval.observe("P-1", hr, OWNER, 200_000, &mut out);
-    assert_eq!(out.len(), 2);
 }
 
 #[test]
@@ -534,7 +548,7 @@ fn news2_ends_an_escalated_episode_with_a_resolved_event_per_severity_alerted() 
 #[test]
 fn readings_ageing_out_of_the_chart_do_not_end_a_news2_episode() {
     let set = rules("[news2]\nmax_age_secs = 3600\nemit_resolved = true\n");
-    let mut eval = Evaluator::new(set, StateLimits::default());
+    let mut eval = Evaluator::new(set, a_day_of_memory());
     let unwell = [
         (RespiratoryRate, 22.0),
         (Spo2, 95.0),
