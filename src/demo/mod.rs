@@ -193,7 +193,16 @@ async fn demo(
         config.alert_topic,
         config.dlq_topic
     );
-    say!("  rules    {} ({} rules)", rules_source, rules.len());
+    say!(
+        "  rules    {} ({} rules{})",
+        rules_source,
+        rules.len(),
+        if rules.news2().is_some() {
+            " and the NEWS2 score"
+        } else {
+            ""
+        }
+    );
     if let Some(note) = &fallback {
         say!("  note     {note}");
     }
