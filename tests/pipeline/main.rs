@@ -1,6 +1,7 @@
 //! Pipeline integration tests on librdkafka's in-process mock cluster.
 
 mod helpers;
+mod hostile;
 mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
