@@ -15,10 +15,10 @@ mod helpers;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use helpers::{Cluster, TEST_MAX_BYTES, start};
+use helpers::{Cluster, TEST_MAX_BYTES, fast_group_timeouts, start};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt;
-use vitalwatch::pipeline::{Hooks, PipelineConfig};
+use vitalwatch::pipeline::Hooks;
 use vitalwatch::rules::RuleSet;
 use vitalwatch::settings::LogFormat;
 use vitalwatch::telemetry::{self, Capture};
@@ -147,16 +147,6 @@ fn marker_messages(now: i64) -> Vec<(String, Vec<u8>, Option<&'static str>)> {
         );
     }
     out
-}
-
-fn fast_group_timeouts(config: &mut PipelineConfig) {
-    for (k, v) in [
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "500"),
-        ("max.poll.interval.ms", "6000"),
-    ] {
-        config.client.insert(k.into(), v.into());
-    }
 }
 
 /// The marker through valid, alerting and invalid paths, a rebalance and shutdown: in no

@@ -258,6 +258,17 @@ pub async fn produce_with(producer: &FutureProducer, topic: &str, messages: &[(S
     producer.flush(Duration::from_secs(10)).unwrap();
 }
 
+/// Client settings that let a crashed member be noticed in seconds, not minutes.
+pub fn fast_group_timeouts(config: &mut PipelineConfig) {
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+        ("max.poll.interval.ms", "6000"),
+    ] {
+        config.client.insert(k.into(), v.into());
+    }
+}
+
 /// A running pipeline in a background task.
 pub struct Running {
     pub shutdown: CancellationToken,

@@ -204,17 +204,6 @@ async fn poison_input_is_dead_lettered_and_valid_input_still_alerted() {
     assert_eq!(cluster.committed("poison"), cluster.end_offsets());
 }
 
-/// Client settings that let a crashed member be noticed in seconds, not minutes.
-fn fast_group_timeouts(config: &mut vitalwatch::pipeline::PipelineConfig) {
-    for (k, v) in [
-        ("session.timeout.ms", "6000"),
-        ("heartbeat.interval.ms", "500"),
-        ("max.poll.interval.ms", "6000"),
-    ] {
-        config.client.insert(k.into(), v.into());
-    }
-}
-
 /// Crash with work in flight, where later offsets finished before an earlier one. A new
 /// pipeline in the same group then processes everything whose effect was missing: zero
 /// lost, duplicates only from the re-read window.
