@@ -11,7 +11,6 @@
 //! It prints `metrics: http://ADDR/metrics` once the listener is up (port 0 picks a free
 //! port) and exits 0 after `--seconds` with a clean pipeline shutdown.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -66,7 +65,7 @@ async fn main() -> anyhow::Result<()> {
         alert_topic: "patient-alerts".into(),
         dlq_topic: "patient-data-dlq".into(),
         // Lag every second rather than every five, so a short run reports it.
-        client: BTreeMap::from([("statistics.interval.ms".into(), "1000".into())]),
+        client: [("statistics.interval.ms", "1000")].into(),
         workers: 2,
         queue_capacity: 256,
         limits: DecodeLimits::default(),

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::cli::{Cli, Command};
 use crate::pipeline::{self, Hooks, PipelineConfig, Status};
@@ -15,6 +15,10 @@ use crate::rules::RuleSet;
 use crate::rules::live::{LiveRules, Reloader};
 use crate::settings::Settings;
 use crate::telemetry;
+
+/// How long start-up waits for a first answer from the brokers before going on without
+/// one (a TLS or login failure ends the wait at once).
+const PREFLIGHT_WAIT: Duration = Duration::from_secs(10);
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
@@ -50,7 +54,7 @@ pub fn load(config: Option<&Path>) -> anyhow::Result<(Settings, RuleSet)> {
 fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
     let (settings, rules) = load(config)?;
     println!(
-        "configuration ok: {} rules{} from {}; brokers {}, input {}, group {}, {} workers",
+        "configuration ok: {} rules{} from {}; brokers {} ({}{}), input {}, group {}, {} workers",
         rules.len(),
         if rules.news2().is_some() {
             " and the NEWS2 score"
@@ -59,6 +63,12 @@ fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
         },
         settings.rules.file.display(),
         settings.kafka.bootstrap_servers,
+        settings.kafka.security_protocol(),
+        if settings.kafka.require_tls {
+            ", TLS required"
+        } else {
+            ""
+        },
         settings.kafka.input_topic,
         settings.kafka.group_id,
         settings.pipeline.workers,
@@ -69,6 +79,9 @@ fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
 fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
     let (settings, rules) = load(config)?;
     telemetry::init(&settings.log);
+    if let Some(warning) = settings.kafka.plaintext_warning() {
+        warn!("{warning}");
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vw-worker")
@@ -92,6 +105,14 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
             }
             None => info!("admin listener disabled (admin.listen is empty)"),
         }
+        let pipeline_config = PipelineConfig::from_settings(&settings);
+        // A TLS or SASL misconfiguration stops the start here, with what to fix.
+        let probe_config = pipeline_config.clone();
+        tokio::task::spawn_blocking(move || {
+            pipeline::preflight::check_and_log(&probe_config, PREFLIGHT_WAIT)
+        })
+        .await
+        .context("the broker connection check panicked")??;
         let rules = LiveRules::new(Arc::new(rules));
         crate::metrics::install()?;
         crate::metrics::rules_loaded(rules.load().len());
@@ -105,7 +126,7 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
             .then(|| Duration::from_secs(settings.rules.reload_interval_secs));
         reloader.spawn(poll, listeners.clone());
         let report = pipeline::run(
-            PipelineConfig::from_settings(&settings),
+            pipeline_config,
             rules,
             status,
             shutdown,

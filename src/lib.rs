@@ -28,6 +28,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod pipeline;
 pub mod rules;
+pub mod secret;
 pub mod settings;
 pub mod telemetry;
 pub mod vitals;

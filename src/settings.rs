@@ -16,6 +16,7 @@ use serde::Deserialize;
 
 use crate::rules::RuleSet;
 use crate::rules::state::StateLimits;
+use crate::secret::ClientProps;
 use crate::vitals::DecodeLimits;
 
 /// The shipped defaults.
@@ -43,9 +44,16 @@ pub struct KafkaSettings {
     pub input_topic: String,
     pub alert_topic: String,
     pub dlq_topic: String,
-    /// librdkafka properties passed through to every client, flattened to dotted names.
+    /// Refuse to start unless the brokers are reached over TLS with the certificate and
+    /// host name verified.
+    pub require_tls: bool,
+    /// A file holding the SASL password (a trailing newline is ignored), read at start
+    /// into `sasl.password`; "" for none.
+    pub sasl_password_file: PathBuf,
+    /// librdkafka properties passed through to every client, flattened to dotted names;
+    /// credentials are kept redacted (see [`crate::secret`]).
     #[serde(default, deserialize_with = "flatten_client")]
-    pub client: BTreeMap<String, String>,
+    pub client: ClientProps,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -139,9 +147,13 @@ impl Settings {
             Some(p) => format!("defaults, {} and VITALWATCH_* variables", p.display()),
             None => "defaults and VITALWATCH_* variables".to_owned(),
         };
-        let settings: Settings = builder
+        let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
+            .with_context(|| format!("invalid configuration (from {source})"))?;
+        settings
+            .kafka
+            .read_password_file()
             .with_context(|| format!("invalid configuration (from {source})"))?;
         settings
             .validate()
@@ -259,12 +271,15 @@ impl Settings {
                 self.log.level
             ),
         );
-        for key in self.kafka.client.keys() {
+        for key in self.kafka.client.names() {
             check(
-                !MANAGED_CLIENT_KEYS.contains(&key.as_str()),
+                !MANAGED_CLIENT_KEYS.contains(&key),
                 &format!("kafka.client.\"{key}\""),
                 "is set by vitalwatch itself for its delivery guarantee and cannot be overridden",
             );
+        }
+        if let Err(problem) = self.kafka.tls_problem() {
+            problems.push(problem);
         }
         if problems.is_empty() {
             Ok(())
@@ -336,6 +351,121 @@ impl Settings {
     }
 }
 
+impl KafkaSettings {
+    /// `security.protocol` as librdkafka reads it (case-insensitive, `plaintext` when unset).
+    pub fn security_protocol(&self) -> String {
+        self.client
+            .get("security.protocol")
+            .unwrap_or("plaintext")
+            .to_ascii_lowercase()
+    }
+
+    /// Whether the connection to the brokers is encrypted.
+    pub fn uses_tls(&self) -> bool {
+        matches!(self.security_protocol().as_str(), "ssl" | "sasl_ssl")
+    }
+
+    /// With `require_tls`: TLS on, with both the certificate chain and the broker's host
+    /// name verified. The problem names the key to change.
+    fn tls_problem(&self) -> Result<(), String> {
+        if !self.require_tls {
+            return Ok(());
+        }
+        let protocol = self.security_protocol();
+        if !self.uses_tls() {
+            return Err(format!(
+                "kafka.require_tls: is true but kafka.client.\"security.protocol\" is \"{protocol}\", \
+                 which sends patient data unencrypted; set it to \"ssl\" or \"sasl_ssl\" \
+                 (or kafka.require_tls = false for a local test broker)"
+            ));
+        }
+        let off = |key: &str, off_value: &str| {
+            self.client
+                .get(key)
+                .is_some_and(|v| v.trim().eq_ignore_ascii_case(off_value))
+        };
+        if off("enable.ssl.certificate.verification", "false") {
+            return Err(
+                "kafka.client.\"enable.ssl.certificate.verification\": must not be false while \
+                 kafka.require_tls is true (anyone could impersonate the broker)"
+                    .to_owned(),
+            );
+        }
+        if off("ssl.endpoint.identification.algorithm", "none") {
+            return Err("kafka.client.\"ssl.endpoint.identification.algorithm\": must not be \"none\" while \
+                 kafka.require_tls is true (the broker's certificate would not be checked against its host name)"
+                .to_owned());
+        }
+        Ok(())
+    }
+
+    /// A warning for the log when patient data would cross a network unencrypted: no TLS
+    /// and a broker that is not on this host.
+    pub fn plaintext_warning(&self) -> Option<String> {
+        if self.uses_tls() {
+            return None;
+        }
+        let remote: Vec<&str> = self
+            .bootstrap_servers
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && !is_loopback(broker_host(s)))
+            .collect();
+        (!remote.is_empty()).then(|| {
+            format!(
+                "kafka.client.\"security.protocol\" is \"{}\": patient data travels unencrypted to {}; \
+                 use \"ssl\" or \"sasl_ssl\" and set kafka.require_tls = true (docs/security.md)",
+                self.security_protocol(),
+                remote.join(",")
+            )
+        })
+    }
+
+    /// Reads `sasl_password_file` into `client."sasl.password"`. The error names the key
+    /// and the path, never the content.
+    fn read_password_file(&mut self) -> anyhow::Result<()> {
+        if self.sasl_password_file.as_os_str().is_empty() {
+            return Ok(());
+        }
+        let path = self.sasl_password_file.display();
+        if self.client.has("sasl.password") {
+            bail!(
+                "kafka.sasl_password_file ({path}) and kafka.client.\"sasl.password\" are both set; keep one"
+            );
+        }
+        let text = std::fs::read_to_string(&self.sasl_password_file)
+            .with_context(|| format!("kafka.sasl_password_file: cannot read {path}"))?;
+        let password = text.strip_suffix('\n').unwrap_or(&text);
+        let password = password.strip_suffix('\r').unwrap_or(password);
+        if password.is_empty() {
+            bail!("kafka.sasl_password_file: {path} is empty");
+        }
+        // A credential by name: ClientProps keeps it as a redacted Secret.
+        self.client.insert("sasl.password", password);
+        Ok(())
+    }
+}
+
+/// The host of a `bootstrap.servers` entry: `host:port`, `[v6]:port` or
+/// `PROTOCOL://host:port`.
+pub(crate) fn broker_host(server: &str) -> &str {
+    let s = server.rsplit_once("://").map_or(server, |(_, rest)| rest);
+    if let Some(v6) = s.strip_prefix('[') {
+        return v6.split(']').next().unwrap_or(v6);
+    }
+    match s.rsplit_once(':') {
+        Some((host, _port)) if !host.contains(':') => host,
+        _ => s,
+    }
+}
+
+fn is_loopback(host: &str) -> bool {
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 /// librdkafka properties vitalwatch sets itself; overriding them would break
 /// at-least-once delivery, so the passthrough refuses them.
 pub const MANAGED_CLIENT_KEYS: &[&str] = &[
@@ -357,9 +487,7 @@ fn valid_topic_name(t: &str) -> bool {
 
 /// `[kafka.client]` may be written flat (`"ssl.ca.location" = "..."`) or nested
 /// (`ssl.ca.location = "..."`, which TOML reads as tables); both become dotted names.
-fn flatten_client<'de, D: serde::Deserializer<'de>>(
-    d: D,
-) -> Result<BTreeMap<String, String>, D::Error> {
+fn flatten_client<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ClientProps, D::Error> {
     #[derive(Deserialize)]
     #[serde(untagged)]
     enum Node {
@@ -369,7 +497,7 @@ fn flatten_client<'de, D: serde::Deserializer<'de>>(
         Bool(bool),
         Table(BTreeMap<String, Node>),
     }
-    fn walk(prefix: &str, node: Node, out: &mut BTreeMap<String, String>) {
+    fn walk(prefix: &str, node: Node, out: &mut ClientProps) {
         let value = match node {
             Node::Str(s) => s,
             Node::Int(i) => i.to_string(),
@@ -390,7 +518,7 @@ fn flatten_client<'de, D: serde::Deserializer<'de>>(
         out.insert(prefix.to_owned(), value);
     }
     let root = Option::<BTreeMap<String, Node>>::deserialize(d)?.unwrap_or_default();
-    let mut out = BTreeMap::new();
+    let mut out = ClientProps::default();
     walk("", Node::Table(root), &mut out);
     Ok(out)
 }
@@ -450,8 +578,9 @@ mod tests {
             ]),
         )
         .unwrap();
-        assert_eq!(s.kafka.client["sasl_password_like"], "0123");
-        assert_eq!(s.kafka.client["other"], "1e3");
+        let exposed: BTreeMap<&str, &str> = s.kafka.client.expose().collect();
+        assert_eq!(exposed["sasl_password_like"], "0123");
+        assert_eq!(s.kafka.client.get("other"), Some("1e3"));
     }
 
     #[test]
@@ -510,8 +639,8 @@ mod tests {
         let s = Settings::load_with_env(Some(&path), env(&[])).unwrap();
         assert_eq!(s.pipeline.workers, 2);
         assert_eq!(s.pipeline.queue_capacity, 1024);
-        assert_eq!(s.kafka.client["security.protocol"], "ssl");
-        assert_eq!(s.kafka.client["ssl.ca.location"], "/etc/ca.pem");
+        assert_eq!(s.kafka.client.get("security.protocol"), Some("ssl"));
+        assert_eq!(s.kafka.client.get("ssl.ca.location"), Some("/etc/ca.pem"));
     }
 
     #[test]
@@ -544,5 +673,145 @@ mod tests {
             Settings::load_with_env(Some(&missing), env(&[])).unwrap_err()
         );
         assert!(msg.contains("nope.toml"), "{msg}");
+    }
+
+    #[test]
+    fn require_tls_refuses_plaintext_and_disabled_verification() {
+        let tls = [
+            ("VITALWATCH_KAFKA__REQUIRE_TLS", "true"),
+            ("VITALWATCH_KAFKA__CLIENT__SECURITY__PROTOCOL", "SASL_SSL"),
+        ];
+        assert!(Settings::load_with_env(None, env(&tls)).is_ok());
+        for protocol in ["plaintext", "SASL_PLAINTEXT"] {
+            let err = Settings::load_with_env(
+                None,
+                env(&[
+                    ("VITALWATCH_KAFKA__REQUIRE_TLS", "true"),
+                    ("VITALWATCH_KAFKA__CLIENT__SECURITY__PROTOCOL", protocol),
+                ]),
+            )
+            .unwrap_err();
+            let msg = format!("{err:#}");
+            assert!(msg.contains("kafka.require_tls"), "{msg}");
+            assert!(msg.contains("security.protocol"), "{msg}");
+        }
+        let unset =
+            Settings::load_with_env(None, env(&[("VITALWATCH_KAFKA__REQUIRE_TLS", "true")]));
+        assert!(format!("{:#}", unset.unwrap_err()).contains("\"plaintext\""));
+        for (var, value, key) in [
+            (
+                "VITALWATCH_KAFKA__CLIENT__ENABLE__SSL__CERTIFICATE__VERIFICATION",
+                "false",
+                "enable.ssl.certificate.verification",
+            ),
+            (
+                "VITALWATCH_KAFKA__CLIENT__SSL__ENDPOINT__IDENTIFICATION__ALGORITHM",
+                "none",
+                "ssl.endpoint.identification.algorithm",
+            ),
+        ] {
+            let mut vars = tls.to_vec();
+            vars.push((var, value));
+            let msg = format!(
+                "{:#}",
+                Settings::load_with_env(None, env(&vars)).unwrap_err()
+            );
+            assert!(msg.contains(key), "{msg}");
+            // Without require_tls the same settings load (a test broker with a self-signed
+            // certificate).
+            assert!(Settings::load_with_env(None, env(&vars[1..])).is_ok());
+        }
+    }
+
+    #[test]
+    fn plaintext_to_a_remote_broker_is_warned_about() {
+        let warning = |servers: &str, protocol: &str| {
+            Settings::load_with_env(
+                None,
+                env(&[
+                    ("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", servers),
+                    ("VITALWATCH_KAFKA__CLIENT__SECURITY__PROTOCOL", protocol),
+                ]),
+            )
+            .unwrap()
+            .kafka
+            .plaintext_warning()
+        };
+        for local in [
+            "localhost:9092",
+            "127.0.0.1:9092,[::1]:9093",
+            "PLAINTEXT://127.0.0.2:1",
+        ] {
+            assert_eq!(warning(local, "plaintext"), None, "{local}");
+        }
+        let w = warning("localhost:9092,kafka-1.ward:9092", "sasl_plaintext").unwrap();
+        assert!(
+            w.contains("kafka-1.ward:9092") && !w.contains("localhost"),
+            "{w}"
+        );
+        assert_eq!(warning("kafka-1.ward:9092", "ssl"), None);
+        assert_eq!(broker_host("[fe80::1]:9092"), "fe80::1");
+        assert_eq!(broker_host("SSL://kafka:9093"), "kafka");
+        assert_eq!(broker_host("::1"), "::1");
+    }
+
+    #[test]
+    fn the_sasl_password_comes_from_a_file_and_never_shows() {
+        let dir = std::env::temp_dir().join(format!("vw-settings-pw-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("password");
+        std::fs::write(&file, "0123-MARKER\n").unwrap();
+        let var = (
+            "VITALWATCH_KAFKA__SASL_PASSWORD_FILE",
+            file.to_str().unwrap(),
+        );
+        let s = Settings::load_with_env(None, env(&[var])).unwrap();
+        let exposed: BTreeMap<&str, &str> = s.kafka.client.expose().collect();
+        assert_eq!(exposed["sasl.password"], "0123-MARKER");
+        let config = crate::pipeline::PipelineConfig::from_settings(&s);
+        for shown in [format!("{s:?}"), format!("{s:#?}"), format!("{config:?}")] {
+            assert!(!shown.contains("MARKER"), "{shown}");
+            assert!(shown.contains("sasl.password"), "{shown}");
+        }
+        // Also from the environment, equally redacted.
+        let s = Settings::load_with_env(
+            None,
+            env(&[("VITALWATCH_KAFKA__CLIENT__SASL__PASSWORD", "env-MARKER")]),
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("MARKER"));
+        assert!(s.kafka.client.has("sasl.password"));
+
+        let both = Settings::load_with_env(
+            None,
+            env(&[
+                var,
+                ("VITALWATCH_KAFKA__CLIENT__SASL__PASSWORD", "env-MARKER"),
+            ]),
+        );
+        let msg = format!("{:#}", both.unwrap_err());
+        assert!(msg.contains("both set") && !msg.contains("MARKER"), "{msg}");
+        let missing = dir.join("absent");
+        let msg = format!(
+            "{:#}",
+            Settings::load_with_env(
+                None,
+                env(&[(
+                    "VITALWATCH_KAFKA__SASL_PASSWORD_FILE",
+                    missing.to_str().unwrap()
+                )])
+            )
+            .unwrap_err()
+        );
+        assert!(
+            msg.contains("kafka.sasl_password_file") && msg.contains("absent"),
+            "{msg}"
+        );
+        std::fs::write(&file, "\n").unwrap();
+        let msg = format!(
+            "{:#}",
+            Settings::load_with_env(None, env(&[var])).unwrap_err()
+        );
+        assert!(msg.contains("is empty"), "{msg}");
     }
 }

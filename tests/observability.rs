@@ -350,12 +350,10 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
 
     // Running, but the input topic does not exist yet: no assignment.
     let mut config = cluster.config(group);
+    config.client.insert("message.timeout.ms", "1500");
     config
         .client
-        .insert("message.timeout.ms".into(), "1500".into());
-    config
-        .client
-        .insert("topic.metadata.refresh.interval.ms".into(), "500".into());
+        .insert("topic.metadata.refresh.interval.ms", "500");
     let running = start(config, status.clone());
     let r = poll_get(addr, "/readyz", Duration::from_secs(20), |r| {
         r.text() == "not ready: no partitions assigned\n"
@@ -801,7 +799,7 @@ impl Cluster {
             alert_topic: self.alerts.clone(),
             dlq_topic: self.dlq.clone(),
             // Lag twice a second instead of every five.
-            client: BTreeMap::from([("statistics.interval.ms".into(), "500".into())]),
+            client: [("statistics.interval.ms", "500")].into(),
             workers: 2,
             queue_capacity: 64,
             limits: DecodeLimits::default(),

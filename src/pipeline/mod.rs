@@ -10,10 +10,10 @@
 pub mod ingest;
 pub mod inprocess;
 pub mod offsets;
+pub mod preflight;
 pub mod sink;
 pub mod worker;
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -29,6 +29,7 @@ use tracing::{info, warn};
 use crate::metrics::{self as m, PipelineMetrics, SinkKind};
 use crate::rules::live::LiveRules;
 use crate::rules::state::StateLimits;
+use crate::secret::ClientProps;
 use crate::settings::Settings;
 use crate::vitals::DecodeLimits;
 use ingest::{BATCH, DlqItem, IngestContext, IngestState, Outbox};
@@ -44,7 +45,7 @@ pub struct PipelineConfig {
     pub alert_topic: String,
     pub dlq_topic: String,
     /// librdkafka properties for every client, applied over vitalwatch's own.
-    pub client: BTreeMap<String, String>,
+    pub client: ClientProps,
     pub workers: usize,
     pub queue_capacity: usize,
     pub limits: DecodeLimits,
@@ -112,7 +113,7 @@ impl PipelineConfig {
         // does not exist on the host: let librdkafka probe the system's trust store
         // unless the operator names one (`ssl.ca.location` in `[kafka.client]`).
         c.set("ssl.ca.location", "probe");
-        for (k, v) in &self.client {
+        for (k, v) in self.client.expose() {
             c.set(k, v);
         }
     }

@@ -74,7 +74,7 @@ impl Cluster {
             input_topic: self.input.clone(),
             alert_topic: self.alerts.clone(),
             dlq_topic: self.dlq.clone(),
-            client: BTreeMap::new(),
+            client: Default::default(),
             workers: 4,
             queue_capacity: 256,
             limits: test_limits(),
@@ -265,7 +265,7 @@ pub fn fast_group_timeouts(config: &mut PipelineConfig) {
         ("heartbeat.interval.ms", "500"),
         ("max.poll.interval.ms", "6000"),
     ] {
-        config.client.insert(k.into(), v.into());
+        config.client.insert(k, v);
     }
 }
 

@@ -458,9 +458,7 @@ async fn alert_sink_outage_blocks_commits_then_recovers_every_alert() {
     cluster.mock.broker_down(2).unwrap();
     let mut config = cluster.config(group);
     fast_group_timeouts(&mut config);
-    config
-        .client
-        .insert("message.timeout.ms".into(), "1500".into());
+    config.client.insert("message.timeout.ms", "1500");
     config.queue_capacity = 16;
     let running = start(config, rules(), Hooks::default());
     assert!(

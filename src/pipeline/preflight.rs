@@ -1,0 +1,268 @@
+//! The start-up check of the connection to the brokers.
+//!
+//! A broker that is down at start is a condition vitalwatch waits out (librdkafka
+//! retries; `/readyz` answers 503 meanwhile). A TLS handshake or SASL authentication
+//! that fails is not: it is a configuration error that no retry fixes, and running on
+//! with it would look like an outage. [`check`] connects with the consumer's settings,
+//! and turns such a failure into a start-up error that says what to fix.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tracing::{info, warn};
+
+use super::PipelineConfig;
+
+/// How the check ended (when it did not fail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Metadata came back: connected, TLS and SASL (if configured) accepted.
+    Connected { input_partitions: usize },
+    /// No answer within the time given, and no error that retrying cannot fix.
+    Unreachable,
+}
+
+/// Records the first TLS or authentication error librdkafka reports.
+#[derive(Default)]
+struct Probe {
+    fatal: Mutex<Option<(RDKafkaErrorCode, String)>>,
+}
+
+impl ClientContext for Probe {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let code = match error {
+            KafkaError::Global(code) => code,
+            _ => return,
+        };
+        if matches!(
+            code,
+            RDKafkaErrorCode::SSL
+                | RDKafkaErrorCode::Authentication
+                | RDKafkaErrorCode::SaslAuthenticationFailed
+        ) && let Ok(mut fatal) = self.fatal.lock()
+        {
+            fatal.get_or_insert_with(|| (code, reason.to_owned()));
+        }
+    }
+}
+
+impl ConsumerContext for Probe {}
+
+/// Connects to the brokers with the consumer's settings and fetches the input topic's
+/// metadata, for at most `wait`. Blocking: call it from `spawn_blocking`.
+///
+/// Errors on a failed TLS handshake (untrusted certificate, host name mismatch) or a
+/// refused SASL login, naming the brokers and the settings to check.
+pub fn check(config: &PipelineConfig, wait: Duration) -> anyhow::Result<Outcome> {
+    let client: BaseConsumer<Probe> = config
+        .consumer_config()
+        .create_with_context(Probe::default())
+        .map_err(|e| anyhow::anyhow!("cannot create the Kafka client: {e}"))?;
+    let deadline = Instant::now() + wait;
+    loop {
+        // Serves librdkafka's error events into Probe::error.
+        let _ = client.poll(Duration::from_millis(50));
+        if let Some(failure) = take_fatal(client.context()) {
+            return Err(explain(config, failure));
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Ok(Outcome::Unreachable);
+        }
+        let attempt = left.min(Duration::from_millis(500));
+        if let Ok(metadata) = client.fetch_metadata(Some(&config.input_topic), attempt) {
+            let _ = client.poll(Duration::ZERO);
+            if let Some(failure) = take_fatal(client.context()) {
+                return Err(explain(config, failure));
+            }
+            let input_partitions = metadata
+                .topics()
+                .iter()
+                .filter(|t| t.name() == config.input_topic && t.error().is_none())
+                .map(|t| t.partitions().len())
+                .sum();
+            return Ok(Outcome::Connected { input_partitions });
+        }
+    }
+}
+
+/// [`check`], logged: `Ok` when vitalwatch should go on starting.
+pub fn check_and_log(config: &PipelineConfig, wait: Duration) -> anyhow::Result<()> {
+    match check(config, wait)? {
+        Outcome::Connected { input_partitions } => {
+            info!(
+                brokers = %config.bootstrap_servers,
+                input = %config.input_topic,
+                input_partitions,
+                "connected to the brokers"
+            );
+            if input_partitions == 0 {
+                warn!(input = %config.input_topic, "the input topic does not exist (yet); waiting for it");
+            }
+        }
+        Outcome::Unreachable => warn!(
+            brokers = %config.bootstrap_servers,
+            wait_secs = wait.as_secs(),
+            "no broker answered yet; starting anyway and retrying (/readyz answers 503 until partitions are assigned)"
+        ),
+    }
+    Ok(())
+}
+
+fn take_fatal(probe: &Probe) -> Option<(RDKafkaErrorCode, String)> {
+    probe.fatal.lock().ok().and_then(|mut f| f.take())
+}
+
+fn explain(config: &PipelineConfig, (code, reason): (RDKafkaErrorCode, String)) -> anyhow::Error {
+    let brokers = &config.bootstrap_servers;
+    if code == RDKafkaErrorCode::SSL
+        && let Some(diagnosis) = diagnose_certificate(config)
+    {
+        return anyhow::anyhow!(
+            "cannot connect to the Kafka brokers {brokers}: {diagnosis} (librdkafka: {reason})"
+        );
+    }
+    let hint = match code {
+        RDKafkaErrorCode::SSL if reason.contains("verify") || reason.contains("certificate") => {
+            "the broker's certificate was not accepted: check that kafka.client.\"ssl.ca.location\" \
+             is the CA that signed it, and that the certificate names the host used in \
+             kafka.bootstrap_servers (and the hosts the brokers advertise)"
+        }
+        RDKafkaErrorCode::SSL => {
+            "the TLS handshake failed: check that the broker's port speaks TLS, and \
+             kafka.client \"ssl.*\" settings (CA, client certificate and key)"
+        }
+        _ => {
+            "the brokers refused the login: check kafka.client.\"sasl.mechanism\" and \
+             \"sasl.username\", and the password (kafka.sasl_password_file or \
+             VITALWATCH_KAFKA__CLIENT__SASL__PASSWORD)"
+        }
+    };
+    anyhow::anyhow!("cannot connect to the Kafka brokers {brokers}: {reason}; {hint}")
+}
+
+/// Why the first broker's certificate is refused, found with a TLS handshake of our own
+/// against the same CA: an untrusted chain, or a certificate for another host. `None`
+/// when the handshake does not tell (then librdkafka's message stands alone).
+fn diagnose_certificate(config: &PipelineConfig) -> Option<String> {
+    use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    use openssl::x509::X509VerifyResult;
+
+    let props: std::collections::BTreeMap<&str, &str> = config.client.expose().collect();
+    let ca = props.get("ssl.ca.location").copied();
+    let server = config.bootstrap_servers.split(',').next()?.trim();
+    let server = server.rsplit_once("://").map_or(server, |(_, s)| s);
+    let host = crate::settings::broker_host(server);
+
+    // verify: None = accept any certificate (to read its names), Some(check_host).
+    let handshake = |verify: Option<bool>| -> Option<(X509VerifyResult, Vec<String>)> {
+        let mut builder = SslConnector::builder(SslMethod::tls_client()).ok()?;
+        match ca {
+            Some(path) if path != "probe" => builder.set_ca_file(path).ok()?,
+            // As librdkafka's "probe": the vendored OpenSSL's own default paths point
+            // into its build directory.
+            _ => match SYSTEM_CA_FILES
+                .iter()
+                .find(|f| std::path::Path::new(f).is_file())
+            {
+                Some(file) => builder.set_ca_file(file).ok()?,
+                None => builder.set_default_verify_paths().ok()?,
+            },
+        }
+        builder.set_verify(match verify {
+            Some(_) => SslVerifyMode::PEER,
+            None => SslVerifyMode::NONE,
+        });
+        let mut ssl = builder.build().configure().ok()?;
+        ssl.set_verify_hostname(verify == Some(true));
+        let tcp = std::net::TcpStream::connect(server).ok()?;
+        let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+        let (result, cert) = match ssl.connect(host, tcp) {
+            Ok(stream) => (X509VerifyResult::OK, stream.ssl().peer_certificate()),
+            Err(openssl::ssl::HandshakeError::Failure(mid)) => {
+                (mid.ssl().verify_result(), mid.ssl().peer_certificate())
+            }
+            Err(_) => return None,
+        };
+        Some((
+            result,
+            cert.map(|c| certificate_names(&c)).unwrap_or_default(),
+        ))
+    };
+
+    let trusted = match ca.filter(|c| *c != "probe") {
+        Some(path) => format!("kafka.client.\"ssl.ca.location\" = {path}"),
+        None => {
+            "the system's CA certificates (kafka.client.\"ssl.ca.location\" is not set)".to_owned()
+        }
+    };
+    let (chain, _) = handshake(Some(false))?;
+    if chain != X509VerifyResult::OK {
+        return Some(format!(
+            "the broker's certificate is not trusted: {} (checked against {trusted}; \
+             point ssl.ca.location at the CA that signed the broker's certificate)",
+            chain.error_string()
+        ));
+    }
+    let (name, _) = handshake(Some(true))?;
+    if name == X509VerifyResult::OK {
+        return None;
+    }
+    let names = handshake(None).map(|(_, names)| names).unwrap_or_default();
+    Some(format!(
+        "the broker's certificate is signed by a trusted CA but is not for host \"{host}\" \
+         ({}; it is for {}): connect by a name the certificate holds (kafka.bootstrap_servers \
+         and the brokers' advertised listeners), or reissue the certificate",
+        name.error_string(),
+        if names.is_empty() {
+            "no host name".to_owned()
+        } else {
+            names.join(", ")
+        },
+    ))
+}
+
+/// Where Linux distributions keep their CA bundle.
+const SYSTEM_CA_FILES: &[&str] = &[
+    "/etc/ssl/certs/ca-certificates.crt",
+    "/etc/pki/tls/certs/ca-bundle.crt",
+    "/etc/ssl/ca-bundle.pem",
+    "/etc/pki/tls/cacert.pem",
+    "/etc/ssl/cert.pem",
+];
+
+/// The DNS names and IP addresses a certificate is for (its subject alternative names,
+/// or its common name when it has none).
+fn certificate_names(cert: &openssl::x509::X509Ref) -> Vec<String> {
+    let mut names: Vec<String> = cert
+        .subject_alt_names()
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| {
+                    n.dnsname().map(str::to_owned).or_else(|| {
+                        n.ipaddress().and_then(|ip| match ip.len() {
+                            4 => <[u8; 4]>::try_from(ip)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            16 => <[u8; 16]>::try_from(ip)
+                                .ok()
+                                .map(|b| std::net::IpAddr::from(b).to_string()),
+                            _ => None,
+                        })
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        names.extend(
+            cert.subject_name()
+                .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                .filter_map(|e| e.data().to_string().ok()),
+        );
+    }
+    names
+}
