@@ -2,6 +2,11 @@
 # Fuzzes the decoder (fuzz/fuzz_targets/decode.rs) for a bounded time and prints how many
 # inputs it ran. Usage: scripts/fuzz.sh [SECONDS]   (default 600)
 #
+# The fuzz crate compiles src/vitals.rs by itself, with serde, serde_json and thiserror,
+# not the whole vitalwatch crate (no librdkafka, no OpenSSL): a fresh build takes 1-2
+# minutes on 2 cores, most of it libFuzzer's C++. Before building, this checks that those
+# dependencies resolve to the versions and features the service is built with.
+#
 # Installs cargo-fuzz and a C++ compiler when missing. cargo-fuzz passes -Z flags
 # (-Zsanitizer=address); RUSTC_BOOTSTRAP=1 lets the stable toolchain accept them, for
 # this build only. New inputs go to target/fuzz/corpus/decode, so the seed corpus in
@@ -39,6 +44,32 @@ cannot() {
   exit 1
 }
 
+# The decoder under fuzz must be the one the service runs: fuzz/Cargo.toml's serde,
+# serde_json and thiserror with the service's features (float_roundtrip changes how
+# numbers parse), and every crate they pull in at the service's version (Cargo.lock).
+# A mismatch is the project's, so it fails even with FUZZ_OPTIONAL=1.
+deps() {
+  cargo tree --locked -e normal --prefix none -f '{p} [{f}]' "$@" | sed 's/ ([^)]*)//g' | sort -u
+}
+service_deps=$(deps) || { echo "error: cargo tree failed for Cargo.toml" >&2; exit 1; }
+fuzz_deps=$(deps --manifest-path fuzz/Cargo.toml) ||
+  { echo "error: cargo tree failed for fuzz/Cargo.toml" >&2; exit 1; }
+# Versions of everything but the fuzzing harness; features of the direct dependencies
+# (a transitive crate may have more features on in the service, enabled by its other
+# dependencies, e.g. memchr's "default" = "std").
+drift=$(
+  comm -23 <(grep -vE '^(vitalwatch-fuzz|libfuzzer-sys|arbitrary) ' <<<"$fuzz_deps" | cut -d' ' -f1,2) \
+    <(cut -d' ' -f1,2 <<<"$service_deps" | sort -u)
+  comm -23 <(grep -E '^(serde|serde_json|thiserror) ' <<<"$fuzz_deps") <(sort -u <<<"$service_deps")
+)
+if [ -n "$drift" ]; then
+  echo "error: fuzz/Cargo.toml or fuzz/Cargo.lock differs from the service's dependencies:" >&2
+  while IFS= read -r line; do echo "  $line"; done <<<"$drift" >&2
+  echo "align fuzz/Cargo.toml with Cargo.toml (features), or run in fuzz/:" \
+    "cargo update -p <crate> --precise <the version in Cargo.lock>" >&2
+  exit 1
+fi
+
 host="$(rustc -vV | sed -n 's/^host: //p')"
 case "$host" in
   x86_64-unknown-linux-gnu | aarch64-unknown-linux-gnu) ;;
@@ -73,8 +104,8 @@ rustc --edition 2024 "${probe_flags[@]}" -o "$work/probe" "$work/probe.rs" \
   cannot "rustc cannot build with ${probe_flags[*]} here: $(head -n 3 "$work/probe.log" | tr '\n' ' ')"
 
 # Optimised, with debug assertions and overflow checks. FUZZ_SANITIZER=none drops
-# AddressSanitizer (it also instruments the vendored C of OpenSSL and librdkafka): a
-# faster build and run, for a decoder that is safe Rust.
+# AddressSanitizer: the decoder is safe Rust (ASan watches the unsafe code of serde_json
+# and memchr under it), and it runs 3-5 times faster without.
 build_flags=(--release --debug-assertions --sanitizer "$sanitizer")
 start=$(date +%s)
 echo "== cargo fuzz build decode"

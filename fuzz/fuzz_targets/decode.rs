@@ -8,7 +8,14 @@
 use libfuzzer_sys::fuzz_target;
 use serde::Deserialize;
 use serde_json::Value;
-use vitalwatch::vitals::{
+
+// The decoder's own source file, compiled into this crate instead of linking the whole
+// vitalwatch crate (see Cargo.toml). The target uses only part of its API.
+#[allow(dead_code)]
+#[path = "../../src/vitals.rs"]
+mod vitals;
+
+use vitals::{
     DecodeError, DecodeLimits, MAX_PATIENT_ID_BYTES, MIN_TIMESTAMP_MS, Observation, decode,
 };
 
