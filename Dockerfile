@@ -3,7 +3,14 @@
 # vitalwatch container image.
 #
 #   docker build -t vitalwatch .
-#   docker run --rm -e VITALWATCH_KAFKA__BOOTSTRAP_SERVERS=broker:9092 -p 9464:9464 vitalwatch
+#   docker run --rm -p 9464:9464 -e VITALWATCH_KAFKA__BOOTSTRAP_SERVERS=broker:9093 \
+#     -e VITALWATCH_KAFKA__CLIENT__SECURITY__PROTOCOL=SSL vitalwatch
+#
+# The image's config (deploy/docker/config.toml) sets kafka.require_tls = true: without
+# TLS to the brokers ("security.protocol" SSL or SASL_SSL, certificate and host name
+# verified) `run` exits at start with an error naming kafka.require_tls. Only a local
+# test broker that never carries patient data may be reached without it:
+# -e VITALWATCH_KAFKA__REQUIRE_TLS=false (docker-compose.yml does this for its stack).
 #
 # Stages: chef (toolchain + cargo-chef) -> planner (dependency recipe) -> builder
 # (dependencies cooked in their own cached layer, then the crate) -> runtime (Debian slim
@@ -71,9 +78,9 @@ RUN groupadd --gid 10001 vitalwatch \
 
 COPY --from=builder /usr/local/bin/vitalwatch /usr/local/bin/vitalwatch
 COPY --chmod=0755 deploy/docker/healthcheck.sh /usr/local/bin/vitalwatch-healthcheck
-# Configuration: the image's settings (JSON logs, absolute rules path) and the shipped
-# NEWS2 rules. Override single keys with VITALWATCH_<SECTION>__<KEY> variables, or mount
-# other files over these two.
+# Configuration: the image's settings (TLS to the brokers required, JSON logs, absolute
+# rules path) and the shipped NEWS2 rules. Override single keys with
+# VITALWATCH_<SECTION>__<KEY> variables, or mount other files over these two.
 COPY deploy/docker/config.toml /etc/vitalwatch/config.toml
 COPY config/rules.toml /etc/vitalwatch/rules.toml
 
@@ -84,6 +91,8 @@ WORKDIR /etc/vitalwatch
 EXPOSE 9464
 # Liveness only (/healthz never depends on the broker). The script follows
 # VITALWATCH_HTTP__LISTEN's port; see its header for why it is bash and not curl.
+# A configuration that is refused (for example plaintext brokers while kafka.require_tls
+# is true) makes `run` exit at start, so the container stops before any health check.
 HEALTHCHECK --interval=15s --timeout=6s --start-period=20s --retries=3 \
   CMD ["/usr/local/bin/vitalwatch-healthcheck"]
 

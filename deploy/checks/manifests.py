@@ -7,9 +7,18 @@ Run by scripts/check-deploy.sh (from the repository root). The schemas say wheth
 file is well-formed; this says whether they agree: the grace periods exceed the drain
 deadline, the probes and the scrape point at the configured port, KEDA scales the
 Deployment, group and topic vitalwatch actually uses and never past the partition count,
-the ConfigMap's rules are the shipped ones. Writes into DIR the ConfigMap's config.toml
-and rules.toml (for `vitalwatch check-config`) and scaledobjects.json (for the KEDA
-schema check). Exit 1 on any failed check.
+the ConfigMap's rules are the shipped ones, the image and the ConfigMap require TLS (and
+only the local compose stack switches that off), the files the config reads are the
+mounted Secret's, and KEDA reaches the same brokers with the same credentials.
+
+Writes into DIR, for scripts/check-deploy.sh:
+  config.toml, rules.toml  the ConfigMap's files (for `vitalwatch check-config`)
+  compose.env              the compose vitalwatch service's VITALWATCH_* environment
+  pod.env                  the Deployment container's VITALWATCH_* environment; a value
+                           from a Secret becomes a stand-in, named in a third column
+  secret-files.tsv         per mounted Secret file: mount path, Secret, key, file path
+  keda-objects.json        the KEDA documents (for the schema check)
+Exit 1 on any failed check.
 """
 
 import argparse
@@ -65,6 +74,32 @@ def seconds(duration):
     return total
 
 
+# librdkafka properties that name a file, and the KEDA Kafka scaler parameter that takes
+# the same file's content from a TriggerAuthentication.
+FILE_PROPS = {
+    "ssl.ca.location": "ca",
+    "ssl.certificate.location": "cert",
+    "ssl.key.location": "key",
+}
+# librdkafka sasl.mechanism -> the KEDA Kafka trigger's `sasl`.
+KEDA_SASL = {"PLAIN": "plaintext", "SCRAM-SHA-256": "scram_sha256", "SCRAM-SHA-512": "scram_sha512"}
+USERNAME_ENV = "VITALWATCH_KAFKA__CLIENT__SASL__USERNAME"
+PASSWORD_ENV = "VITALWATCH_KAFKA__CLIENT__SASL__PASSWORD"
+
+
+def env_str(value):
+    """A compose/Kubernetes environment value as the process sees it."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "" if value is None else str(value)
+
+
+def write_env(path, env):
+    with open(path, "w", encoding="utf-8") as f:
+        for row in env:
+            f.write("\t".join(row) + "\n")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
@@ -87,6 +122,8 @@ def main():
           and re.search(r"apt-get install[^&]*\bca-certificates\b", dockerfile) is not None,
           "Dockerfile: installs ca-certificates and points the vendored OpenSSL at it (SSL_CERT_FILE)")
     check(image_cfg.get("log", {}).get("format") == "json", "image config: log.format = json")
+    check(image_cfg.get("kafka", {}).get("require_tls") is True,
+          "image config: kafka.require_tls = true (the image refuses brokers without TLS)")
 
     # docker-compose.yml
     with open("docker-compose.yml", encoding="utf-8") as f:
@@ -102,6 +139,28 @@ def main():
           f"compose: vitalwatch stop_grace_period {grace:g}s > shutdown_timeout_secs {shutdown}s")
     env = vw.get("environment", {})
     check(env.get("VITALWATCH_LOG__FORMAT") == "json", "compose: vitalwatch logs JSON")
+    # The protocol of the broker listener compose's vitalwatch connects to, from the
+    # kafka service's listener settings.
+    kenv = services.get("kafka", {}).get("environment", {})
+    proto_of = dict(item.split(":", 1) for item in
+                    str(kenv.get("KAFKA_LISTENER_SECURITY_PROTOCOL_MAP", "")).split(",") if ":" in item)
+    advertised = {}
+    for item in str(kenv.get("KAFKA_ADVERTISED_LISTENERS", "")).split(","):
+        if "://" in item:
+            name, addr = item.split("://", 1)
+            advertised[addr] = proto_of.get(name, name)
+    bootstrap = env_str(env.get("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS"))
+    listener = advertised.get(bootstrap, "?")
+    require_tls = env_str(env.get("VITALWATCH_KAFKA__REQUIRE_TLS", "")).lower()
+    if listener in ("SSL", "SASL_SSL"):
+        check(require_tls in ("", "true"),
+              f"compose: vitalwatch keeps kafka.require_tls (listener {bootstrap} is {listener})")
+    else:
+        check(require_tls == "false",
+              f"compose: vitalwatch sets VITALWATCH_KAFKA__REQUIRE_TLS=false, the local stack's only "
+              f"exception: its broker listener {bootstrap} is {listener}")
+    write_env(os.path.join(out, "compose.env"),
+              [(k, env_str(v)) for k, v in sorted(env.items()) if k.startswith("VITALWATCH_")])
     init = " ".join(services.get("topic-init", {}).get("command", []))
     topics = {m.group(1): int(m.group(2)) for m in
               re.finditer(r"--topic (\S+) --partitions (\d+) --replication-factor 1", init)}
@@ -138,6 +197,23 @@ def main():
     k8s_port = port_of(k8s_cfg.get("http", {}).get("listen", "0.0.0.0:9464"))
     k8s_shutdown = k8s_cfg.get("pipeline", {}).get("shutdown_timeout_secs", DEFAULT_SHUTDOWN_SECS)
     check(k8s_cfg.get("log", {}).get("format") == "json", "k8s: ConfigMap config sets log.format = json")
+    client = {}
+
+    def flatten(prefix, node):
+        for k, v in node.items():
+            name = f"{prefix}.{k}" if prefix else k
+            if isinstance(v, dict):
+                flatten(name, v)
+            else:
+                client[name] = v
+
+    flatten("", kafka.get("client", {}))
+    protocol = str(client.get("security.protocol", "plaintext")).lower()
+    mechanism = str(client.get("sasl.mechanism", client.get("sasl.mechanisms", "GSSAPI"))).upper()
+    uses_tls = protocol in ("ssl", "sasl_ssl")
+    uses_sasl = protocol.startswith("sasl_")
+    check(kafka.get("require_tls") is True and uses_tls,
+          f"k8s: ConfigMap config requires TLS (kafka.require_tls = true, security.protocol {protocol})")
 
     spec = dep.get("spec", {}).get("template", {}).get("spec", {})
     containers = spec.get("containers", [{}])
@@ -167,6 +243,72 @@ def main():
           and os.path.join(mounted[0], "config.toml") == cfg_path
           and os.path.join(mounted[0], "rules.toml") == rules_file,
           f"k8s: --config {cfg_path} and rules.file {rules_file} are the ConfigMap's files, mounted at {mounted}")
+
+    # The credentials: files from a mounted Secret, named by the config.
+    pod_sc = spec.get("securityContext", {})
+    secret_vols = {v.get("name"): v.get("secret") for v in spec.get("volumes", []) if "secret" in v}
+    secret_files = {}  # absolute path in the container -> (secret, key)
+    tsv = []
+    for m in c.get("volumeMounts", []):
+        vol = secret_vols.get(m.get("name"))
+        if vol is None:
+            continue
+        name, mp = vol.get("secretName"), m.get("mountPath")
+        items = vol.get("items") or []
+        mode = vol.get("defaultMode", 0o644)
+        check(m.get("readOnly") is True, f"k8s: Secret {name} is mounted read-only at {mp}")
+        check(vol.get("optional") is not True,
+              f"k8s: Secret {name} is not optional (a pod without it shows the missing Secret instead of failing later)")
+        check(not mode & 0o007 and (mode & 0o040 and pod_sc.get("fsGroup") == pod_sc.get("runAsGroup")
+                                    or mode & 0o400 and pod_sc.get("runAsUser") == 0),
+              f"k8s: Secret {name} files are mode {mode:04o}: not world-readable, readable by the pod's "
+              f"user through fsGroup {pod_sc.get('fsGroup')}")
+        check(bool(items), f"k8s: Secret {name} volume lists its keys (items), so a missing key is named at mount")
+        for it in items:
+            path = os.path.join(mp, it.get("path", ""))
+            secret_files[path] = (name, it.get("key"))
+            tsv.append((mp, name, it.get("key"), it.get("path")))
+    write_env(os.path.join(out, "secret-files.tsv"), tsv)
+
+    def source_of(config_key, path):
+        ok = check(path in secret_files,
+                   f"k8s: {config_key} {path} is a file of a mounted Secret ({', '.join(sorted(secret_files)) or 'none'})")
+        return secret_files.get(path) if ok else None
+
+    pw_file = kafka.get("sasl_password_file", "")
+    file_sources = {}  # KEDA parameter -> (secret, key) the pods read
+    if uses_sasl:
+        check(bool(pw_file) and "sasl.password" not in client,
+              "k8s: the SASL password comes from kafka.sasl_password_file, not from the ConfigMap")
+    if pw_file:
+        file_sources["password"] = source_of("kafka.sasl_password_file", pw_file)
+    for prop, param in FILE_PROPS.items():
+        if prop in client and str(client[prop]).startswith("/"):
+            file_sources[param] = source_of(f'kafka.client."{prop}"', client[prop])
+
+    pod_env = []
+    env_secret = {}
+    for e in c.get("env", []):
+        ref = e.get("valueFrom", {}).get("secretKeyRef")
+        if ref:
+            env_secret[e.get("name")] = (ref.get("name"), ref.get("key"))
+            check(ref.get("optional") is not True, f"k8s: env {e.get('name')} from Secret {ref.get('name')} is not optional")
+            pod_env.append((e.get("name"), f"stand-in-for-{ref.get('key')}", f"Secret {ref.get('name')}, key {ref.get('key')}"))
+        elif "value" in e:
+            pod_env.append((e.get("name"), env_str(e.get("value"))))
+    write_env(os.path.join(out, "pod.env"), [r for r in pod_env if r[0].startswith("VITALWATCH_")])
+    check(PASSWORD_ENV not in {e.get("name") for e in c.get("env", [])},
+          f"k8s: no {PASSWORD_ENV} in the pod's environment (the password is a file)")
+    username_source = None
+    if uses_sasl:
+        if USERNAME_ENV in env_secret:
+            username_source = env_secret[USERNAME_ENV]
+            check("sasl.username" not in client,
+                  f"k8s: sasl.username has one source, {USERNAME_ENV} from Secret {username_source[0]}, "
+                  f"key {username_source[1]} (not also in the ConfigMap)")
+        else:
+            check(False, f"k8s: the SASL user name comes from the Secret ({USERNAME_ENV}), where KEDA reads it too")
+
     pod_labels = dep.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
 
     def selects(selector):
@@ -180,10 +322,18 @@ def main():
           f"k8s: Service annotated for Prometheus scraping on port {k8s_port}")
 
     # KEDA: structure and agreement; the schema check is done by keda-validate.cjs.
-    keda = load_docs(["deploy/k8s/keda/scaledobject.yaml"])
-    scaled = [d for _, d in keda]
-    with open(os.path.join(out, "scaledobjects.json"), "w", encoding="utf-8") as f:
-        json.dump(scaled, f)
+    keda_files = sorted(p for p in glob.glob("deploy/k8s/keda/*.yaml") if not p.endswith("kustomization.yaml"))
+    with open("deploy/k8s/keda/kustomization.yaml", encoding="utf-8") as f:
+        resources = yaml.safe_load(f).get("resources", [])
+    check(all(os.path.basename(p) in resources for p in keda_files),
+          f"keda: the kustomization lists every file: {', '.join(os.path.basename(p) for p in keda_files)}")
+    keda = load_docs(keda_files)
+    objects = [d for _, d in keda]
+    with open(os.path.join(out, "keda-objects.json"), "w", encoding="utf-8") as f:
+        json.dump(objects, f)
+    scaled = [d for d in objects if d.get("kind") == "ScaledObject"]
+    auths = {d.get("metadata", {}).get("name"): d for d in objects if d.get("kind") == "TriggerAuthentication"}
+    check(len(scaled) == 1, f"keda: one ScaledObject (found {len(scaled)})")
     for so in scaled:
         s = so.get("spec", {})
         check(so.get("apiVersion") == "keda.sh/v1alpha1" and so.get("kind") == "ScaledObject",
@@ -195,15 +345,50 @@ def main():
         check(isinstance(mx, int) and isinstance(mn, int) and 1 <= mn <= mx <= partitions,
               f"keda: minReplicaCount {mn} <= maxReplicaCount {mx} <= {partitions} partitions of patient-data")
         triggers = [t for t in s.get("triggers", []) if t.get("type") == "kafka"]
-        if check(len(triggers) == 1, "keda: one kafka trigger"):
-            md = triggers[0].get("metadata", {})
-            check(md.get("consumerGroup") == kafka.get("group_id")
-                  and md.get("topic") == kafka.get("input_topic")
-                  and md.get("bootstrapServers") == kafka.get("bootstrap_servers"),
-                  "keda: trigger's consumerGroup, topic and bootstrapServers are the ConfigMap's")
-            check(str(md.get("lagThreshold", "")).isdigit(), "keda: lagThreshold is a whole number")
-            check(md.get("allowIdleConsumers", "false") == "false",
-                  "keda: allowIdleConsumers false (never more replicas than partitions)")
+        if not check(len(triggers) == 1, "keda: one kafka trigger"):
+            continue
+        trig = triggers[0]
+        md = trig.get("metadata", {})
+        check(md.get("consumerGroup") == kafka.get("group_id")
+              and md.get("topic") == kafka.get("input_topic")
+              and md.get("bootstrapServers") == kafka.get("bootstrap_servers"),
+              "keda: trigger's consumerGroup, topic and bootstrapServers are the ConfigMap's")
+        check(str(md.get("lagThreshold", "")).isdigit(), "keda: lagThreshold is a whole number")
+        check(md.get("allowIdleConsumers", "false") == "false",
+              "keda: allowIdleConsumers false (never more replicas than partitions)")
+
+        # The same protocol: TLS and the SASL mechanism in the trigger, the credentials
+        # from a TriggerAuthentication reading what the pods read.
+        want_tls = "enable" if uses_tls else "disable"
+        check(md.get("tls", "disable") == want_tls,
+              f"keda: trigger tls {md.get('tls', 'disable')!r}, as security.protocol {protocol}")
+        want_sasl = KEDA_SASL.get(mechanism, f"? ({mechanism})") if uses_sasl else "none"
+        check(md.get("sasl", "none") == want_sasl,
+              f"keda: trigger sasl {md.get('sasl', 'none')!r}, as sasl.mechanism {mechanism if uses_sasl else '(none)'}")
+        ref = trig.get("authenticationRef")
+        if not (uses_tls or uses_sasl):
+            continue
+        if not check(bool(ref) and ref.get("kind", "TriggerAuthentication") == "TriggerAuthentication"
+                     and ref.get("name") in auths,
+                     f"keda: the trigger's authenticationRef names a TriggerAuthentication here ({ref})"):
+            continue
+        ta = auths[ref["name"]].get("spec", {})
+        params = {}
+        for r in ta.get("secretTargetRef", []):
+            params[r.get("parameter")] = (r.get("name"), r.get("key"))
+        for p in ("sasl", "tls"):
+            check(p not in params, f"keda: {p} only in the trigger, not also in the TriggerAuthentication")
+        want = dict(file_sources)
+        if uses_sasl:
+            want["username"] = username_source
+        for param, source in sorted(want.items()):
+            if source is None:
+                continue
+            check(params.get(param) == source,
+                  f"keda: TriggerAuthentication {param} is Secret {source[0]}, key {source[1]}, as the pods read it"
+                  + ("" if params.get(param) == source else f" (it has {params.get(param)})"))
+        extra = sorted(set(params) - set(want))
+        check(not extra, f"keda: no TriggerAuthentication parameter the pods do not use ({', '.join(extra) or 'none'})")
 
     print(f"manifests: {failures} problem(s)")
     return 1 if failures else 0
