@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
 # End-to-end suite: the vitalwatch binary as a process against a real Kafka-compatible
 # broker (nisshi), broken on purpose: SIGKILL cycles, SIGTERM under load, scaling, an
-# alert-topic outage, hostile input, a broker restart. See docs/e2e.md.
+# alert-topic outage, hostile input, a broker restart, TLS and SASL. See docs/e2e.md.
 #
 #   scripts/e2e.sh                  every scenario
 #   scripts/e2e.sh sigkill          only the tests whose name contains "sigkill"
 #
-# Installs nisshi 0.8.1 when missing (~25 min on 2 cores), builds the release binary,
-# starts a broker on 127.0.0.1:$VW_E2E_PORT (default 19092, memory storage; the
-# broker-restart scenario starts its own on $VW_E2E_SQLITE_PORT, default 19093, with
-# sqlite storage), runs `cargo test --release --test e2e -- --ignored`, stops the
-# brokers and prints the summary table (target/e2e/summary.tsv). Logs of every process
-# are under target/e2e/logs/<scenario>/, the brokers' under target/e2e/broker-<port>.log.
+# Installs the openssl CLI (the security scenario's certificates) and nisshi 0.8.1 when
+# missing (~25 min on 2 cores), builds the release binary, starts a broker on
+# 127.0.0.1:$VW_E2E_PORT (default 19092, memory storage; the broker-restart scenario
+# starts its own on $VW_E2E_SQLITE_PORT, default 19093, with sqlite storage, and the
+# security scenario one with TLS and SASL on $VW_E2E_TLS_PORT, default 19094), runs
+# `cargo test --release --test e2e -- --ignored`, stops the brokers and prints the
+# summary table (target/e2e/summary.tsv). Logs of every process are under
+# target/e2e/logs/<scenario>/, the brokers' under target/e2e/broker-<port>.log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
@@ -27,6 +29,7 @@ free_port() {
   echo "$p"
 }
 
+scripts/ensure-build-deps.sh e2e
 scripts/broker.sh install
 echo "== cargo build --release"
 cargo build --release
@@ -34,13 +37,18 @@ cargo build --release
 PORT=$(free_port "${VW_E2E_PORT:-19092}")
 SQLITE_PORT=$(free_port "${VW_E2E_SQLITE_PORT:-19093}")
 if [ "$SQLITE_PORT" = "$PORT" ]; then SQLITE_PORT=$(free_port $((PORT + 1))); fi
+TLS_PORT=$(free_port "${VW_E2E_TLS_PORT:-19094}")
+while [ "$TLS_PORT" = "$PORT" ] || [ "$TLS_PORT" = "$SQLITE_PORT" ]; do
+  TLS_PORT=$(free_port $((TLS_PORT + 1)))
+done
 cleanup() {
   scripts/broker.sh stop "$PORT" || true
   scripts/broker.sh stop "$SQLITE_PORT" > /dev/null || true
+  scripts/broker.sh stop "$TLS_PORT" > /dev/null || true
 }
 trap cleanup EXIT
 FRESH=1 scripts/broker.sh start "$PORT"
-export VW_E2E_BROKERS="127.0.0.1:$PORT" VW_E2E_SQLITE_PORT="$SQLITE_PORT"
+export VW_E2E_BROKERS="127.0.0.1:$PORT" VW_E2E_SQLITE_PORT="$SQLITE_PORT" VW_E2E_TLS_PORT="$TLS_PORT"
 export VW_E2E_SUMMARY="$PWD/$STATE/summary.tsv"
 rm -f "$VW_E2E_SUMMARY"
 

@@ -1,9 +1,15 @@
 //! The broker side of the suite: fresh topics per scenario (CreateTopics through
 //! rdkafka's AdminClient), reading a topic back to its end, committed offsets of a group.
+//!
+//! Every helper takes the broker as a [`Client`]: bootstrap servers plus any librdkafka
+//! properties the suite's own clients need to reach it (TLS, SASL: the security
+//! scenario). A `&str` or `&String` of bootstrap servers converts into one.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use vitalwatch::secret::ClientProps;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
@@ -27,13 +33,67 @@ pub const ALERT_PARTITIONS: i32 = 3;
 /// Partitions of every DLQ topic.
 pub const DLQ_PARTITIONS: i32 = 1;
 
+/// How the suite's own clients reach a broker.
+#[derive(Clone, Debug, Default)]
+pub struct Client {
+    /// Bootstrap servers, host:port[,host:port...].
+    pub brokers: String,
+    /// Extra librdkafka properties for every client: `security.protocol`, `ssl.*`,
+    /// `sasl.*`. Credentials print as `[redacted]`, as in vitalwatch's own settings.
+    pub props: ClientProps,
+}
+
+impl Client {
+    pub fn new(brokers: &str) -> Client {
+        Client {
+            brokers: brokers.to_owned(),
+            props: ClientProps::default(),
+        }
+    }
+
+    /// With one more librdkafka property.
+    pub fn with(mut self, property: &str, value: &str) -> Client {
+        self.props.insert(property, value);
+        self
+    }
+
+    /// `bootstrap.servers` and the extra properties.
+    fn config(&self) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config.set("bootstrap.servers", &self.brokers);
+        for (k, v) in self.props.expose() {
+            config.set(k, v);
+        }
+        config
+    }
+}
+
+impl From<&str> for Client {
+    fn from(brokers: &str) -> Client {
+        Client::new(brokers)
+    }
+}
+
+impl From<&String> for Client {
+    fn from(brokers: &String) -> Client {
+        Client::new(brokers)
+    }
+}
+
+impl From<&Client> for Client {
+    fn from(client: &Client) -> Client {
+        client.clone()
+    }
+}
+
 static NEXT: AtomicUsize = AtomicUsize::new(0);
 
 /// One scenario's topics and consumer group, unique per run so that a broker that
 /// outlives a run (or a rerun on the same broker) never mixes scenarios.
 #[derive(Debug, Clone)]
 pub struct Topics {
-    pub brokers: String,
+    /// The broker, as the suite's own clients reach it.
+    pub client: Client,
     pub input: String,
     pub alerts: String,
     pub dlq: String,
@@ -43,7 +103,8 @@ pub struct Topics {
 
 impl Topics {
     /// Creates the input (with `partitions`), alert and DLQ topics on `brokers`.
-    pub fn create(brokers: &str, scenario: &str, partitions: i32) -> Topics {
+    pub fn create(brokers: impl Into<Client>, scenario: &str, partitions: i32) -> Topics {
+        let client: Client = brokers.into();
         let stamp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis())
@@ -51,7 +112,7 @@ impl Topics {
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
         let id = format!("{scenario}-{stamp}-{n}");
         let t = Topics {
-            brokers: brokers.to_owned(),
+            client,
             input: format!("e2e-data-{id}"),
             alerts: format!("e2e-alerts-{id}"),
             dlq: format!("e2e-dlq-{id}"),
@@ -59,7 +120,7 @@ impl Topics {
             partitions,
         };
         create_topics(
-            brokers,
+            &t.client,
             &[
                 (&t.input, partitions),
                 (&t.alerts, ALERT_PARTITIONS),
@@ -69,10 +130,16 @@ impl Topics {
         t
     }
 
+    /// The same topics, reached another way from now on (the security scenario creates
+    /// them on a plaintext broker that it then restarts with TLS and SASL).
+    pub fn reached_by(self, client: Client) -> Topics {
+        Topics { client, ..self }
+    }
+
     /// The `VITALWATCH_KAFKA__*` variables that point `vitalwatch run` at these topics.
     pub fn env(&self) -> Vec<(String, String)> {
         [
-            ("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", &self.brokers),
+            ("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", &self.client.brokers),
             ("VITALWATCH_KAFKA__INPUT_TOPIC", &self.input),
             ("VITALWATCH_KAFKA__ALERT_TOPIC", &self.alerts),
             ("VITALWATCH_KAFKA__DLQ_TOPIC", &self.dlq),
@@ -84,11 +151,11 @@ impl Topics {
     }
 
     pub fn committed(&self) -> Vec<i64> {
-        committed(&self.brokers, &self.group, &self.input, self.partitions)
+        committed(&self.client, &self.group, &self.input, self.partitions)
     }
 
     pub fn end_offsets(&self) -> Vec<i64> {
-        end_offsets(&self.brokers, &self.input)
+        end_offsets(&self.client, &self.input)
     }
 
     /// Waits until the group's committed offsets reach the input's log end on every
@@ -117,20 +184,18 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("tokio runtime")
 }
 
-fn admin(brokers: &str) -> AdminClient<DefaultClientContext> {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .create()
-        .expect("admin client")
+fn admin(client: &Client) -> AdminClient<DefaultClientContext> {
+    client.config().create().expect("admin client")
 }
 
 /// Creates the topics and waits until the broker's metadata shows every partition.
-pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
+pub fn create_topics(brokers: impl Into<Client>, topics: &[(&str, i32)]) {
+    let client: Client = brokers.into();
     let new: Vec<NewTopic<'_>> = topics
         .iter()
         .map(|&(name, partitions)| NewTopic::new(name, partitions, TopicReplication::Fixed(1)))
         .collect();
-    let admin = admin(brokers);
+    let admin = admin(&client);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = runtime()
         .block_on(admin.create_topics(&new, &opts))
@@ -145,7 +210,7 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
             Duration::from_secs(30),
             &format!("topic {name} visible"),
             || {
-                let n = partition_count(brokers, name);
+                let n = partition_count(&client, name);
                 if n == partitions as usize {
                     Ok(())
                 } else {
@@ -157,8 +222,9 @@ pub fn create_topics(brokers: &str, topics: &[(&str, i32)]) {
 }
 
 /// Deletes a topic and waits until the broker's metadata no longer lists it.
-pub fn delete_topic(brokers: &str, name: &str) {
-    let admin = admin(brokers);
+pub fn delete_topic(brokers: impl Into<Client>, name: &str) {
+    let client: Client = brokers.into();
+    let admin = admin(&client);
     let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
     let results = runtime()
         .block_on(admin.delete_topics(&[name], &opts))
@@ -171,7 +237,7 @@ pub fn delete_topic(brokers: &str, name: &str) {
     wait_for(
         Duration::from_secs(30),
         &format!("topic {name} gone"),
-        || match partition_count(brokers, name) {
+        || match partition_count(&client, name) {
             0 => Ok(()),
             n => Err(format!("still {n} partitions")),
         },
@@ -179,9 +245,9 @@ pub fn delete_topic(brokers: &str, name: &str) {
 }
 
 /// A consumer that never joins a group: metadata, watermarks, assign-and-read.
-fn reader(brokers: &str) -> BaseConsumer {
-    ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+fn reader(client: &Client) -> BaseConsumer {
+    client
+        .config()
         .set("group.id", "e2e-reader")
         .set("enable.auto.commit", "false")
         .set("enable.partition.eof", "false")
@@ -192,8 +258,8 @@ fn reader(brokers: &str) -> BaseConsumer {
 }
 
 /// Partitions of `topic` in the broker's metadata; 0 when it does not exist.
-pub fn partition_count(brokers: &str, topic: &str) -> usize {
-    let md = match reader(brokers).fetch_metadata(Some(topic), Duration::from_secs(10)) {
+pub fn partition_count(brokers: impl Into<Client>, topic: &str) -> usize {
+    let md = match reader(&brokers.into()).fetch_metadata(Some(topic), Duration::from_secs(10)) {
         Ok(md) => md,
         Err(_) => return 0,
     };
@@ -204,9 +270,10 @@ pub fn partition_count(brokers: &str, topic: &str) -> usize {
 }
 
 /// Log end offset (high watermark) of every partition of `topic`.
-pub fn end_offsets(brokers: &str, topic: &str) -> Vec<i64> {
-    let consumer = reader(brokers);
-    let n = partition_count(brokers, topic) as i32;
+pub fn end_offsets(brokers: impl Into<Client>, topic: &str) -> Vec<i64> {
+    let client: Client = brokers.into();
+    let consumer = reader(&client);
+    let n = partition_count(&client, topic) as i32;
     (0..n)
         .map(|p| {
             consumer
@@ -218,9 +285,15 @@ pub fn end_offsets(brokers: &str, topic: &str) -> Vec<i64> {
 }
 
 /// Committed offset of `group` per partition of `topic` (-1 when none).
-pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Vec<i64> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
+pub fn committed(
+    brokers: impl Into<Client>,
+    group: &str,
+    topic: &str,
+    partitions: i32,
+) -> Vec<i64> {
+    let client: Client = brokers.into();
+    let consumer: BaseConsumer = client
+        .config()
         .set("group.id", group)
         .set("enable.auto.commit", "false")
         .create()
@@ -245,8 +318,8 @@ pub fn committed(brokers: &str, group: &str, topic: &str, partitions: i32) -> Ve
 }
 
 /// Members of a consumer group and the client ids they joined with.
-pub fn group_members(brokers: &str, group: &str) -> Result<Vec<String>, String> {
-    let list = reader(brokers)
+pub fn group_members(brokers: impl Into<Client>, group: &str) -> Result<Vec<String>, String> {
+    let list = reader(&brokers.into())
         .fetch_group_list(Some(group), Duration::from_secs(10))
         .map_err(|e| e.to_string())?;
     Ok(list
@@ -275,14 +348,20 @@ impl Record {
 }
 
 /// Every message of `topic` from the beginning to the high watermarks as they are now.
-pub fn read_all(brokers: &str, topic: &str) -> Vec<Record> {
-    let ends = end_offsets(brokers, topic);
-    read_range(brokers, topic, &vec![0; ends.len()], &ends)
+pub fn read_all(brokers: impl Into<Client>, topic: &str) -> Vec<Record> {
+    let client: Client = brokers.into();
+    let ends = end_offsets(&client, topic);
+    read_range(&client, topic, &vec![0; ends.len()], &ends)
 }
 
 /// The messages of `topic` with `from[p] <= offset < to[p]` on each partition `p`.
-pub fn read_range(brokers: &str, topic: &str, from: &[i64], to: &[i64]) -> Vec<Record> {
-    let consumer = reader(brokers);
+pub fn read_range(
+    brokers: impl Into<Client>,
+    topic: &str,
+    from: &[i64],
+    to: &[i64],
+) -> Vec<Record> {
+    let consumer = reader(&brokers.into());
     let mut tpl = TopicPartitionList::new();
     let mut left: BTreeMap<i32, i64> = BTreeMap::new();
     for (p, (&start, &end)) in from.iter().zip(to).enumerate() {
@@ -337,16 +416,17 @@ pub fn read_range(brokers: &str, topic: &str, from: &[i64], to: &[i64]) -> Vec<R
     out
 }
 
-/// A plain producer for hand-made input (the poison scenario).
+/// A plain producer for hand-made input (the poison and security scenarios).
 pub struct Feeder {
     producer: BaseProducer,
     topic: String,
 }
 
 impl Feeder {
-    pub fn new(brokers: &str, topic: &str) -> Feeder {
-        let producer = ClientConfig::new()
-            .set("bootstrap.servers", brokers)
+    pub fn new(brokers: impl Into<Client>, topic: &str) -> Feeder {
+        let client: Client = brokers.into();
+        let producer = client
+            .config()
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")

@@ -2,7 +2,8 @@
 //! Kafka-compatible broker (nisshi), broken on purpose.
 //!
 //! `scripts/e2e.sh` builds the release binary, starts the broker, exports
-//! `VW_E2E_BROKERS` and runs `cargo test --release --test e2e -- --ignored
+//! `VW_E2E_BROKERS` (and the ports of the scenarios' own brokers, `VW_E2E_SQLITE_PORT`
+//! and `VW_E2E_TLS_PORT`) and runs `cargo test --release --test e2e -- --ignored
 //! --test-threads=1`. Every test is `#[ignore]`, so a plain `cargo test` lists them
 //! without needing a broker.
 //!
@@ -25,6 +26,7 @@ mod wait;
 mod broker_restart;
 mod poison;
 mod scale;
+mod security;
 mod sigkill;
 mod sigterm;
 mod sink_outage;
@@ -113,10 +115,10 @@ pub fn seed() -> u64 {
 
 /// Reads the input, alert and DLQ topics back and tallies them against the oracle.
 pub fn check_outputs(topics: &Topics) -> (Expected, Tally) {
-    let input = kafka::read_all(&topics.brokers, &topics.input);
+    let input = kafka::read_all(&topics.client, &topics.input);
     let expected = Expected::from_input(&topics.input, &input);
-    let alerts = kafka::read_all(&topics.brokers, &topics.alerts);
-    let dlq = kafka::read_all(&topics.brokers, &topics.dlq);
+    let alerts = kafka::read_all(&topics.client, &topics.alerts);
+    let dlq = kafka::read_all(&topics.client, &topics.dlq);
     let tally = oracle::tally(&expected, &alerts, &dlq);
     (expected, tally)
 }

@@ -1,6 +1,7 @@
 //! The processes under test: `vitalwatch run` (configured only through `VITALWATCH_*`
-//! variables) and `vitalwatch loadgen`, with their logs in `target/e2e/logs/`, and a
-//! minimal HTTP client for `/readyz`, `/healthz` and `/metrics`.
+//! variables), `vitalwatch loadgen`, and runs that must end on their own (a start-up
+//! that must fail, `check-config`), with their logs in `target/e2e/logs/`, and a minimal
+//! HTTP client for `/readyz`, `/healthz` and `/metrics`.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -42,6 +43,20 @@ fn command(args: &[&str]) -> Command {
         if k.starts_with("VITALWATCH_") || k == "RUST_LOG" {
             cmd.env_remove(k);
         }
+    }
+    cmd
+}
+
+/// `vitalwatch <args>` with the suite's own settings (loopback HTTP on a port the OS
+/// picks, no admin listener, JSON logs at info), then `env` on top.
+fn service_command(args: &[&str], env: &[(String, String)]) -> Command {
+    let mut cmd = command(args);
+    cmd.env("VITALWATCH_HTTP__LISTEN", "127.0.0.1:0")
+        .env("VITALWATCH_ADMIN__LISTEN", "")
+        .env("VITALWATCH_LOG__FORMAT", "json")
+        .env("VITALWATCH_LOG__LEVEL", "info");
+    for (k, v) in env {
+        cmd.env(k, v);
     }
     cmd
 }
@@ -99,15 +114,7 @@ impl Vitalwatch {
     pub fn start(name: &str, env: &[(String, String)], logs: &Path) -> Vitalwatch {
         let log = logs.join(format!("{name}.log"));
         let file = Arc::new(Mutex::new(File::create(&log).expect("log file")));
-        let mut cmd = command(&["run"]);
-        cmd.env("VITALWATCH_HTTP__LISTEN", "127.0.0.1:0")
-            .env("VITALWATCH_ADMIN__LISTEN", "")
-            .env("VITALWATCH_LOG__FORMAT", "json")
-            .env("VITALWATCH_LOG__LEVEL", "info");
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let mut child = cmd
+        let mut child = service_command(&["run"], env)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -275,6 +282,99 @@ impl Drop for Vitalwatch {
     /// A failed test must not leave the process running.
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// A `vitalwatch` process that ended on its own: exit status and output.
+pub struct Exited {
+    pub status: ExitStatus,
+    pub stdout: String,
+    pub stderr: String,
+    /// Both outputs, in `target/e2e/logs/<scenario>/<name>.log`.
+    pub log: PathBuf,
+    /// From the start to the exit.
+    pub took: Duration,
+}
+
+impl Exited {
+    /// stdout and stderr together.
+    pub fn output(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+}
+
+/// Runs `vitalwatch <args>` (`run` that must fail at start, `check-config`) with the
+/// suite's own settings and `env`, and waits up to `timeout` for it to exit on its own.
+/// Kills it and panics (with its output) if it is still running then.
+pub fn run_to_exit(
+    args: &[&str],
+    env: &[(String, String)],
+    logs: &Path,
+    name: &str,
+    timeout: Duration,
+) -> Exited {
+    let log = logs.join(format!("{name}.log"));
+    let started = Instant::now();
+    let mut child = service_command(args, env)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary().display()));
+    let collect = |out: Option<Box<dyn Read + Send>>| {
+        std::thread::spawn(move || {
+            let mut raw = Vec::new();
+            if let Some(mut out) = out {
+                let _ = out.read_to_end(&mut raw);
+            }
+            String::from_utf8_lossy(&raw).into_owned()
+        })
+    };
+    let stdout = collect(
+        child
+            .stdout
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let stderr = collect(
+        child
+            .stderr
+            .take()
+            .map(|o| Box::new(o) as Box<dyn Read + Send>),
+    );
+    let deadline = started + timeout;
+    let status = loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let took = started.elapsed();
+    let stdout = stdout.join().unwrap_or_default();
+    let stderr = stderr.join().unwrap_or_default();
+    let command = format!("vitalwatch {} ({name})", args.join(" "));
+    let ended = status.map_or_else(
+        || format!("still running after {timeout:?}: killed"),
+        |s| s.to_string(),
+    );
+    let _ = std::fs::write(
+        &log,
+        format!("== {command}: {ended}\n== stdout\n{stdout}\n== stderr\n{stderr}"),
+    );
+    let Some(status) = status else {
+        panic!("{command} did not exit within {timeout:?}; stdout:\n{stdout}\nstderr:\n{stderr}");
+    };
+    Exited {
+        status,
+        stdout,
+        stderr,
+        log,
+        took,
     }
 }
 
