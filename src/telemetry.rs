@@ -61,19 +61,14 @@ pub fn init(log: &LogSettings) {
 }
 
 /// A short, non-reversible tag for a patient id, for logs that need to correlate events
-/// of one patient without naming them. Keyed per process, so it cannot be looked up in a
-/// table built elsewhere.
+/// of one patient without naming them. Keyed with a random 128-bit SipHash key drawn
+/// from the operating system once per process, so it cannot be looked up in a table of
+/// hashed ids built elsewhere, and the same patient gets another tag after a restart.
 pub fn patient_hash(patient_id: &str) -> String {
+    use std::hash::BuildHasher;
     use std::sync::OnceLock;
-    static KEY: OnceLock<u64> = OnceLock::new();
-    let key = *KEY.get_or_init(|| {
-        let t = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
-        t ^ (std::process::id() as u64).rotate_left(32)
-    });
-    let h = xxhash_rust::xxh3::xxh3_64_with_seed(patient_id.as_bytes(), key);
+    static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
+    let h = KEY.get_or_init(Default::default).hash_one(patient_id);
     format!("p#{:08x}", (h >> 32) as u32)
 }
 

@@ -384,6 +384,16 @@ async fn evaluate(
             )
             .await;
         shared.status.alert_emitted();
+        // The patient as a keyed hash: enough to follow one patient's alerts in a debug
+        // log, nothing that names them.
+        tracing::debug!(
+            rule = alert.rule_id,
+            status = ?alert.status,
+            patient = %crate::telemetry::patient_hash(&work.obs.patient_id),
+            partition = alert.source.partition,
+            offset = alert.source.offset,
+            "alert published"
+        );
     }
     None
 }
