@@ -37,14 +37,21 @@ impl ClientContext for Probe {
             KafkaError::Global(code) => code,
             _ => return,
         };
-        if matches!(
-            code,
+        let fatal = match code {
             RDKafkaErrorCode::SSL
-                | RDKafkaErrorCode::Authentication
-                | RDKafkaErrorCode::SaslAuthenticationFailed
-        ) && let Ok(mut fatal) = self.fatal.lock()
-        {
-            fatal.get_or_insert_with(|| (code, reason.to_owned()));
+            | RDKafkaErrorCode::Authentication
+            | RDKafkaErrorCode::SaslAuthenticationFailed => code,
+            // A TLS client on a plaintext port: librdkafka files it under transport
+            // errors, but it is the same kind of mistake.
+            RDKafkaErrorCode::BrokerTransportFailure
+                if reason.contains("PLAINTEXT broker listener") =>
+            {
+                RDKafkaErrorCode::SSL
+            }
+            _ => return,
+        };
+        if let Ok(mut first) = self.fatal.lock() {
+            first.get_or_insert_with(|| (fatal, reason.to_owned()));
         }
     }
 }

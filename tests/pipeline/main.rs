@@ -634,3 +634,32 @@ async fn drains_a_large_backlog_and_commits_its_end() {
     assert_eq!(cluster.committed("drain"), cluster.end_offsets());
     eprintln!("drained {n} messages over 40 partitions in {elapsed:?}");
 }
+
+/// The start-up check against the mock cluster: connected, with the input's partition
+/// count; against a port nobody listens on, it gives up waiting (no error: a broker that
+/// is down is waited out, unlike a TLS or login failure, which the e2e security scenario
+/// covers against a real TLS listener).
+#[test]
+fn preflight_reports_a_connected_cluster_and_waits_out_a_dead_one() {
+    use vitalwatch::pipeline::preflight::{Outcome, check};
+    let cluster = Cluster::new(3);
+    let config = cluster.config("preflight");
+    assert_eq!(
+        check(&config, Duration::from_secs(30)).expect("check"),
+        Outcome::Connected {
+            input_partitions: 3
+        }
+    );
+
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let dead = vitalwatch::pipeline::PipelineConfig {
+        bootstrap_servers: format!("127.0.0.1:{port}"),
+        ..config
+    };
+    assert_eq!(
+        check(&dead, Duration::from_secs(2)).expect("check"),
+        Outcome::Unreachable
+    );
+}
