@@ -139,6 +139,11 @@ pub struct LoadgenArgs {
     /// Topic to produce to.
     #[arg(long, value_name = "T", default_value = "patient-data")]
     pub topic: String,
+    /// A vitalwatch configuration whose `[kafka.client]` settings (TLS, SASL,
+    /// `kafka.sasl_password_file`) loadgen uses too; `VITALWATCH_*` variables apply as
+    /// for `run`.
+    #[arg(short, long, value_name = "FILE", conflicts_with = "mock")]
+    pub config: Option<PathBuf>,
     /// Messages to produce.
     #[arg(long, value_name = "N")]
     pub messages: u64,

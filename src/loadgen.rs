@@ -27,6 +27,8 @@ use rdkafka::{ClientContext, Message};
 use crate::cli::{BaseTimestamp, LoadgenArgs};
 use crate::demo::ward::{Kind, Ward, WardConfig};
 use crate::pipeline::worker::now_ms;
+use crate::secret::ClientProps;
+use crate::settings::Settings;
 use crate::vitals::DecodeLimits;
 
 /// How long to wait for the brokers to answer before producing anything.
@@ -86,17 +88,20 @@ pub fn run(args: &LoadgenArgs) -> anyhow::Result<Summary> {
         let mock = MockCluster::new(1).context("cannot start the in-process mock cluster")?;
         mock.create_topic(&args.topic, args.partitions, 1)
             .with_context(|| format!("cannot create topic {} on the mock cluster", args.topic))?;
-        return produce(&mock.bootstrap_servers(), args);
+        return produce(&mock.bootstrap_servers(), &ClientProps::default(), args);
     }
     let brokers = args
         .brokers
         .as_deref()
         .filter(|b| !b.trim().is_empty())
         .context("give --brokers host:port (or --mock for an in-process cluster)")?;
-    produce(brokers, args)
+    // The service's own [kafka.client] settings (TLS, SASL, the password file), so that
+    // loadgen reaches a secured cluster the way `run` does.
+    let settings = Settings::load(args.config.as_deref())?;
+    produce(brokers, &settings.kafka.client, args)
 }
 
-fn produce(brokers: &str, args: &LoadgenArgs) -> anyhow::Result<Summary> {
+fn produce(brokers: &str, client: &ClientProps, args: &LoadgenArgs) -> anyhow::Result<Summary> {
     let mut ward = Ward::new(WardConfig {
         seed: args.seed,
         patients: args.patients,
@@ -105,7 +110,7 @@ fn produce(brokers: &str, args: &LoadgenArgs) -> anyhow::Result<Summary> {
         invalid_ratio: args.invalid_ratio,
         too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
     });
-    let mut pump = Pump::new(brokers, &args.topic, "vitalwatch-loadgen")?;
+    let mut pump = Pump::with_client(brokers, &args.topic, "vitalwatch-loadgen", client)?;
     pump.connect(CONNECT_TIMEOUT)
         .with_context(|| format!("cannot reach the brokers at {brokers}"))?;
     let progress = progress_bar(args.messages);
@@ -209,7 +214,34 @@ impl Pump {
         client_id: &str,
         linger_ms: u32,
     ) -> anyhow::Result<Pump> {
-        let producer = ClientConfig::new()
+        Self::build(
+            brokers,
+            topic,
+            client_id,
+            linger_ms,
+            &ClientProps::default(),
+        )
+    }
+
+    /// As [`Pump::new`], with librdkafka properties (TLS, SASL) over its own.
+    pub(crate) fn with_client(
+        brokers: &str,
+        topic: &str,
+        client_id: &str,
+        client: &ClientProps,
+    ) -> anyhow::Result<Pump> {
+        Self::build(brokers, topic, client_id, 5, client)
+    }
+
+    fn build(
+        brokers: &str,
+        topic: &str,
+        client_id: &str,
+        linger_ms: u32,
+        client: &ClientProps,
+    ) -> anyhow::Result<Pump> {
+        let mut config = ClientConfig::new();
+        config
             .set("bootstrap.servers", brokers)
             .set("client.id", client_id)
             // Keeps each partition in send order across retries while many requests are
@@ -218,7 +250,11 @@ impl Pump {
             .set("acks", "all")
             .set("linger.ms", linger_ms.to_string())
             .set("queue.buffering.max.messages", "500000")
-            .set("message.timeout.ms", "60000")
+            .set("message.timeout.ms", "60000");
+        for (k, v) in client.expose() {
+            config.set(k, v);
+        }
+        let producer = config
             .create_with_context(Acks::default())
             .context("cannot create the Kafka producer")?;
         Ok(Pump {

@@ -394,3 +394,19 @@ fn demo_interrupted_with_sigint_still_prints_the_summary() {
     assert_eq!(produced, consumed, "{output}");
     assert!(lines.iter().any(|l| l.contains("ok:")), "{output}");
 }
+
+/// `loadgen -c FILE` hands the file's `[kafka.client]` properties to its producer (how it
+/// reaches a TLS/SASL cluster): an invalid value there is refused by librdkafka when the
+/// producer is created, naming the property, before anything is sent.
+#[test]
+fn loadgen_applies_the_client_settings_of_its_config_file() {
+    let dir = std::env::temp_dir().join(format!("vw-loadgen-cfg-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("client.toml");
+    std::fs::write(&file, "[kafka.client]\n\"linger.ms\" = \"soon\"\n").expect("write");
+    let mut args = loadgen_args("127.0.0.1:1", "loadgen-config", 1);
+    args.config = Some(file);
+    let err = vitalwatch::loadgen::run(&args).expect_err("an invalid client property");
+    let msg = format!("{err:#}");
+    assert!(msg.contains("linger.ms"), "{msg}");
+}

@@ -571,6 +571,7 @@ impl Broker {
             mock: false,
             partitions: topics.partitions,
             topic: topic.to_owned(),
+            config: None,
             messages: n,
             rate: 0,
             patients: PATIENTS,
