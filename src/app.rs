@@ -9,7 +9,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use crate::cli::{Cli, Command};
+use crate::cli::{CheckConfigArgs, Cli, Command};
 use crate::pipeline::{self, Hooks, PipelineConfig, Status};
 use crate::rules::RuleSet;
 use crate::rules::live::{LiveRules, Reloader};
@@ -22,7 +22,8 @@ const PREFLIGHT_WAIT: Duration = Duration::from_secs(10);
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::CheckConfig(args) => report(check_config(args.config.as_deref())),
+        Command::CheckConfig(args) => report(check_config(&args)),
+        Command::Healthcheck(args) => report(healthcheck(args.config.as_deref())),
         Command::Run(args) => report(run_service(args.config.as_deref())),
         Command::Demo(args) => crate::demo::main(args),
         Command::Loadgen(args) => crate::loadgen::main(args),
@@ -41,18 +42,36 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Settings and rules, validated, or the first problem found.
+/// Settings and rules, validated, or the first problem found: everything `run` checks
+/// before it connects (`check-config` runs exactly this).
 pub fn load(config: Option<&Path>) -> anyhow::Result<(Settings, RuleSet)> {
     let settings = Settings::load(config)?;
-    let rules = RuleSet::load(&settings.rules.file)?;
+    let rules = RuleSet::load(&settings.rules.file).map_err(|e| {
+        if e.line.is_none() && !settings.rules.file.is_file() {
+            anyhow::anyhow!("{e}\n  {}", settings.rules_file_hint())
+        } else {
+            anyhow::anyhow!("{e}")
+        }
+    })?;
     settings
         .check_rules(&rules)
         .map_err(|e| anyhow::anyhow!("rules file {}: {e}", settings.rules.file.display()))?;
+    // What librdkafka would refuse when the clients are created, without connecting.
+    PipelineConfig::from_settings(&settings)
+        .check_clients(&settings.origin)
+        .context("invalid configuration")?;
     Ok((settings, rules))
 }
 
-fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
-    let (settings, rules) = load(config)?;
+fn check_config(args: &CheckConfigArgs) -> anyhow::Result<()> {
+    let (settings, rules) = load(args.config.as_deref())?;
+    for warning in &settings.origin.warnings {
+        eprintln!("warning: {warning}");
+    }
+    if args.print {
+        print!("{}", settings.to_toml()?);
+        return Ok(());
+    }
     println!(
         "configuration ok: {} rules{} from {}; brokers {} ({}{}), input {}, group {}, {} workers",
         rules.len(),
@@ -79,6 +98,17 @@ fn check_config(config: Option<&Path>) -> anyhow::Result<()> {
 fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
     let (settings, rules) = load(config)?;
     telemetry::init(&settings.log);
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %settings.origin.describe(),
+        rules_file = %settings.rules.file.display(),
+        threshold_rules = rules.len(),
+        news2 = rules.news2().is_some(),
+        "vitalwatch starting"
+    );
+    for warning in &settings.origin.warnings {
+        warn!("{warning}");
+    }
     if let Some(warning) = settings.kafka.plaintext_warning() {
         warn!("{warning}");
     }
@@ -148,6 +178,25 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(1));
     result
 }
+
+/// `GET /healthz` on this host's `http.listen` port, with the settings `run` would use:
+/// the container image's health check.
+fn healthcheck(config: Option<&Path>) -> anyhow::Result<()> {
+    let settings = Settings::load(config)?;
+    let port = settings.http_listen()?.port();
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    match crate::http::http_get(addr, "/healthz", HEALTHCHECK_TIMEOUT) {
+        Ok((200, body)) => {
+            println!("healthz {addr}: {}", body.trim());
+            Ok(())
+        }
+        Ok((status, body)) => anyhow::bail!("healthz {addr}: HTTP {status}: {}", body.trim()),
+        Err(e) => anyhow::bail!("healthz {addr}: {e}"),
+    }
+}
+
+/// Bound on the health check's connection and answer.
+const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Cancels `token` on SIGTERM or SIGINT.
 pub async fn stop_on_signal(token: CancellationToken) {

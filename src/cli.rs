@@ -16,14 +16,31 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// Where settings come from, for the help of every command that reads them.
+const CONFIG_HELP: &str = "Configuration, each layer over the one before:
+  1. the built-in defaults (config/default.toml in the source tree, compiled into the binary);
+  2. --config FILE: only the keys it sets (a relative rules.file is taken from FILE's directory);
+  3. environment variables VITALWATCH_<SECTION>__<KEY>, two underscores between section and
+     key, e.g. VITALWATCH_KAFKA__BOOTSTRAP_SERVERS=kafka:9093 or VITALWATCH_PIPELINE__WORKERS=4;
+     librdkafka properties as VITALWATCH_KAFKA__CLIENT__<PROPERTY> with dots as __
+     (VITALWATCH_KAFKA__CLIENT__SECURITY__PROTOCOL=SASL_SSL).
+`vitalwatch check-config [-c FILE] --print` shows the result, credentials redacted.";
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the service: consume patient-data, publish alerts and dead letters.
+    #[command(after_help = CONFIG_HELP)]
     Run(ConfigArg),
     /// The whole service on an in-process Kafka cluster fed by a simulated ward.
     Demo(DemoArgs),
-    /// Validate configuration and rules, then exit (non-zero on any error).
-    CheckConfig(ConfigArg),
+    /// Validate configuration and rules as `run` would, without connecting, then exit
+    /// (non-zero on any error).
+    #[command(after_help = CONFIG_HELP)]
+    CheckConfig(CheckConfigArgs),
+    /// GET /healthz of the service running on this host (the port of http.listen, from
+    /// the same settings as `run`); exit 0 on 200. The container image's health check.
+    #[command(after_help = CONFIG_HELP)]
+    Healthcheck(ConfigArg),
     /// Produce synthetic vital signs to a topic.
     Loadgen(LoadgenArgs),
     /// Measure throughput, CPU, memory and latency against a raw consumer on the same
@@ -89,6 +106,17 @@ pub struct BenchRawArgs {
     pub group: String,
     #[arg(long)]
     pub messages: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Configuration file layered over the built-in defaults.
+    #[arg(short, long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Print the effective configuration (every key, credentials as [redacted]) instead
+    /// of the summary.
+    #[arg(long)]
+    pub print: bool,
 }
 
 #[derive(Debug, Args)]

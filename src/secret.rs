@@ -109,6 +109,21 @@ impl<K: Into<String>, V: Into<String>, const N: usize> From<[(K, V); N]> for Cli
     }
 }
 
+/// As a table of property names, credentials as `[redacted]` (`check-config --print`).
+impl serde::Serialize for ClientProps {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = s.serialize_map(Some(self.plain.len() + self.secret.len()))?;
+        for (k, v) in &self.plain {
+            map.serialize_entry(k, v)?;
+        }
+        for k in self.secret.keys() {
+            map.serialize_entry(k, "[redacted]")?;
+        }
+        map.end()
+    }
+}
+
 impl fmt::Debug for ClientProps {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_map()

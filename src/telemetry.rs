@@ -17,7 +17,7 @@ where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(&log.level))
+        .or_else(|_| EnvFilter::try_new(log.filter().unwrap_or_else(|_| "info".into())))
         .unwrap_or_else(|_| EnvFilter::new("info"));
     with_filter(filter, log.format, sink)
 }

@@ -49,8 +49,9 @@ fn start(rules: &Path) -> Service {
         .env("VITALWATCH_HTTP__LISTEN", &addr)
         .env("VITALWATCH_ADMIN__LISTEN", "")
         .env("VITALWATCH_PIPELINE__SHUTDOWN_TIMEOUT_SECS", "5")
+        .env("VITALWATCH_LOG__FORMAT", "json")
         .stdout(Stdio::null())
-        .stderr(Stdio::null());
+        .stderr(std::fs::File::create(rules.with_extension("log")).expect("log file"));
     let child = cmd.spawn().expect("start vitalwatch run");
     Service { child, addr }
 }
@@ -132,6 +133,14 @@ fn sighup_reloads_the_rules_and_a_bad_file_is_rejected_while_the_service_runs_on
         metric(addr, "vitalwatch_rules_file_rejected") == Some(0.0)
     });
 
+    // A SIGHUP with the file unchanged gets an answer in the log too.
+    signal(&service, "-HUP");
+    let log = rules.with_extension("log");
+    wait_for("the log line of an unchanged file", &mut service, |_| {
+        std::fs::read_to_string(&log)
+            .is_ok_and(|l| l.contains("SIGHUP: the rules file is unchanged"))
+    });
+
     // Still the service: SIGTERM stops it.
     signal(&service, "-TERM");
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -147,4 +156,5 @@ fn sighup_reloads_the_rules_and_a_bad_file_is_rejected_while_the_service_runs_on
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = std::fs::remove_file(&rules);
+    let _ = std::fs::remove_file(&log);
 }

@@ -108,6 +108,19 @@ impl PipelineConfig {
         c
     }
 
+    /// Builds the consumer's and the producers' librdkafka configurations without
+    /// creating a client (nothing connects): what librdkafka would refuse at start-up
+    /// (an unknown property, a value it cannot take), with the property's name and where
+    /// it was set, and never its value, which may be a credential.
+    pub fn check_clients(&self, origin: &crate::settings::Origin) -> anyhow::Result<()> {
+        for config in [self.consumer_config(), self.producer_config()] {
+            if let Err(e) = config.create_native_config() {
+                anyhow::bail!("{}", client_config_error(&e, origin));
+            }
+        }
+        Ok(())
+    }
+
     fn apply_client(&self, c: &mut ClientConfig) {
         // The vendored OpenSSL looks for CA certificates under its build prefix, which
         // does not exist on the host: let librdkafka probe the system's trust store
@@ -117,6 +130,28 @@ impl PipelineConfig {
             c.set(k, v);
         }
     }
+}
+
+/// A librdkafka configuration error without the value it was about: librdkafka's own
+/// text (and rdkafka's `Display`) repeats the value, which may be a password.
+pub fn client_config_error(
+    e: &rdkafka::error::KafkaError,
+    origin: &crate::settings::Origin,
+) -> String {
+    use crate::settings::KeySource;
+    let rdkafka::error::KafkaError::ClientConfig(_, description, key, value) = e else {
+        return e.to_string();
+    };
+    let description = if value.is_empty() {
+        description.clone()
+    } else {
+        description.replace(value.as_str(), "[value not shown]")
+    };
+    let set = match origin.of(&format!("kafka.client.{key}")) {
+        KeySource::Default => String::new(),
+        source => format!(" (set in {source})"),
+    };
+    format!("kafka.client.\"{key}\"{set}: librdkafka refuses it: {description}")
 }
 
 /// Messages per batch and channel slots per worker: `queue_capacity` messages in batches
@@ -411,7 +446,12 @@ pub async fn run(
     let consumer: BaseConsumer<IngestContext> = config
         .consumer_config()
         .create_with_context(context)
-        .context("cannot create the Kafka consumer")?;
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "cannot create the Kafka consumer: {}",
+                client_config_error(&e, &Default::default())
+            )
+        })?;
     consumer
         .subscribe(&[&config.input_topic])
         .with_context(|| format!("cannot subscribe to {}", config.input_topic))?;

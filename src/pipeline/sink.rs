@@ -239,9 +239,14 @@ impl Sink {
             health: health.clone(),
             retry_tx,
         };
-        let producer: ThreadedProducer<SinkContext> = config
-            .create_with_context(context)
-            .map_err(|e| anyhow::anyhow!("cannot create the {} producer: {e}", kind.as_str()))?;
+        let producer: ThreadedProducer<SinkContext> =
+            config.create_with_context(context).map_err(|e| {
+                anyhow::anyhow!(
+                    "cannot create the {} producer: {}",
+                    kind.as_str(),
+                    super::client_config_error(&e, &Default::default())
+                )
+            })?;
         let sink = Sink {
             inner: Arc::new(SinkInner {
                 producer,

@@ -305,6 +305,9 @@ impl RuleSet {
                     "threshold must be a finite number".into(),
                 ));
             }
+            if let Some(problem) = outside_plausible(metric, condition) {
+                return Err(fail(threshold_line, problem));
+            }
             let severity_name = raw
                 .severity
                 .ok_or_else(|| fail(rule_line, "`severity` is missing".into()))?;
@@ -357,6 +360,15 @@ impl RuleSet {
                 for_ms: secs_to_ms(for_secs),
                 alarm,
             });
+        }
+        if rules.is_empty() && news2.is_none() {
+            return Err(err(
+                None,
+                None,
+                "it has no [[threshold]] rules and no [news2]: vitalwatch would raise no alert \
+                 (an empty or truncated file, or the wrong one?)"
+                    .into(),
+            ));
         }
         let mut set = RuleSet::new(rules).with_news2(news2);
         set.source_hash = xxhash_rust::xxh3::xxh3_64(text.as_bytes());
@@ -512,6 +524,30 @@ impl RuleSet {
             .iter()
             .filter(move |(condition, _)| condition.fires(value))
             .map(|&(_, i)| (i, &self.rules[i]))
+    }
+}
+
+/// A threshold that cannot mean what it says: every reading the decoder accepts breaches
+/// it (`spo2 below = 150`), or none can (`heart_rate above = 300`). Usually a unit slip.
+fn outside_plausible(metric: Metric, condition: Condition) -> Option<String> {
+    let (low, high) = metric.plausible_range();
+    let unit = metric.unit();
+    let m = metric.as_str();
+    let (always, never) = match condition {
+        Condition::Above(t) => (t < low, t >= high),
+        Condition::Below(t) => (t > high, t <= low),
+    };
+    let t = condition.threshold();
+    if always {
+        Some(format!(
+            "threshold {t} is outside {m}'s plausible range [{low}, {high}] {unit}: the rule would fire on every reading (a unit slip?)"
+        ))
+    } else if never {
+        Some(format!(
+            "threshold {t} leaves no plausible {m} reading ([{low}, {high}] {unit}) that could fire the rule"
+        ))
+    } else {
+        None
     }
 }
 

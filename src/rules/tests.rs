@@ -237,10 +237,38 @@ severity = "medium"
 }
 
 #[test]
-fn an_empty_rules_file_is_an_empty_rule_set() {
-    let rules = RuleSet::parse("# no rules yet\n", Path::new("empty.toml")).unwrap();
-    assert!(rules.is_empty());
-    assert_eq!(rules.evaluate(&obs(Metric::HeartRate, 300.0)).count(), 0);
+fn a_rules_file_without_rules_is_refused() {
+    // At start-up as on a reload (one validation for both): a service that alerts on
+    // nothing must not start by accident.
+    for text in ["", "# no rules yet\n", "[news2]\nenabled = false\n"] {
+        let e = RuleSet::parse(text, Path::new("empty.toml")).unwrap_err();
+        assert!(
+            e.message.contains("no [[threshold]] rules and no [news2]"),
+            "{e}"
+        );
+    }
+    assert!(RuleSet::parse("[news2]\n", Path::new("news2-only.toml")).is_ok());
+}
+
+#[test]
+fn a_threshold_outside_the_plausible_range_is_refused() {
+    for (body, says) in [
+        ("metric = \"spo2\"\nbelow = 150\n", "fire on every reading"),
+        ("metric = \"spo2\"\nabove = -1\n", "fire on every reading"),
+        (
+            "metric = \"heart_rate\"\nabove = 300\n",
+            "no plausible heart_rate reading",
+        ),
+        (
+            "metric = \"temperature\"\nbelow = 25\n",
+            "no plausible temperature reading",
+        ),
+    ] {
+        let text = one_rule("r", &format!("{body}severity = \"high\"\n"));
+        let e = RuleSet::parse(&text, Path::new("r.toml")).unwrap_err();
+        assert!(e.message.contains(says), "{body}: {e}");
+        assert_eq!(e.line, Some(4), "{body}: {e}");
+    }
 }
 
 /// A rules file whose rule `id` (at line `first + 1`) has `body` after its id line.
@@ -593,7 +621,7 @@ fn a_large_rule_set_loads_and_still_names_the_duplicate_line() {
         let _ = write!(
             text,
             "[[threshold]]\nid = \"r{i}\"\nmetric = \"heart_rate\"\nabove = {}\nseverity = \"low\"\n",
-            1000 + i
+            100 + i % 200
         );
     }
     let set = RuleSet::parse(&text, Path::new("big.toml")).expect("valid");

@@ -281,18 +281,28 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
         }
     }
     assert!(later_pulses > 500, "{later_pulses}");
-    // Per partition, once a phase-1 pulse was evaluated with v2, every later one was too
-    // (a worker never goes back to an older set).
-    for p in 0..cluster.partitions {
-        let flags: Vec<bool> = by_partition_offset
-            .values()
-            .filter(|r| r.partition == p && is_pulse(r) && !later.contains(r.payload.as_slice()))
-            .map(|r| watch_ids.contains(&pulse_id(r)))
-            .collect();
+    // Per patient, once a phase-1 pulse was evaluated with v2, every later one was too (a
+    // worker never goes back to an older set). Per patient, not per partition: a
+    // partition's patients are spread over workers, and each worker takes the new set at
+    // its own next batch, so a later offset of another patient may still be evaluated in
+    // a batch that began before the swap.
+    let mut by_patient: BTreeMap<String, Vec<bool>> = BTreeMap::new();
+    for r in by_partition_offset.values() {
+        if !is_pulse(r) || later.contains(r.payload.as_slice()) {
+            continue;
+        }
+        if let Ok(o) = decode(&r.payload, &limits, now) {
+            by_patient
+                .entry(o.patient_id.into_owned())
+                .or_default()
+                .push(watch_ids.contains(&pulse_id(r)));
+        }
+    }
+    for (patient, flags) in &by_patient {
         let first_new = flags.iter().position(|&f| f).unwrap_or(flags.len());
         assert!(
             flags[first_new..].iter().all(|&f| f),
-            "partition {p} went back to the old rules"
+            "patient {patient} went back to the old rules"
         );
     }
     eprintln!(

@@ -12,20 +12,23 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::rules::RuleSet;
 use crate::rules::state::StateLimits;
 use crate::secret::ClientProps;
 use crate::vitals::DecodeLimits;
 
+mod sources;
+pub use sources::{KeySource, Origin};
+
 /// The shipped defaults.
-pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
 
 /// Environment variable prefix: `VITALWATCH_<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "VITALWATCH";
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     pub kafka: KafkaSettings,
@@ -34,9 +37,12 @@ pub struct Settings {
     pub http: HttpSettings,
     pub admin: AdminSettings,
     pub log: LogSettings,
+    /// Which layer set what (not a key).
+    #[serde(skip)]
+    pub origin: Origin,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
     pub bootstrap_servers: String,
@@ -56,7 +62,7 @@ pub struct KafkaSettings {
     pub client: ClientProps,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PipelineSettings {
     pub workers: usize,
@@ -66,7 +72,7 @@ pub struct PipelineSettings {
     pub shutdown_timeout_secs: u64,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RulesSettings {
     pub file: PathBuf,
@@ -78,30 +84,105 @@ pub struct RulesSettings {
     pub max_patients_per_worker: usize,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct HttpSettings {
     pub listen: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct AdminSettings {
     pub listen: String,
 }
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum LogFormat {
     Json,
     Pretty,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_lowercase().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(serde::de::Error::custom(format!(
+                "\"{s}\" is not a log format: use \"json\" (one JSON object per line) or \"pretty\""
+            ))),
+        }
+    }
+}
+
+impl LogSettings {
+    /// `log.level` as a tracing filter: `warning` read as `warn`, levels in lower case.
+    /// The error names the valid levels.
+    pub fn filter(&self) -> Result<String, String> {
+        log_filter(&self.level)
+    }
+}
+
+/// The levels `log.level` accepts, with the spelling tracing wants.
+const LOG_LEVELS: [(&str, &str); 7] = [
+    ("error", "error"),
+    ("warn", "warn"),
+    ("warning", "warn"),
+    ("info", "info"),
+    ("debug", "debug"),
+    ("trace", "trace"),
+    ("off", "off"),
+];
+
+/// A level (`info`), or comma-separated directives (`info,rdkafka=warn`), as a tracing
+/// filter. A bare word that is no level is refused: tracing would read it as a module
+/// name and log nothing at all.
+pub fn log_filter(spec: &str) -> Result<String, String> {
+    let level = |word: &str| {
+        LOG_LEVELS
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case(word.trim()))
+            .map(|(_, level)| *level)
+    };
+    let valid = "error, warn (or warning), info, debug, trace, off";
+    let mut out = Vec::new();
+    for directive in spec.split(',').map(str::trim) {
+        if directive.is_empty() {
+            continue;
+        }
+        match directive.rsplit_once('=') {
+            Some((target, lvl)) if !target.trim().is_empty() => match level(lvl) {
+                Some(l) => out.push(format!("{}={l}", target.trim())),
+                None => {
+                    return Err(format!(
+                        "\"{directive}\": \"{lvl}\" is not a level; use {valid}"
+                    ));
+                }
+            },
+            _ => match level(directive) {
+                Some(l) => out.push(l.to_owned()),
+                None => {
+                    return Err(format!(
+                        "\"{directive}\" is not a level; use {valid}, or target=level directives such as \"info,rdkafka=warn\""
+                    ));
+                }
+            },
+        }
+    }
+    if out.is_empty() {
+        return Err(format!("is empty; use {valid}"));
+    }
+    let filter = out.join(",");
+    tracing_subscriber::EnvFilter::try_new(&filter).map_err(|e| format!("\"{spec}\": {e}"))?;
+    Ok(filter)
 }
 
 /// Upper bounds that catch a misplaced zero or unit, not tuning limits.
@@ -120,21 +201,17 @@ impl Settings {
         file: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> anyhow::Result<Settings> {
+        let mut origin = Origin::default();
         let mut builder = config::Config::builder().add_source(config::File::from_str(
             DEFAULT_TOML,
             config::FileFormat::Toml,
         ));
         if let Some(path) = file {
-            if !path.is_file() {
-                bail!("config file {} does not exist", path.display());
-            }
-            builder = builder
-                .add_source(config::File::from(path.to_owned()).format(config::FileFormat::Toml));
+            let text = sources::read_file(path, &mut origin)?;
+            builder = builder.add_source(config::File::from_str(&text, config::FileFormat::Toml));
         }
-        let env: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with(ENV_PREFIX) && k.contains("__"))
-            .collect();
+        let env: config::Map<String, String> =
+            sources::check_env(env, &mut origin)?.into_iter().collect();
         builder = builder.add_source(
             config::Environment::with_prefix(ENV_PREFIX)
                 .prefix_separator("_")
@@ -143,14 +220,14 @@ impl Settings {
                 // librdkafka property like a digits-only SASL password keeps its zeros.
                 .source(Some(env)),
         );
-        let source = match file {
-            Some(p) => format!("defaults, {} and VITALWATCH_* variables", p.display()),
-            None => "defaults and VITALWATCH_* variables".to_owned(),
-        };
+        let source = origin.describe();
         let mut settings: Settings = builder
             .build()
             .and_then(|c| c.try_deserialize())
+            .map_err(|e| anyhow::anyhow!("{}", origin.annotate_config_error(&e)))
             .with_context(|| format!("invalid configuration (from {source})"))?;
+        settings.origin = origin;
+        settings.resolve_rules_file();
         settings
             .kafka
             .read_password_file()
@@ -161,12 +238,69 @@ impl Settings {
         Ok(settings)
     }
 
+    /// Makes `rules.file` absolute: relative to the config file when that file set it,
+    /// otherwise to the working directory (the built-in default, or a variable).
+    fn resolve_rules_file(&mut self) {
+        let base = match self.origin.of("rules.file") {
+            KeySource::File { path, .. } => path.parent().map(Path::to_owned),
+            _ => None,
+        };
+        self.origin.rules_file_as_written = self.rules.file.clone();
+        if self.rules.file.is_relative()
+            && let Some(dir) = base
+        {
+            self.rules.file = dir.join(&self.rules.file);
+        }
+        self.rules.file = sources::absolute(&self.rules.file);
+    }
+
+    /// Why the rules file was looked for where it was, and which key to set: for an
+    /// error about a rules file that cannot be read.
+    pub fn rules_file_hint(&self) -> String {
+        let written = self.origin.rules_file_as_written.display();
+        let origin = match self.origin.of("rules.file") {
+            KeySource::Default => "the built-in default".to_owned(),
+            source => format!("set in {source}"),
+        };
+        let relative_to = match (
+            self.origin.of("rules.file"),
+            self.origin.rules_file_as_written.is_relative(),
+        ) {
+            (_, false) => String::new(),
+            (KeySource::File { .. }, true) => ", relative to that file's directory".to_owned(),
+            (_, true) => match std::env::current_dir() {
+                Ok(cwd) => format!(", relative to the working directory {}", cwd.display()),
+                Err(_) => ", relative to the working directory".to_owned(),
+            },
+        };
+        format!(
+            "rules.file is \"{written}\" ({origin}{relative_to}); set rules.file in the config file \
+             (a relative path is taken from that file's directory) or {ENV_PREFIX}_RULES__FILE"
+        )
+    }
+
+    /// Where `key` was set, for an error message: ` (set in FILE line N)`, ` (set by VAR)`
+    /// or nothing for a default.
+    fn set_at(&self, key: &str) -> String {
+        match self.origin.of(key) {
+            KeySource::Default => String::new(),
+            KeySource::File { path, line } => format!(" (set in {} line {line})", path.display()),
+            KeySource::Env(var) => format!(" (set by {var})"),
+        }
+    }
+
+    /// The effective configuration as TOML, credentials shown as `[redacted]`
+    /// (`check-config --print`).
+    pub fn to_toml(&self) -> anyhow::Result<String> {
+        toml::to_string(self).context("cannot print the configuration")
+    }
+
     /// Checks every value; the error lists each bad key with its problem.
     pub fn validate(&self) -> anyhow::Result<()> {
         let mut problems: Vec<String> = Vec::new();
         let mut check = |ok: bool, key: &str, problem: &str| {
             if !ok {
-                problems.push(format!("{key}: {problem}"));
+                problems.push(format!("{key}{}: {problem}", self.set_at(key)));
             }
         };
         let k = &self.kafka;
@@ -263,20 +397,16 @@ impl Settings {
                 self.admin.listen
             ),
         );
-        check(
-            tracing_subscriber::EnvFilter::try_new(&self.log.level).is_ok(),
-            "log.level",
-            &format!(
-                "\"{}\" is not a level (error, warn, info, debug, trace) or filter directive",
-                self.log.level
-            ),
-        );
+        if let Err(problem) = self.log.filter() {
+            check(false, "log.level", &problem);
+        }
         for key in self.kafka.client.names() {
-            check(
-                !MANAGED_CLIENT_KEYS.contains(&key),
-                &format!("kafka.client.\"{key}\""),
-                "is set by vitalwatch itself for its delivery guarantee and cannot be overridden",
-            );
+            if MANAGED_CLIENT_KEYS.contains(&key) {
+                problems.push(format!(
+                    "kafka.client.\"{key}\"{}: is set by vitalwatch itself for its delivery guarantee and cannot be overridden",
+                    self.set_at(&format!("kafka.client.{key}"))
+                ));
+            }
         }
         if let Err(problem) = self.kafka.tls_problem() {
             problems.push(problem);
@@ -471,7 +601,16 @@ fn is_loopback(host: &str) -> bool {
 pub const MANAGED_CLIENT_KEYS: &[&str] = &[
     "bootstrap.servers",
     "group.id",
+    // Offsets are stored only for finished work and committed by auto-commit plus the
+    // synchronous commits on revoke and shutdown; without auto-commit a crash would
+    // re-read everything since the last rebalance.
+    "enable.auto.commit",
     "enable.auto.offset.store",
+    // A new group reads the topic from its start (nothing lost; the stale-age bound keeps
+    // old readings from paging); `latest` would skip what arrived before it joined.
+    "auto.offset.reset",
+    // A typo in a topic name must fail at start, not create a topic nobody reads.
+    "allow.auto.create.topics",
     "enable.idempotence",
     "acks",
     "isolation.level",
