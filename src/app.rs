@@ -183,8 +183,13 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
 /// the container image's health check.
 fn healthcheck(config: Option<&Path>) -> anyhow::Result<()> {
     let settings = Settings::load(config)?;
-    let port = settings.http_listen()?.port();
-    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let listen = settings.http_listen()?;
+    // A wildcard listen address is reached on loopback; a specific one only at itself.
+    let addr = if listen.ip().is_unspecified() {
+        std::net::SocketAddr::from(([127, 0, 0, 1], listen.port()))
+    } else {
+        listen
+    };
     match crate::http::http_get(addr, "/healthz", HEALTHCHECK_TIMEOUT) {
         Ok((200, body)) => {
             println!("healthz {addr}: {}", body.trim());

@@ -190,10 +190,11 @@ pub struct LoadgenArgs {
     /// Seed: the same seed and flags give byte-identical messages.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
-    /// Timestamp of the first observation, Unix epoch ms; each next one is 1 ms later.
-    /// `now` uses the wall clock at sending instead (realistic event ages, but no longer
-    /// byte-identical between runs).
-    #[arg(long, value_name = "MS|now", default_value = "1763798400000", value_parser = base_timestamp)]
+    /// Observation timestamps: `now` (the default) is the wall clock at sending, as a
+    /// live feed's; a Unix epoch millisecond makes the first observation that old and
+    /// each next one 1 ms later, so that two runs are byte-identical (vitalwatch
+    /// dead-letters observations older than pipeline.max_observation_age_secs as stale).
+    #[arg(long, value_name = "MS|now", default_value = "now", value_parser = base_timestamp)]
     pub base_timestamp: BaseTimestamp,
 }
 

@@ -3,10 +3,10 @@
 //! The messages come from the demo's ward simulator ([`crate::demo::ward`]) without
 //! deteriorating patients: `--abnormal-ratio` injects red-flag readings and
 //! `--invalid-ratio` malformed messages. Output is deterministic: the same seed and flags
-//! give the same sequence of (key, payload), timestamps included (they count up from
-//! `--base-timestamp`, not from the wall clock), and since the key is the patient id
-//! and the producer is idempotent (order kept across retries), every partition receives
-//! the same messages in the same order.
+//! give the same sequence of (key, payload); with a fixed `--base-timestamp` the
+//! timestamps too (they count up from it instead of following the wall clock), and since
+//! the key is the patient id and the producer is idempotent (order kept across retries),
+//! every partition receives the same messages in the same order.
 //!
 //! [`Pump`] and [`Pacer`] are shared with the demo's ward feed: a pipelined producer that
 //! waits on a full local queue by polling, and a rate limiter.

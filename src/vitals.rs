@@ -92,7 +92,9 @@ impl Metric {
         match self {
             Metric::HeartRate => (0.0, 300.0),
             Metric::RespiratoryRate => (0.0, 100.0),
-            Metric::Spo2 => (0.0, 100.0),
+            // Below 20 % an oximeter reports no usable reading; values of at most 1 are
+            // fractions (0.97 for 97 %), which the decoder names as such.
+            Metric::Spo2 => (20.0, 100.0),
             Metric::SystolicBp | Metric::DiastolicBp => (0.0, 300.0),
             Metric::Temperature => (25.0, 45.0),
             Metric::SupplementalOxygen | Metric::Consciousness => (0.0, 1.0),
@@ -235,8 +237,26 @@ pub enum DecodeError {
     UnknownMetric,
     #[error("{metric} value {rule}", rule = ValueRule(*.metric))]
     OutOfRange { metric: Metric },
+    /// A percentage sent as a fraction of 1 (0.97 for 97 %): reason `out_of_range`.
+    #[error(
+        "{metric} value is at most 1, a fraction rather than a percentage: send percent (97, not a fraction of 1); the plausible range is [{min}, {max}] %",
+        min = .metric.plausible_range().0,
+        max = .metric.plausible_range().1
+    )]
+    Fraction { metric: Metric },
     #[error("`timestamp` {0}")]
     BadTimestamp(&'static str),
+    /// Older than `pipeline.max_observation_age_secs`: too old to alert on as if it were
+    /// happening now.
+    #[error(
+        "`timestamp` is more than pipeline.max_observation_age_secs = {max_age_secs} s in the past: too old to raise a live alert"
+    )]
+    Stale { max_age_secs: i64 },
+    /// A message without a value (a tombstone, or a null record): reason `invalid_json`.
+    #[error(
+        "message has no value (a null value, such as a tombstone): expected a JSON observation"
+    )]
+    NoValue,
     #[error("`patientId` {0}")]
     BadPatientId(&'static str),
     #[error("`unit` must be \"{expected}\" for {metric}", expected = .metric.unit())]
@@ -249,19 +269,20 @@ impl DecodeError {
         match self {
             DecodeError::TooLarge { .. } => "too_large",
             DecodeError::NotUtf8 { .. } => "not_utf8",
-            DecodeError::InvalidJson { .. } => "invalid_json",
+            DecodeError::InvalidJson { .. } | DecodeError::NoValue => "invalid_json",
             DecodeError::MissingField(_) => "missing_field",
             DecodeError::WrongType { .. } => "wrong_type",
             DecodeError::UnknownMetric => "unknown_metric",
-            DecodeError::OutOfRange { .. } => "out_of_range",
+            DecodeError::OutOfRange { .. } | DecodeError::Fraction { .. } => "out_of_range",
             DecodeError::BadTimestamp(_) => "bad_timestamp",
+            DecodeError::Stale { .. } => "stale",
             DecodeError::BadPatientId(_) => "bad_patient_id",
             DecodeError::BadUnit { .. } => "bad_unit",
         }
     }
 
     /// Every reason code, for pre-registering metric series and for tests.
-    pub const REASONS: [&'static str; 10] = [
+    pub const REASONS: [&'static str; 11] = [
         "too_large",
         "not_utf8",
         "invalid_json",
@@ -272,6 +293,7 @@ impl DecodeError {
         "bad_timestamp",
         "bad_patient_id",
         "bad_unit",
+        "stale",
     ];
 }
 
@@ -308,6 +330,8 @@ pub struct DecodeLimits {
     pub max_message_bytes: usize,
     /// `pipeline.max_future_skew_secs`, in milliseconds.
     pub max_future_skew_ms: i64,
+    /// `pipeline.max_observation_age_secs`, in milliseconds.
+    pub max_age_ms: i64,
 }
 
 impl Default for DecodeLimits {
@@ -315,12 +339,25 @@ impl Default for DecodeLimits {
         DecodeLimits {
             max_message_bytes: 65_536,
             max_future_skew_ms: 300_000,
+            max_age_ms: 86_400_000,
         }
     }
 }
 
+/// As [`decode`], for a Kafka record's value, which may be absent (a tombstone).
+pub fn decode_value<'a>(
+    payload: Option<&'a [u8]>,
+    limits: &DecodeLimits,
+    now_ms: i64,
+) -> Result<Observation<'a>, DecodeError> {
+    match payload {
+        Some(p) => decode(p, limits, now_ms),
+        None => Err(DecodeError::NoValue),
+    }
+}
+
 /// Decodes and validates one message payload. `now_ms` is the wall clock (Unix epoch
-/// milliseconds) the future-skew check compares against.
+/// milliseconds) the timestamp checks compare against.
 pub fn decode<'a>(
     payload: &'a [u8],
     limits: &DecodeLimits,
@@ -397,22 +434,20 @@ impl<'a> RawObservation<'a> {
 
         validate_patient_id(&patient_id)?;
         let metric = Metric::from_wire(&metric_name).ok_or(DecodeError::UnknownMetric)?;
-        if !metric.accepts(value) {
-            return Err(DecodeError::OutOfRange { metric });
-        }
-        if timestamp < MIN_TIMESTAMP_MS {
-            return Err(DecodeError::BadTimestamp("is before 2000-01-01"));
-        }
-        if timestamp > now_ms.saturating_add(limits.max_future_skew_ms) {
-            return Err(DecodeError::BadTimestamp(
-                "is further in the future than pipeline.max_future_skew_secs allows",
-            ));
-        }
+        // The unit before the range: 98.6 with unit "[degF]" is a unit problem, and
+        // saying so points the feed's owner at the right fix.
         if let Some(unit) = &self.unit
             && unit != metric.unit()
         {
             return Err(DecodeError::BadUnit { metric });
         }
+        if !metric.accepts(value) {
+            if metric == Metric::Spo2 && value > 0.0 && value <= 1.0 {
+                return Err(DecodeError::Fraction { metric });
+            }
+            return Err(DecodeError::OutOfRange { metric });
+        }
+        check_timestamp(timestamp, limits, now_ms)?;
         Ok(Observation {
             patient_id,
             metric,
@@ -423,6 +458,38 @@ impl<'a> RawObservation<'a> {
             site_id: self.site_id,
         })
     }
+}
+
+/// Plausible epoch milliseconds: from 2000 on, at most `max_future_skew` ahead of now and
+/// at most `max_age` behind it. A value that would be plausible in seconds (or in micro-
+/// or nanoseconds) says so, since that is the usual mistake.
+fn check_timestamp(t: i64, limits: &DecodeLimits, now_ms: i64) -> Result<(), DecodeError> {
+    let latest = now_ms.saturating_add(limits.max_future_skew_ms);
+    let plausible = |ms: i64| (MIN_TIMESTAMP_MS..=latest).contains(&ms);
+    if t < MIN_TIMESTAMP_MS {
+        return Err(DecodeError::BadTimestamp(
+            if plausible(t.saturating_mul(1000)) {
+                "is before 2000-01-01; it looks like Unix seconds: send milliseconds (seconds × 1000)"
+            } else {
+                "is before 2000-01-01 (Unix epoch milliseconds expected)"
+            },
+        ));
+    }
+    if t > latest {
+        return Err(DecodeError::BadTimestamp(if plausible(t / 1000) {
+            "is further in the future than pipeline.max_future_skew_secs allows; it looks like microseconds: send milliseconds"
+        } else if plausible(t / 1_000_000) {
+            "is further in the future than pipeline.max_future_skew_secs allows; it looks like nanoseconds: send milliseconds"
+        } else {
+            "is further in the future than pipeline.max_future_skew_secs allows"
+        }));
+    }
+    if t < now_ms.saturating_sub(limits.max_age_ms) {
+        return Err(DecodeError::Stale {
+            max_age_secs: limits.max_age_ms / 1000,
+        });
+    }
+    Ok(())
 }
 
 fn validate_patient_id(id: &str) -> Result<(), DecodeError> {
@@ -692,6 +759,8 @@ mod tests {
     const NOW: i64 = 1_763_798_400_000;
     /// `DecodeLimits::default().max_future_skew_ms`.
     const SKEW: i64 = 300_000;
+    /// `DecodeLimits::default().max_age_ms`.
+    const AGE: i64 = 86_400_000;
     /// Payload values that no error message may repeat.
     const SECRET_PATIENT: &str = "PID-SECRET-7731";
     const SECRET_VALUE: &str = "128.25";
@@ -1096,6 +1165,11 @@ mod tests {
             ("respiratory_rate", "-1"),
             ("spo2", "100.5"),
             ("spo2", "-1"),
+            ("spo2", "0"),
+            ("spo2", "19.9"),
+            // A fraction instead of a percentage.
+            ("spo2", "0.97"),
+            ("spo2", "1"),
             ("systolic_bp", "300.5"),
             ("systolic_bp", "-7731"),
             ("diastolic_bp", "301"),
@@ -1139,6 +1213,16 @@ mod tests {
                 &format!("timestamp {ts}"),
                 s(with("timestamp", &ts.to_string())),
                 "bad_timestamp",
+                &[&ts.to_string()],
+            );
+        }
+        // stale: older than pipeline.max_observation_age_secs (a day by default).
+        for age_ms in [86_400_001_i64, 3 * 86_400_000, NOW - MIN_TIMESTAMP_MS] {
+            let ts = NOW - age_ms;
+            add(
+                &format!("timestamp {age_ms} ms old"),
+                s(with("timestamp", &ts.to_string())),
+                "stale",
                 &[&ts.to_string()],
             );
         }
@@ -1201,6 +1285,7 @@ mod tests {
             ("temperature", "C"),
             ("temperature", "cel"),
             ("temperature", "[degF]"),
+            ("temperature", "degF"),
             ("supplemental_oxygen", ""),
             ("supplemental_oxygen", "%"),
             ("supplemental_oxygen", "L/min"),
@@ -1447,6 +1532,40 @@ mod tests {
                 metric: Metric::HeartRate
             }
         );
+        // A Fahrenheit reading that says so is a unit problem, not an implausible value.
+        assert_eq!(
+            dec(&with_all(&[
+                ("metric", "\"temperature\""),
+                ("value", "98.6"),
+                ("unit", "\"[degF]\"")
+            ]))
+            .unwrap_err(),
+            DecodeError::BadUnit {
+                metric: Metric::Temperature
+            }
+        );
+        let msg = |payload: &str| dec(payload).unwrap_err().to_string();
+        let fraction = msg(&with_all(&[("metric", "\"spo2\""), ("value", "0.97")]));
+        assert!(
+            fraction.contains("fraction") && fraction.contains("percent"),
+            "{fraction}"
+        );
+        let seconds = msg(&with("timestamp", &(NOW / 1000).to_string()));
+        assert!(seconds.contains("looks like Unix seconds"), "{seconds}");
+        let micros = msg(&with("timestamp", &(NOW * 1000).to_string()));
+        assert!(micros.contains("looks like microseconds"), "{micros}");
+        let nanos = msg(&with("timestamp", &(NOW * 1_000_000).to_string()));
+        assert!(nanos.contains("looks like nanoseconds"), "{nanos}");
+        let stale = msg(&with("timestamp", &(NOW - 3 * 86_400_000).to_string()));
+        assert!(
+            stale.contains("pipeline.max_observation_age_secs = 86400"),
+            "{stale}"
+        );
+        let tombstone = decode_value(None, &limits(), NOW).unwrap_err();
+        assert_eq!(tombstone.reason(), "invalid_json");
+        assert!(tombstone.to_string().contains("tombstone"), "{tombstone}");
+        assert!(!msg("").contains("tombstone"));
+
         let valid = with_all(&[]);
         let big = format!("{valid}{}", " ".repeat(70_000 - valid.len()));
         assert_eq!(
@@ -1470,7 +1589,7 @@ mod tests {
         let msg = dec(&with_all(&[("metric", "\"spo2\""), ("value", "101")]))
             .unwrap_err()
             .to_string();
-        assert_eq!(msg, "spo2 value is outside its plausible range [0, 100] %");
+        assert_eq!(msg, "spo2 value is outside its plausible range [20, 100] %");
         let msg = dec(&with_all(&[
             ("metric", "\"consciousness\""),
             ("value", "0.5"),
@@ -1551,8 +1670,8 @@ mod tests {
             ("exponent value", with("value", "1.2825E2")),
             ("negative zero", with("value", "-0.0")),
             (
-                "timestamp 2000-01-01",
-                with("timestamp", &MIN_TIMESTAMP_MS.to_string()),
+                "timestamp at the age limit",
+                with("timestamp", &(NOW - AGE).to_string()),
             ),
             ("timestamp now", with("timestamp", &NOW.to_string())),
             (
@@ -1659,6 +1778,13 @@ mod tests {
             }
         }
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+        // 2000-01-01 itself, where the age bound allows it (a backfill).
+        let roomy = DecodeLimits {
+            max_age_ms: NOW,
+            ..limits()
+        };
+        let first = with("timestamp", &MIN_TIMESTAMP_MS.to_string());
+        assert!(decode(first.as_bytes(), &roomy, NOW).is_ok());
     }
 
     #[test]
@@ -1811,6 +1937,7 @@ mod tests {
         // A wall clock near the end of time must not overflow.
         let huge = DecodeLimits {
             max_future_skew_ms: i64::MAX,
+            max_age_ms: i64::MAX,
             ..limits()
         };
         assert_eq!(at(NOW, &huge), Ok(NOW));
@@ -1893,7 +2020,8 @@ mod tests {
                     prop_assert!(obs.value == 0.0 || obs.value == 1.0, "{}", obs.value);
                 }
                 prop_assert!(
-                    (MIN_TIMESTAMP_MS..=NOW + limits.max_future_skew_ms).contains(&obs.timestamp)
+                    (NOW - limits.max_age_ms..=NOW + limits.max_future_skew_ms)
+                        .contains(&obs.timestamp)
                 );
                 if let Some(unit) = &obs.unit {
                     prop_assert_eq!(unit.as_ref(), obs.metric.unit());
@@ -1951,7 +2079,7 @@ mod tests {
             any::<u64>().prop_map(|n| n.to_string()),
             any::<f64>().prop_map(|f| f.to_string()),
             (-50.0..400.0f64).prop_map(|f| f.to_string()),
-            (MIN_TIMESTAMP_MS - 10..NOW + 2 * SKEW).prop_map(|t| t.to_string()),
+            (NOW - AGE - 10..NOW + 2 * SKEW).prop_map(|t| t.to_string()),
             prop::sample::select(vec![
                 "0", "-0", "1", "0.5", "2", "300", "300.01", "25", "24.9", "45", "1e400", "-1e400",
                 "NaN", "Infinity", "01", "1.", ".5", "+1", "1e", "0x10", "1_0",
@@ -2024,7 +2152,7 @@ mod tests {
             1 => json_value(),
         ];
         let timestamp = prop_oneof![
-            4 => (MIN_TIMESTAMP_MS - 1000..NOW + SKEW + 1000).prop_map(|t| t.to_string()),
+            4 => (NOW - AGE - 1000..NOW + SKEW + 1000).prop_map(|t| t.to_string()),
             1 => json_value(),
         ];
         let unit = prop::option::of(prop_oneof![
@@ -2075,7 +2203,7 @@ mod tests {
         (
             prop::sample::select(Metric::ALL.to_vec()),
             "[!-~]{1,128}",
-            MIN_TIMESTAMP_MS..=NOW + SKEW,
+            NOW - AGE..=NOW + SKEW,
             any::<bool>(),
             prop::option::of(any::<String>()),
             prop::option::of("\\PC{0,40}"),

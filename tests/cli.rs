@@ -431,12 +431,18 @@ fn healthcheck_follows_http_listen_from_the_config_file() {
     let port = listener.local_addr().unwrap().port();
     let server = std::thread::spawn(move || {
         let (mut conn, _) = listener.accept().unwrap();
-        let mut request = [0u8; 256];
-        let n = conn.read(&mut request).unwrap();
-        let asked = String::from_utf8_lossy(&request[..n]).into_owned();
+        // The whole request before answering: closing with unread bytes resets the
+        // connection.
+        let mut asked = Vec::new();
+        let mut buf = [0u8; 256];
+        while !asked.ends_with(b"\r\n\r\n") {
+            let n = conn.read(&mut buf).unwrap();
+            assert!(n > 0, "request cut short");
+            asked.extend_from_slice(&buf[..n]);
+        }
         conn.write_all(b"HTTP/1.0 200 OK\r\ncontent-length: 3\r\n\r\nok\n")
             .unwrap();
-        asked
+        String::from_utf8_lossy(&asked).into_owned()
     });
     let dir = TempDir::new("health");
     let config = dir.write(

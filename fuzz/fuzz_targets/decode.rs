@@ -51,10 +51,8 @@ fn check_accepted(payload: &[u8], limits: &DecodeLimits, obs: &Observation<'_>) 
     assert!(obs.metric.accepts(obs.value), "{obs:?}");
 
     let latest = NOW + limits.max_future_skew_ms;
-    assert!(
-        (MIN_TIMESTAMP_MS..=latest).contains(&obs.timestamp),
-        "{obs:?}"
-    );
+    let earliest = MIN_TIMESTAMP_MS.max(NOW - limits.max_age_ms);
+    assert!((earliest..=latest).contains(&obs.timestamp), "{obs:?}");
     if let Some(unit) = &obs.unit {
         assert_eq!(unit.as_ref(), obs.metric.unit());
     }

@@ -291,7 +291,8 @@ impl Ward {
         let key = patient.id.clone();
 
         if invalid {
-            let reason = DecodeError::REASONS[(self.invalid_sent % 10) as usize];
+            let reason = DecodeError::REASONS
+                [(self.invalid_sent % DecodeError::REASONS.len() as u64) as usize];
             self.invalid_sent += 1;
             let payload = malformed(reason, &key, now_ms, self.config.too_large_bytes);
             return Msg {
@@ -395,6 +396,8 @@ fn malformed(reason: &str, patient: &str, ts: i64, too_large_bytes: usize) -> Ve
             format!(r#"{{"patientId":"{spaced}","metric":"spo2","value":97.0,"timestamp":{ts}}}"#)
                 .into_bytes()
         }
+        // A device that uploads its memory after days offline: a reading from three days ago.
+        "stale" => observation(patient, Metric::Spo2, 88.0, ts - 3 * 86_400_000).to_json(),
         // "bad_unit": the unit field says Fahrenheit although the value is Celsius.
         _ => format!(r#"{head}"temperature","value":37.2,"unit":"[degF]","timestamp":{ts}}}"#)
             .into_bytes(),

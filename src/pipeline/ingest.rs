@@ -28,7 +28,7 @@ use super::worker::{Reading, Work, now_ms};
 use super::{Status, WorkerProbe};
 use crate::metrics::{self as m, PipelineMetrics, RebalanceEvent};
 use crate::telemetry::Episode;
-use crate::vitals::{DecodeError, DecodeLimits, decode};
+use crate::vitals::{DecodeError, DecodeLimits, decode_value};
 
 /// Messages per batch handed to a worker channel. Each hand-over may wake a parked worker
 /// thread (~5 µs); 256 makes that ~20 ns a message. A partial batch still goes as soon as
@@ -156,7 +156,7 @@ pub struct IngestState {
 
 /// One clock read per message instead of five: the monotonic instant, and the wall
 /// clock in Unix milliseconds derived from it (re-read from the system every second, so
-/// it follows clock adjustments; the decoder only compares it with a 5 min skew bound).
+/// it follows clock adjustments; the decoder only compares it with the skew and age bounds, minutes to days).
 struct Clock {
     now: Instant,
     wall_ms: i64,
@@ -491,8 +491,7 @@ impl IngestState {
         self.metrics.consumed.increment(1);
         status.consumed();
         let received = self.clock.now;
-        let payload = msg.payload.unwrap_or_default();
-        match decode(payload, &self.limits, self.clock.wall_ms) {
+        match decode_value(msg.payload, &self.limits, self.clock.wall_ms) {
             Ok(obs) => {
                 let worker = route(&obs.patient_id, self.workers.len());
                 let obs = Reading::new(&obs);

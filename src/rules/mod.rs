@@ -76,12 +76,28 @@ pub struct News2Rule {
     pub max_age_ms: i64,
     /// Cooldown and re-arming; `clear_margin` is in score points below the medium band.
     pub alarm: Alarm,
+    /// Hysteresis of the single-parameter trigger, per parameter in
+    /// [`news2::PARAMETERS`] order and in the parameter's unit: a parameter that scores
+    /// 3 keeps a `news2_medium` episode open until its value is this far back inside the
+    /// next band, as `clear_margin` does for a threshold rule. 0 for the coded
+    /// parameters (oxygen, consciousness), whose values have nothing in between.
+    pub single_clear_margin: [f64; 7],
 }
 
 impl News2Rule {
     pub const MEDIUM_ID: &str = "news2_medium";
     pub const HIGH_ID: &str = "news2_high";
+
+    /// The margin of `metric`'s single-parameter 3 (0 when NEWS2 does not score it).
+    pub fn single_clear_margin(&self, metric: Metric) -> f64 {
+        news2::parameter_index(metric).map_or(0.0, |i| self.single_clear_margin[i])
+    }
 }
+
+/// `[news2] single_clear_margin` when the file does not give one, in
+/// [`news2::PARAMETERS`] order: the `clear_margin`s of the shipped red-flag rules, which
+/// are NEWS2's 3-bands (for respiration and pulse the wider of their two sides).
+pub const DEFAULT_SINGLE_CLEAR_MARGIN: [f64; 7] = [2.0, 1.0, 0.0, 5.0, 5.0, 0.0, 0.2];
 
 /// Cooldown and hysteresis defaults when the file does not say (`[defaults]`).
 pub const DEFAULT_COOLDOWN_SECS: u64 = 300;
@@ -117,6 +133,8 @@ struct RawNews2 {
     cooldown_secs: Option<Spanned<u64>>,
     clear_margin: Option<Spanned<f64>>,
     emit_resolved: Option<Spanned<bool>>,
+    /// Metric name → margin; metrics not given keep their default.
+    single_clear_margin: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
 }
 
 #[derive(Deserialize)]
@@ -230,9 +248,43 @@ impl RuleSet {
                         "`clear_margin` is in whole score points, 0 to 4".into(),
                     ));
                 }
+                let mut single_clear_margin = DEFAULT_SINGLE_CLEAR_MARGIN;
+                for (metric, margin) in n.single_clear_margin.into_iter().flatten() {
+                    let name = metric.get_ref();
+                    let scored = Metric::from_wire(name)
+                        .filter(|m| !m.is_binary())
+                        .and_then(news2::parameter_index);
+                    let Some(i) = scored else {
+                        return Err(table_err(
+                            "news2",
+                            metric.span(),
+                            format!(
+                                "`single_clear_margin` has no parameter \"{name}\" (NEWS2 measures: {})",
+                                news2::PARAMETERS
+                                    .iter()
+                                    .filter(|m| !m.is_binary())
+                                    .map(|m| m.as_str())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ),
+                        ));
+                    };
+                    let v = *margin.get_ref();
+                    if !v.is_finite() || v < 0.0 {
+                        return Err(table_err(
+                            "news2",
+                            margin.span(),
+                            format!(
+                                "`single_clear_margin.{name}` must be a finite number, 0 or more"
+                            ),
+                        ));
+                    }
+                    single_clear_margin[i] = v;
+                }
                 Some(News2Rule {
                     max_age_ms: secs_to_ms(max_age_secs),
                     alarm,
+                    single_clear_margin,
                 })
             }
             _ => None,
@@ -436,13 +488,21 @@ impl RuleSet {
         let secs = |ms: i64| ms / 1000;
         let mut out = String::new();
         if let Some(n) = &self.news2 {
+            let margins: Vec<String> = news2::PARAMETERS
+                .iter()
+                .zip(n.single_clear_margin)
+                .filter(|(m, _)| !m.is_binary())
+                .map(|(m, v)| format!("{} = {v:?}", m.as_str()))
+                .collect();
             let _ = writeln!(
                 out,
-                "[news2]\nmax_age_secs = {}\ncooldown_secs = {}\nclear_margin = {:?}\nemit_resolved = {}\n",
+                "[news2]\nmax_age_secs = {}\ncooldown_secs = {}\nclear_margin = {:?}\nemit_resolved = {}\n\
+                 single_clear_margin = {{ {} }}\n",
                 secs(n.max_age_ms),
                 secs(n.alarm.cooldown_ms),
                 n.alarm.clear_margin,
-                n.alarm.emit_resolved
+                n.alarm.emit_resolved,
+                margins.join(", ")
             );
         }
         for r in &self.rules {

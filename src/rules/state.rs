@@ -16,7 +16,10 @@
 //!   by `clear_margin`, optionally with a `resolved` event; only then does the rule
 //!   re-arm. A value hovering around a threshold therefore raises one alert.
 //! - **NEWS2**: the latest observation of each of the seven parameters, scored while it
-//!   is at most `max_age_secs` older than the observation being evaluated.
+//!   is at most `max_age_secs` older than the observation being evaluated. Its episodes
+//!   follow the same rules: the aggregate's end needs `clear_margin` score points below
+//!   the medium band, and a single parameter's 3 holds the episode open until its value
+//!   is `single_clear_margin` back inside the next band.
 //!
 //! State is bounded: a patient without observations for `ttl` (the worker's clock) is
 //! evicted, and the least recently seen sixteenth when a worker holds `capacity` of
@@ -540,6 +543,25 @@ impl Chart<'_> {
         (aggregate, any_stale)
     }
 
+    /// Whether a fresh parameter still holds the single-parameter trigger: it scores 3,
+    /// or its value is within its `single_clear_margin` of a 3-band. Only asked while an
+    /// episode is open (the hysteresis of its end), never to open one.
+    fn holds_single_three(&self, rule: &News2Rule) -> bool {
+        self.latest
+            .iter()
+            .zip(news2::PARAMETERS)
+            .zip(rule.single_clear_margin)
+            .any(|((l, metric), margin)| {
+                l.at != i64::MIN
+                    && !self.stale(l)
+                    && (l.score >= 3
+                        || (margin > 0.0
+                            && [l.value - margin, l.value + margin]
+                                .into_iter()
+                                .any(|v| news2::score(metric, v) == Some(3))))
+            })
+    }
+
     /// The full breakdown, built only for an event to publish.
     fn breakdown(&self, aggregate: Aggregate) -> Breakdown {
         let parameters = self.latest.map(|l| {
@@ -587,10 +609,12 @@ fn step_news2(
         return;
     };
     // Cleared: the aggregate back below the medium band by the margin, no parameter at
-    // 3, and nothing stale — a chart that only looks better because readings aged out
-    // of it is not a recovery.
+    // 3 or within its margin of a 3 (a pulse hovering at 128-134 is one episode, as it is
+    // for `heart_rate_high`), and nothing stale — a chart that only looks better because
+    // readings aged out of it is not a recovery.
     let cleared = f64::from(aggregate.total) <= 4.0 - rule.alarm.clear_margin
         && aggregate.max_single < 3
+        && !chart.holds_single_three(rule)
         && !any_stale;
     if !cleared {
         return;

@@ -101,7 +101,7 @@ fn news2_red_flag_boundaries() {
         (Spo2, "92", None),
         (Spo2, "91.9", Some("spo2_low")),
         (Spo2, "91", Some("spo2_low")),
-        (Spo2, "0", Some("spo2_low")),
+        (Spo2, "20", Some("spo2_low")),
         (Spo2, "100", None),
         (RespiratoryRate, "8", Some("respiratory_rate_low")),
         (RespiratoryRate, "0", Some("respiratory_rate_low")),
@@ -384,7 +384,7 @@ fn bad_rules_files_name_file_line_and_rule() {
             ),
             6,
             Some("spo2_low"),
-            "would clear at 102, outside spo2's range [0, 100] %",
+            "would clear at 102, outside spo2's range [20, 100] %",
         ),
         (
             "unknown metric",
@@ -654,4 +654,45 @@ fn the_stateless_variant_alerts_every_breach_and_scores_no_news2() {
     assert!(set.news2().is_none());
     assert_eq!(set.len(), 9);
     assert_eq!(set.longest_memory_ms(), 0);
+}
+
+#[test]
+fn news2_single_clear_margins_default_to_the_red_flags_and_are_validated() {
+    let n = *RuleSet::parse("[news2]\n", Path::new("n.toml"))
+        .unwrap()
+        .news2()
+        .unwrap();
+    assert_eq!(n.single_clear_margin(Metric::HeartRate), 5.0);
+    assert_eq!(n.single_clear_margin(Metric::Spo2), 1.0);
+    let set = RuleSet::parse(
+        "[news2]\nsingle_clear_margin = { heart_rate = 3, temperature = 0.5 }\n",
+        Path::new("n.toml"),
+    )
+    .unwrap();
+    let n = set.news2().unwrap();
+    assert_eq!(n.single_clear_margin(Metric::HeartRate), 3.0);
+    assert_eq!(n.single_clear_margin(Metric::Temperature), 0.5);
+    assert_eq!(
+        n.single_clear_margin(Metric::Spo2),
+        1.0,
+        "not given: the default"
+    );
+    // It survives the round trip through to_toml.
+    let back = RuleSet::parse(&set.to_toml(), Path::new("back.toml")).unwrap();
+    assert_eq!(back.news2(), set.news2());
+    for (text, says) in [
+        (
+            "single_clear_margin = { glucose = 1 }",
+            "no parameter \"glucose\"",
+        ),
+        (
+            "single_clear_margin = { consciousness = 1 }",
+            "no parameter \"consciousness\"",
+        ),
+        ("single_clear_margin = { heart_rate = -1 }", "0 or more"),
+    ] {
+        let e = RuleSet::parse(&format!("[news2]\n{text}\n"), Path::new("n.toml")).unwrap_err();
+        assert!(e.message.contains(says), "{text}: {e}");
+        assert_eq!(e.line, Some(2), "{text}: {e}");
+    }
 }

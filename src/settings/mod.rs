@@ -69,6 +69,8 @@ pub struct PipelineSettings {
     pub queue_capacity: usize,
     pub max_message_bytes: usize,
     pub max_future_skew_secs: u64,
+    /// Observations older than this go to the DLQ as `stale` instead of alerting.
+    pub max_observation_age_secs: u64,
     pub shutdown_timeout_secs: u64,
 }
 
@@ -189,6 +191,8 @@ pub fn log_filter(spec: &str) -> Result<String, String> {
 const MAX_WORKERS: usize = 4096;
 const MAX_QUEUE_CAPACITY: usize = 1 << 20;
 const MAX_MESSAGE_BYTES: usize = 16 << 20;
+/// Ten years: a backfill of a trial's history may need a wide bound, never an endless one.
+const MAX_OBSERVATION_AGE_SECS: u64 = 10 * 365 * 86_400;
 
 impl Settings {
     /// Defaults, then `file` if given, then the process environment.
@@ -353,6 +357,14 @@ impl Settings {
             ),
         );
         check(
+            (60..=MAX_OBSERVATION_AGE_SECS).contains(&p.max_observation_age_secs),
+            "pipeline.max_observation_age_secs",
+            &format!(
+                "must be 60 (a minute) to {MAX_OBSERVATION_AGE_SECS} (ten years), is {}",
+                p.max_observation_age_secs
+            ),
+        );
+        check(
             p.shutdown_timeout_secs >= 1,
             "pipeline.shutdown_timeout_secs",
             "must be at least 1",
@@ -423,13 +435,11 @@ impl Settings {
     }
 
     pub fn decode_limits(&self) -> DecodeLimits {
+        let ms = |secs: u64| (secs.min(i64::MAX as u64 / 1000) as i64) * 1000;
         DecodeLimits {
             max_message_bytes: self.pipeline.max_message_bytes,
-            max_future_skew_ms: (self
-                .pipeline
-                .max_future_skew_secs
-                .min(i64::MAX as u64 / 1000) as i64)
-                * 1000,
+            max_future_skew_ms: ms(self.pipeline.max_future_skew_secs),
+            max_age_ms: ms(self.pipeline.max_observation_age_secs),
         }
     }
 

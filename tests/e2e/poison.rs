@@ -208,6 +208,26 @@ fn cases(now: i64) -> Vec<Case> {
             )),
         ),
         case(
+            "three days old",
+            Some("stale"),
+            obs(&format!(
+                r#"{p},"metric":"spo2","value":85,"timestamp":{}"#,
+                now - 3 * 86_400_000
+            )),
+        ),
+        case(
+            "SpO2 as a fraction",
+            Some("out_of_range"),
+            std("spo2", "0.97"),
+        ),
+        case(
+            "Fahrenheit with its unit",
+            Some("bad_unit"),
+            obs(&format!(
+                r#"{p},"metric":"temperature","value":98.6,"unit":"[degF]","timestamp":{ts}"#
+            )),
+        ),
+        case(
             "negative timestamp",
             Some("bad_timestamp"),
             obs(r#""patientId":"P-1","metric":"spo2","value":97,"timestamp":-1"#),

@@ -446,8 +446,12 @@ async fn alert_sink_outage_blocks_commits_then_recovers_every_alert() {
                 .iter()
                 .filter(|r| r.partition == p)
                 .find(|r| {
-                    let obs = vitalwatch::vitals::decode(&r.payload, &test_limits(), i64::MAX / 2)
-                        .unwrap();
+                    let obs = vitalwatch::vitals::decode(
+                        &r.payload,
+                        &test_limits(),
+                        vitalwatch::pipeline::worker::now_ms(),
+                    )
+                    .unwrap();
                     rules().evaluate(&obs).next().is_some()
                 })
                 .map(|r| r.offset)

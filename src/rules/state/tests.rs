@@ -591,3 +591,83 @@ fn every_shipped_red_flag_clears_exactly_at_the_documented_value() {
         assert!(!rule.condition.cleared(short, margin), "{id} at {short}");
     }
 }
+
+/// Field report item 1: a pulse hovering at 128–134 every 20 s on an otherwise normal,
+/// complete chart is one `news2_medium` episode (and one `heart_rate_high`), not a page
+/// at every crossing: the single-parameter 3 ends only below 131 − 5.
+#[test]
+fn a_pulse_hovering_at_the_news2_three_band_is_one_episode() {
+    let set = Arc::new(RuleSet::news2_red_flags());
+    let mut eval = Evaluator::new(set.clone(), StateLimits::default());
+    let normal = [
+        (RespiratoryRate, 16.0),
+        (Spo2, 97.0),
+        (SupplementalOxygen, 0.0),
+        (SystolicBp, 125.0),
+        (Consciousness, 0.0),
+        (Temperature, 36.8),
+        (HeartRate, 80.0),
+    ];
+    assert!(chart_at(&mut eval, 0, &normal).is_empty());
+    let hovering = [
+        128.0, 132.0, 129.0, 134.0, 128.0, 131.0, 127.0, 133.0, 130.0,
+    ];
+    let mut pages: Vec<(i64, String)> = Vec::new();
+    for (i, pulse) in hovering.iter().enumerate() {
+        let s = 20 * (i as i64 + 1);
+        for e in chart_at(&mut eval, s, &[(HeartRate, *pulse)]) {
+            let id = match e {
+                Event::Threshold { rule, .. } => set.rules()[rule].id.clone(),
+                Event::News2 { severity, .. } => format!("news2_{severity}"),
+            };
+            pages.push((s, id));
+        }
+    }
+    assert_eq!(
+        pages,
+        [(40, "heart_rate_high".into()), (40, "news2_medium".into())],
+        "160 s of hovering"
+    );
+    // Back to 125 (two bands below the 3): the episode ends and re-arms; the next
+    // crossing is a new episode.
+    assert!(chart_at(&mut eval, 200, &[(HeartRate, 125.0)]).is_empty());
+    let again = chart_at(&mut eval, 220, &[(HeartRate, 135.0)]);
+    assert_eq!(
+        severities(&again),
+        [(Severity::Medium, AlertStatus::Firing, 3)]
+    );
+}
+
+#[test]
+fn the_single_parameter_hysteresis_follows_its_margin_and_can_be_switched_off() {
+    // With emit_resolved the end is visible: at 126 (within 5 of 131) the episode holds,
+    // at 125 it ends.
+    let hold = rules("[news2]\nemit_resolved = true\n");
+    let mut eval = Evaluator::new(hold, StateLimits::default());
+    assert_eq!(chart_at(&mut eval, 0, &[(HeartRate, 135.0)]).len(), 1);
+    assert!(chart_at(&mut eval, 20, &[(HeartRate, 126.0)]).is_empty());
+    let ended = chart_at(&mut eval, 40, &[(HeartRate, 125.0)]);
+    assert_eq!(
+        severities(&ended),
+        [(Severity::Medium, AlertStatus::Resolved, 2)]
+    );
+
+    // single_clear_margin.heart_rate = 0: the old behaviour, the end at the first 2.
+    let off = rules("[news2]\nemit_resolved = true\nsingle_clear_margin = { heart_rate = 0 }\n");
+    let mut eval = Evaluator::new(off, StateLimits::default());
+    assert_eq!(chart_at(&mut eval, 0, &[(HeartRate, 135.0)]).len(), 1);
+    let ended = chart_at(&mut eval, 20, &[(HeartRate, 130.0)]);
+    assert_eq!(
+        severities(&ended),
+        [(Severity::Medium, AlertStatus::Resolved, 2)]
+    );
+
+    // The low side too: SpO2 91 (3) holds until 93 (92 + 1).
+    let mut eval = Evaluator::new(
+        rules("[news2]\nemit_resolved = true\n"),
+        StateLimits::default(),
+    );
+    assert_eq!(chart_at(&mut eval, 0, &[(Spo2, 91.0)]).len(), 1);
+    assert!(chart_at(&mut eval, 20, &[(Spo2, 92.5)]).is_empty());
+    assert_eq!(chart_at(&mut eval, 40, &[(Spo2, 93.0)]).len(), 1);
+}
