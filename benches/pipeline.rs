@@ -54,6 +54,7 @@ fn records(messages: &[Message]) -> Vec<Record<'_>> {
             let offset = next.entry(partition).or_insert(0);
             *offset += 1;
             Record {
+                headers: None,
                 topic: TOPIC,
                 partition,
                 offset: *offset - 1,
@@ -97,7 +98,13 @@ fn replayed_alerts(records: &[Record<'_>], rules: &Arc<RuleSet>) -> u64 {
                 value: obs.value,
                 timestamp: obs.timestamp,
             };
-            eval.observe(&obs.patient_id, reading, (r.partition, 0), 0, &mut out);
+            eval.observe(
+                &obs.patient_id,
+                reading,
+                (r.partition as u64, 0),
+                0,
+                &mut out,
+            );
         }
     }
     out.len() as u64

@@ -19,6 +19,8 @@ use crate::telemetry;
 /// How long start-up waits for a first answer from the brokers before going on without
 /// one (a TLS or login failure ends the wait at once).
 const PREFLIGHT_WAIT: Duration = Duration::from_secs(10);
+/// How long `check-config` waits for the brokers before it checks offline only.
+const CHECK_CONFIG_WAIT: Duration = Duration::from_secs(5);
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
@@ -72,6 +74,36 @@ fn check_config(args: &CheckConfigArgs) -> anyhow::Result<()> {
         print!("{}", settings.to_toml()?);
         return Ok(());
     }
+    // The brokers, when they answer: what run would refuse at start-up (a TLS or login
+    // failure, a missing topic). Offline checks only when they do not.
+    let brokers = if args.offline {
+        "not contacted (--offline)".to_owned()
+    } else {
+        let config = PipelineConfig::from_settings(&settings);
+        let outcome = pipeline::preflight::check(&config, CHECK_CONFIG_WAIT)?;
+        match &outcome {
+            pipeline::preflight::Outcome::Connected { topics } => {
+                let problems = outcome.topic_problems();
+                if !problems.is_empty() {
+                    anyhow::bail!(
+                        "the brokers at {} are missing what vitalwatch needs: {}",
+                        settings.kafka.bootstrap_servers,
+                        problems.join("; ")
+                    );
+                }
+                let listed: Vec<String> = topics
+                    .iter()
+                    .map(|(_, name, p)| format!("{name} ({})", p.unwrap_or(0)))
+                    .collect();
+                format!("reachable; topics exist: {}", listed.join(", "))
+            }
+            pipeline::preflight::Outcome::Unreachable => format!(
+                "no broker answered within {} s; topics not checked (run checks them when it starts)",
+                CHECK_CONFIG_WAIT.as_secs()
+            ),
+        }
+    };
+    println!("brokers {}: {brokers}", settings.kafka.bootstrap_servers);
     println!(
         "configuration ok: {} rules{} from {}; brokers {} ({}{}), input {}, group {}, {} workers",
         rules.len(),
@@ -138,14 +170,21 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
         let pipeline_config = PipelineConfig::from_settings(&settings);
         // A TLS or SASL misconfiguration stops the start here, with what to fix.
         let probe_config = pipeline_config.clone();
-        tokio::task::spawn_blocking(move || {
+        let preflight = tokio::task::spawn_blocking(move || {
             pipeline::preflight::check_and_log(&probe_config, PREFLIGHT_WAIT)
-        })
-        .await
-        .context("the broker connection check panicked")??;
+        });
+        // A SIGTERM while the brokers are being waited for stops at once: nothing was
+        // read, nothing needs draining.
+        tokio::select! {
+            checked = preflight => checked.context("the broker connection check panicked")??,
+            () = shutdown.cancelled() => {
+                info!("shutdown during start-up: nothing was read, nothing to drain");
+                return Ok(());
+            }
+        }
         let rules = LiveRules::new(Arc::new(rules));
         crate::metrics::install()?;
-        crate::metrics::rules_loaded(rules.load().len());
+        crate::metrics::rules_loaded(rules.load().rule_count());
         let settings_for_check = settings.clone();
         let reloader = Reloader::new(
             &settings.rules.file,

@@ -33,8 +33,8 @@ pub enum Command {
     Run(ConfigArg),
     /// The whole service on an in-process Kafka cluster fed by a simulated ward.
     Demo(DemoArgs),
-    /// Validate configuration and rules as `run` would, without connecting, then exit
-    /// (non-zero on any error).
+    /// Validate configuration and rules as `run` would, and the brokers and topics when
+    /// they answer, then exit (non-zero on any error).
     #[command(after_help = CONFIG_HELP)]
     CheckConfig(CheckConfigArgs),
     /// GET /healthz of the service running on this host (the port of http.listen, from
@@ -117,6 +117,10 @@ pub struct CheckConfigArgs {
     /// of the summary.
     #[arg(long)]
     pub print: bool,
+    /// Do not contact the brokers (by default, when they answer within 5 s, the TLS and
+    /// SASL settings and every topic are checked as `run` checks them at start).
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args)]

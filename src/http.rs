@@ -73,7 +73,7 @@ pub async fn spawn(
 async fn render_metrics(State(state): State<AppState>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, METRICS_CONTENT_TYPE)],
-        state.metrics.render(),
+        crate::metrics::render_collected(&state.metrics),
     )
 }
 

@@ -26,6 +26,7 @@ use rdkafka::{ClientContext, Message};
 
 use crate::cli::{BaseTimestamp, LoadgenArgs};
 use crate::demo::ward::{Kind, Ward, WardConfig};
+use crate::pipeline::repartition::Partitioner;
 use crate::pipeline::worker::now_ms;
 use crate::secret::ClientProps;
 use crate::settings::Settings;
@@ -98,7 +99,14 @@ pub fn run(args: &LoadgenArgs) -> anyhow::Result<Summary> {
     // The service's own [kafka.client] settings (TLS, SASL, the password file), so that
     // loadgen reaches a secured cluster the way `run` does.
     let settings = Settings::load(args.config.as_deref())?;
-    produce(brokers, &settings.kafka.client, args)
+    let mut client = settings.kafka.client.clone();
+    if !client.has("partitioner") {
+        client.insert(
+            "partitioner",
+            settings.kafka.input_partitioner.librdkafka_name(),
+        );
+    }
+    produce(brokers, &client, args)
 }
 
 fn produce(brokers: &str, client: &ClientProps, args: &LoadgenArgs) -> anyhow::Result<Summary> {
@@ -250,7 +258,10 @@ impl Pump {
             .set("acks", "all")
             .set("linger.ms", linger_ms.to_string())
             .set("queue.buffering.max.messages", "500000")
-            .set("message.timeout.ms", "60000");
+            .set("message.timeout.ms", "60000")
+            // Keyed by patient id onto the partition vitalwatch takes for the patient's
+            // home (kafka.input_partitioner's default), so nothing needs re-keying.
+            .set("partitioner", Partitioner::Murmur2.librdkafka_name());
         for (k, v) in client.expose() {
             config.set(k, v);
         }

@@ -10,7 +10,8 @@
 //! metric, and every series whose labels are known up front registered at zero, so a
 //! dashboard sees `0` rather than "no data" before the first event.
 
-use std::sync::OnceLock;
+use std::collections::BTreeMap;
+use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use metrics::{
@@ -20,6 +21,8 @@ use metrics::{
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
 use crate::alert::Severity;
+use crate::pipeline::offsets::Source;
+use crate::pipeline::repartition::Misplaced;
 use crate::vitals::DecodeError;
 
 pub const MESSAGES_CONSUMED: &str = "vitalwatch_messages_consumed_total";
@@ -43,6 +46,8 @@ pub const RULES_LOADED: &str = "vitalwatch_rules_loaded";
 pub const RULES_FILE_REJECTED: &str = "vitalwatch_rules_file_rejected";
 pub const PATIENT_STATES: &str = "vitalwatch_patient_states";
 pub const PATIENT_STATE_EVICTIONS: &str = "vitalwatch_patient_state_evictions_total";
+pub const MESSAGES_MISPLACED: &str = "vitalwatch_messages_misplaced_total";
+pub const ASSIGNED_PARTITIONS: &str = "vitalwatch_assigned_partitions";
 
 /// A Prometheus metric type, as written on the `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,7 +96,7 @@ pub const CATALOGUE: [MetricDef; 14] = [
         MESSAGES_CONSUMED,
         Kind::Counter,
         &["topic"],
-        "Messages read from the input topic.",
+        "Messages read, from the input topic and from the repartition topic.",
     ),
     def(
         MESSAGES_INVALID,
@@ -145,13 +150,13 @@ pub const CATALOGUE: [MetricDef; 14] = [
         CONSUMER_LAG,
         Kind::Gauge,
         &["topic", "partition"],
-        "Messages between the committed offset and the log end, per assigned partition.",
+        "Messages between the committed offset and the log end, per partition assigned here.",
     ),
     def(
         COMMITTED_OFFSET,
         Kind::Gauge,
         &["topic", "partition"],
-        "Last offset committed for a partition (the next one to read after a restart).",
+        "Last offset committed for a partition assigned here (the next one to read after a restart).",
     ),
     def(
         REBALANCES,
@@ -168,8 +173,8 @@ pub const CATALOGUE: [MetricDef; 14] = [
     ),
 ];
 
-/// Metrics the clinical rules added after the design's table was written.
-pub const RULE_STATE_METRICS: [MetricDef; 6] = [
+/// Metrics the clinical rules and operations added after the design's table was written.
+pub const RULE_STATE_METRICS: [MetricDef; 8] = [
     def(
         ALERTS_RESOLVED,
         Kind::Counter,
@@ -182,7 +187,12 @@ pub const RULE_STATE_METRICS: [MetricDef; 6] = [
         &["result"],
         "Rules-file reloads: applied, or rejected (the rules in force stay).",
     ),
-    def(RULES_LOADED, Kind::Gauge, &[], "Threshold rules in force."),
+    def(
+        RULES_LOADED,
+        Kind::Gauge,
+        &[],
+        "Rules in force: threshold rules, and the NEWS2 score as one.",
+    ),
     def(
         RULES_FILE_REJECTED,
         Kind::Gauge,
@@ -200,6 +210,18 @@ pub const RULE_STATE_METRICS: [MetricDef; 6] = [
         Kind::Counter,
         &["reason"],
         "Patient states dropped: ttl (no data), capacity (worker full), reassigned (partition moved).",
+    ),
+    def(
+        MESSAGES_MISPLACED,
+        Kind::Counter,
+        &["reason"],
+        "Valid input not on its patient's partition: no_key, other_key, other_partition (re-keyed through the repartition topic when it is on).",
+    ),
+    def(
+        ASSIGNED_PARTITIONS,
+        Kind::Gauge,
+        &["topic"],
+        "Partitions assigned to this instance, per topic.",
     ),
 ];
 
@@ -268,7 +290,14 @@ pub fn install() -> anyhow::Result<PrometheusHandle> {
 /// Series labelled by topic, partition, worker or rule appear when the pipeline starts
 /// (and lag and committed offsets once librdkafka reports them).
 fn register_all() {
-    for m in CATALOGUE.iter().chain(&RULE_STATE_METRICS) {
+    // Lag and committed offsets are rendered from the partition table, with their own
+    // HELP and TYPE lines.
+    let collected = [CONSUMER_LAG, COMMITTED_OFFSET];
+    for m in CATALOGUE
+        .iter()
+        .chain(&RULE_STATE_METRICS)
+        .filter(|m| !collected.contains(&m.name))
+    {
         let unit = match m.kind {
             Kind::Histogram => Some(Unit::Seconds),
             _ => None,
@@ -284,9 +313,13 @@ fn register_all() {
         counter!(MESSAGES_INVALID, "reason" => reason).absolute(0);
     }
     counter!(DLQ_PUBLISHED).absolute(0);
-    for sink in [SinkKind::Alerts, SinkKind::Dlq] {
+    for sink in [SinkKind::Alerts, SinkKind::Dlq, SinkKind::Repartition] {
         counter!(SINK_ERRORS, "sink" => sink.as_str()).absolute(0);
     }
+    for reason in Misplaced::ALL {
+        counter!(MESSAGES_MISPLACED, "reason" => reason.as_str()).absolute(0);
+    }
+    process_collector().describe();
     for event in [
         RebalanceEvent::Assign,
         RebalanceEvent::Revoke,
@@ -307,6 +340,8 @@ fn register_all() {
 pub enum SinkKind {
     Alerts,
     Dlq,
+    /// Copies of misplaced observations for the repartition topic.
+    Repartition,
 }
 
 impl SinkKind {
@@ -314,7 +349,73 @@ impl SinkKind {
         match self {
             SinkKind::Alerts => "alerts",
             SinkKind::Dlq => "dlq",
+            SinkKind::Repartition => "repartition",
         }
+    }
+}
+
+/// The standard `process_*` metrics (CPU seconds, resident and virtual memory, open file
+/// descriptors, threads, start time), as every Prometheus client library exports them.
+fn process_collector() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// Everything that is read when scraped rather than recorded when it happens, as
+/// Prometheus text to append to the recorder's: the `process_*` metrics (refreshed
+/// here) and the per-partition gauges of the partitions assigned now.
+pub fn render_collected(handle: &PrometheusHandle) -> String {
+    process_collector().collect();
+    let mut out = handle.render();
+    partitions().render(&mut out);
+    out
+}
+
+/// Lag and committed offset of the partitions assigned here. Rendered at each scrape
+/// from this table instead of kept in the recorder, which cannot forget a series: a
+/// partition given up in a rebalance disappears from `/metrics` instead of showing its
+/// last committed offset for ever (and tripping a "commits stuck" alert).
+#[derive(Default)]
+struct PartitionTable {
+    rows: Mutex<PartitionRows>,
+}
+
+/// (topic, partition) → (lag, committed offset), each once known.
+type PartitionRows = BTreeMap<(String, i32), (Option<i64>, Option<i64>)>;
+
+fn partitions() -> &'static PartitionTable {
+    static TABLE: OnceLock<PartitionTable> = OnceLock::new();
+    TABLE.get_or_init(PartitionTable::default)
+}
+
+impl PartitionTable {
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut BTreeMap<(String, i32), (Option<i64>, Option<i64>)>) -> R,
+    ) -> R {
+        f(&mut self.rows.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn render(&self, out: &mut String) {
+        use std::fmt::Write;
+        self.with(|rows| {
+            for (name, pick) in [(CONSUMER_LAG, 0usize), (COMMITTED_OFFSET, 1usize)] {
+                let help = CATALOGUE
+                    .iter()
+                    .find(|m| m.name == name)
+                    .map_or("", |m| m.help);
+                let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+                for ((topic, partition), (lag, committed)) in rows.iter() {
+                    let value = if pick == 0 { lag } else { committed };
+                    if let Some(v) = value {
+                        let _ = writeln!(
+                            out,
+                            "{name}{{topic=\"{topic}\",partition=\"{partition}\"}} {v}"
+                        );
+                    }
+                }
+            }
+        });
     }
 }
 
@@ -339,7 +440,9 @@ impl RebalanceEvent {
 /// Handles for the per-message metrics, resolved once when the pipeline starts.
 #[derive(Clone)]
 pub struct PipelineMetrics {
-    pub consumed: Counter,
+    /// Messages read, from the input topic and from the repartition topic.
+    consumed: [Counter; 2],
+    misplaced: [Counter; 3],
     invalid: [Counter; DecodeError::REASONS.len()],
     pub dlq_published: Counter,
     pub processing_duration: Histogram,
@@ -348,15 +451,31 @@ pub struct PipelineMetrics {
 }
 
 impl PipelineMetrics {
-    pub fn new(input_topic: &str) -> Self {
+    pub fn new(input_topic: &str, repartition_topic: Option<&str>) -> Self {
+        let input = counter!(MESSAGES_CONSUMED, "topic" => input_topic.to_owned());
         PipelineMetrics {
-            consumed: counter!(MESSAGES_CONSUMED, "topic" => input_topic.to_owned()),
+            consumed: [
+                input.clone(),
+                repartition_topic.map_or(
+                    input,
+                    |t| counter!(MESSAGES_CONSUMED, "topic" => t.to_owned()),
+                ),
+            ],
+            misplaced: Misplaced::ALL.map(|r| counter!(MESSAGES_MISPLACED, "reason" => r.as_str())),
             invalid: DecodeError::REASONS.map(|r| counter!(MESSAGES_INVALID, "reason" => r)),
             dlq_published: counter!(DLQ_PUBLISHED),
             processing_duration: histogram!(PROCESSING_DURATION),
             event_age: histogram!(EVENT_AGE),
             inflight: gauge!(INFLIGHT_MESSAGES),
         }
+    }
+
+    pub fn consumed(&self, source: Source) {
+        self.consumed[source as usize].increment(1);
+    }
+
+    pub fn misplaced(&self, reason: Misplaced) {
+        self.misplaced[reason as usize].increment(1);
     }
 
     pub fn invalid(&self, error: &DecodeError) {
@@ -381,23 +500,41 @@ pub fn worker_queue_depth(worker: usize) -> Gauge {
 }
 
 /// Lag of one partition from librdkafka's statistics (callers skip its `-1`, "unknown").
+/// Only partitions assigned here are shown (statistics may still mention others).
 pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
-    gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
-        .set(lag as f64);
+    partitions().with(|rows| {
+        if let Some(row) = rows.get_mut(&(topic.to_owned(), partition)) {
+            row.0 = Some(lag);
+        }
+    });
 }
 
-/// Zeroes the lag of partitions this instance no longer owns, so that summing lag over
-/// replicas after a rebalance does not count a stale value next to the new owner's.
-pub fn partitions_released(topic: &str, partitions: &[i32]) {
-    for &partition in partitions {
-        gauge!(CONSUMER_LAG, "topic" => topic.to_owned(), "partition" => partition.to_string())
-            .set(0.0);
-    }
+/// The partitions assigned here after a rebalance: their lag and committed offset are
+/// shown, and those of partitions given up leave `/metrics`, so that summing over
+/// replicas counts each partition once, at its owner. Called at each assignment rather
+/// than at revocation: an eager rebalance revokes everything and assigns most of it back,
+/// and a partition kept keeps its last committed offset.
+pub fn partitions_assigned(assigned: &[(&str, i32)]) {
+    partitions().with(|rows| {
+        rows.retain(|(topic, p), _| assigned.contains(&(topic.as_str(), *p)));
+        for &(topic, p) in assigned {
+            rows.entry((topic.to_owned(), p)).or_default();
+        }
+    });
 }
 
+/// A successful commit of `partition` (shown while it is assigned here).
 pub fn committed_offset(topic: &str, partition: i32, offset: i64) {
-    gauge!(COMMITTED_OFFSET, "topic" => topic.to_owned(), "partition" => partition.to_string())
-        .set(offset as f64);
+    partitions().with(|rows| {
+        if let Some(row) = rows.get_mut(&(topic.to_owned(), partition)) {
+            row.1 = Some(offset);
+        }
+    });
+}
+
+/// How many partitions of `topic` are assigned here.
+pub fn assigned_partitions(topic: &str, n: usize) {
+    gauge!(ASSIGNED_PARTITIONS, "topic" => topic.to_owned()).set(n as f64);
 }
 
 pub fn rebalance(event: RebalanceEvent) {

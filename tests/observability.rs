@@ -53,13 +53,24 @@ const DESIGN_TABLE: [(&str, &str); 14] = [
 
 /// The metrics the clinical rules added (README, "Beyond the design's table"), with their
 /// type and whether a pipeline without resolved events has a sample of them.
-const RULE_STATE_TABLE: [(&str, &str, bool); 6] = [
+const RULE_STATE_TABLE: [(&str, &str, bool); 8] = [
     ("vitalwatch_alerts_resolved_total", "counter", false),
     ("vitalwatch_rules_reloads_total", "counter", true),
     ("vitalwatch_rules_loaded", "gauge", true),
     ("vitalwatch_rules_file_rejected", "gauge", true),
     ("vitalwatch_patient_states", "gauge", true),
     ("vitalwatch_patient_state_evictions_total", "counter", true),
+    ("vitalwatch_messages_misplaced_total", "counter", true),
+    ("vitalwatch_assigned_partitions", "gauge", true),
+];
+
+/// The standard process metrics every Prometheus client library exports.
+const PROCESS_METRICS: [(&str, &str); 5] = [
+    ("process_cpu_seconds_total", "counter"),
+    ("process_resident_memory_bytes", "gauge"),
+    ("process_virtual_memory_bytes", "gauge"),
+    ("process_open_fds", "gauge"),
+    ("process_start_time_seconds", "gauge"),
 ];
 
 /// Every label name the contract allows (plus `le` of histogram buckets, and `result` of
@@ -155,6 +166,15 @@ async fn metrics_scrape_has_every_metric_with_counts_matching_the_traffic() {
             "{name}: sample in the scrape"
         );
     }
+    for (name, kind) in PROCESS_METRICS {
+        assert_eq!(
+            after.types.get(name).map(String::as_str),
+            Some(kind),
+            "# TYPE of {name}"
+        );
+        assert!(after.sum(name, &[]) > 0.0, "{name}");
+    }
+    assert_eq!(after.sum("vitalwatch_assigned_partitions", &topic), 3.0);
     // Real histograms: buckets, no quantiles.
     for name in [
         "vitalwatch_processing_duration_seconds",
@@ -310,8 +330,162 @@ async fn metrics_scrape_has_every_metric_with_counts_matching_the_traffic() {
     }
 }
 
-/// `/readyz`: 503 before the pipeline runs and while it has no partitions, 200 once
-/// assigned, 503 "alert sink failing" while the alert topic's leader is down, 200 again
+/// Field report item 10: after a rebalance the replica that gave up a partition stops
+/// exporting its committed offset and lag, its assigned-partition gauge follows, the
+/// patients of the departed partition leave `vitalwatch_patient_states`, and NEWS2's
+/// resolved events carry the labels its alerts carry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partition_metrics_and_patient_state_follow_the_assignment() {
+    let _serial = SERIAL.lock().await;
+    let cluster = Cluster::new(1, 2);
+    let status = Status::new();
+    let listeners = CancellationToken::new();
+    let _stop_listeners = listeners.clone().drop_guard();
+    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
+        .await
+        .unwrap();
+    let before = scrape(addr).await;
+    let group = "follow";
+    let mut config = cluster.config(group);
+    for (k, v) in [
+        ("session.timeout.ms", "6000"),
+        ("heartbeat.interval.ms", "500"),
+        ("partition.assignment.strategy", "range"),
+    ] {
+        config.client.insert(k, v);
+    }
+    let rules = RuleSet::parse(
+        "[news2]\nemit_resolved = true\ncooldown_secs = 0\n",
+        std::path::Path::new("news2.toml"),
+    )
+    .unwrap();
+    let shutdown = CancellationToken::new();
+    let handle = tokio::spawn(pipeline::run(
+        config,
+        Arc::new(rules),
+        status.clone(),
+        shutdown.clone(),
+        Hooks::default(),
+    ));
+    let running = Running { shutdown, handle };
+
+    // Patients on both partitions; one of them medium (respiration 26) and recovered
+    // (16), with a resolved event.
+    let now = vitalwatch::pipeline::worker::now_ms();
+    let mut msgs: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| {
+            let p = format!("{PATIENT_PREFIX}F{i}");
+            let payload = format!(
+                r#"{{"patientId":"{p}","metric":"heart_rate","value":80,"timestamp":{now}}}"#
+            );
+            (p, payload.into_bytes())
+        })
+        .collect();
+    let patient = format!("{PATIENT_PREFIX}F0");
+    for (i, rr) in [26, 16].into_iter().enumerate() {
+        let payload = format!(
+            r#"{{"patientId":"{patient}","metric":"respiratory_rate","value":{rr},"timestamp":{}}}"#,
+            now + 1 + i as i64
+        );
+        msgs.push((patient.clone(), payload.into_bytes()));
+    }
+    cluster.produce(&cluster.input, &msgs).await;
+    let topic = [("topic", cluster.input.as_str())];
+    let both = poll_scrape(addr, Duration::from_secs(60), |s| {
+        s.values(COMMITTED, &topic).len() == 2
+            && s.sum(COMMITTED, &topic) == msgs.len() as f64
+            && s.sum("vitalwatch_patient_states", &[]) == 40.0
+    })
+    .await;
+    assert_eq!(both.sum("vitalwatch_assigned_partitions", &topic), 2.0);
+    assert_eq!(
+        delta(
+            &both,
+            &before,
+            "vitalwatch_alerts_resolved_total",
+            &[("rule", "news2_medium")]
+        ),
+        1.0,
+        "a resolved news2_medium is labelled news2_medium"
+    );
+    assert!(
+        both.values("vitalwatch_alerts_resolved_total", &[("rule", "news2")])
+            .is_empty(),
+        "no series under the old label"
+    );
+
+    // Another member takes one partition (range: one each).
+    let other: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", cluster.mock.bootstrap_servers())
+        .set("group.id", group)
+        .set("session.timeout.ms", "6000")
+        .set("partition.assignment.strategy", "range")
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    other.subscribe(&[&cluster.input]).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut after = scrape(addr).await;
+    while Instant::now() < deadline {
+        let _ = other.poll(Duration::from_millis(100));
+        after = scrape(addr).await;
+        if after.sum("vitalwatch_assigned_partitions", &topic) == 1.0
+            && after.values(COMMITTED, &topic).len() == 1
+            && after.values(CONSUMER_LAG, &topic).len() <= 1
+            && after.sum("vitalwatch_patient_states", &[]) < 40.0
+        {
+            break;
+        }
+    }
+    let kept = other
+        .assignment()
+        .map(|a| 1 - a.elements().first().map_or(1, |e| e.partition()))
+        .unwrap_or(0);
+    assert_eq!(after.sum("vitalwatch_assigned_partitions", &topic), 1.0);
+    let committed: Vec<&Sample> = after.matching(COMMITTED, &topic).collect();
+    assert_eq!(committed.len(), 1, "only the partition still owned");
+    assert_eq!(committed[0].labels["partition"], kept.to_string());
+    // The patients of the partition that moved away are forgotten here.
+    let on_kept = input_partitions(&cluster, &msgs)
+        .iter()
+        .filter(|(_, p)| **p == kept)
+        .count();
+    assert_eq!(
+        after.sum("vitalwatch_patient_states", &[]),
+        on_kept as f64,
+        "patient states of the kept partition only"
+    );
+    drop(other);
+    running.stop().await;
+}
+
+/// Distinct patients of `msgs` with the input partition their messages went to.
+fn input_partitions(cluster: &Cluster, msgs: &[(String, Vec<u8>)]) -> BTreeMap<String, i32> {
+    let consumer = cluster.reader();
+    let md = consumer
+        .fetch_metadata(Some(&cluster.input), Duration::from_secs(5))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..md.topics()[0].partitions().len() as i32 {
+        tpl.add_partition_offset(&cluster.input, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&tpl).unwrap();
+    let mut out = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut read = 0;
+    while read < msgs.len() && Instant::now() < deadline {
+        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+            read += 1;
+            let key = String::from_utf8_lossy(m.key().unwrap_or_default()).into_owned();
+            out.insert(key, m.partition());
+        }
+    }
+    out
+}
+
+/// `/readyz`: 503 before the pipeline runs and while its input topic does not exist,
+/// 200 once assigned, 503 "alert sink failing" while the alert topic's leader is down, 200 again
 /// when it is back; the alert is delivered in the end, not dropped.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_follows_assignment_and_the_alert_sink() {
@@ -356,7 +530,7 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
         .insert("topic.metadata.refresh.interval.ms", "500");
     let running = start(config, status.clone());
     let r = poll_get(addr, "/readyz", Duration::from_secs(20), |r| {
-        r.text() == "not ready: no partitions assigned\n"
+        r.text() == "not ready: the input topic does not exist\n"
     })
     .await;
     assert_eq!(r.status, 503);
@@ -364,7 +538,7 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
     let r = get(addr, "/readyz").await;
     assert_eq!(
         (r.status, r.text().as_str()),
-        (503, "not ready: no partitions assigned\n")
+        (503, "not ready: the input topic does not exist\n")
     );
 
     cluster.mock.create_topic(&cluster.input, 2, 1).unwrap();
@@ -798,6 +972,8 @@ impl Cluster {
             input_topic: self.input.clone(),
             alert_topic: self.alerts.clone(),
             dlq_topic: self.dlq.clone(),
+            repartition_topic: None,
+            input_partitioner: vitalwatch::pipeline::repartition::Partitioner::Murmur2,
             // Lag twice a second instead of every five.
             client: [("statistics.interval.ms", "500")].into(),
             workers: 2,

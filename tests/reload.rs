@@ -133,6 +133,14 @@ fn sighup_reloads_the_rules_and_a_bad_file_is_rejected_while_the_service_runs_on
         metric(addr, "vitalwatch_rules_file_rejected") == Some(0.0)
     });
 
+    // A NEWS2-only set is one rule, not none (field report item 10).
+    replace(&rules, "[news2]\n");
+    signal(&service, "-HUP");
+    wait_for("the NEWS2-only rule set", &mut service, |addr| {
+        metric(addr, "vitalwatch_rules_reloads_total{result=\"applied\"}") == Some(2.0)
+    });
+    assert_eq!(metric(&service.addr, "vitalwatch_rules_loaded"), Some(1.0));
+
     // A SIGHUP with the file unchanged gets an answer in the log too.
     signal(&service, "-HUP");
     let log = rules.with_extension("log");

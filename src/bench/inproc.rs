@@ -45,6 +45,7 @@ pub fn run(
             let p = (xxhash_rust::xxh3::xxh3_64(m.key.as_bytes()) % PARTITIONS) as usize;
             next[p] += 1;
             Record {
+                headers: None,
                 topic: "patient-data",
                 partition: p as i32,
                 offset: next[p] - 1,

@@ -31,7 +31,6 @@ pub mod ward;
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
-use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -93,11 +92,15 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     // Not Send: it stays on this thread, alive until the runtime has shut down.
     let mock = MockCluster::new(1).context("cannot start the in-process Kafka cluster")?;
     let k = &settings.kafka;
-    for (topic, partitions) in [
+    let mut topics = vec![
         (&k.input_topic, args.partitions),
         (&k.alert_topic, ALERT_PARTITIONS),
         (&k.dlq_topic, DLQ_PARTITIONS),
-    ] {
+    ];
+    if !k.repartition_topic.is_empty() {
+        topics.push((&k.repartition_topic, args.partitions));
+    }
+    for (topic, partitions) in topics {
         mock.create_topic(topic, partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the in-process cluster"))?;
     }
@@ -119,7 +122,7 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
 /// the default file and it is not there (the demo run outside a checkout).
 fn demo_rules(settings: &Settings) -> anyhow::Result<(RuleSet, String)> {
     let path = &settings.rules.file;
-    if path == Path::new(DEFAULT_RULES_FILE) && !path.exists() {
+    if settings.origin.of("rules.file") == crate::settings::KeySource::Default && !path.exists() {
         return Ok((
             RuleSet::news2_red_flags(),
             format!("the built-in NEWS2 red flags ({DEFAULT_RULES_FILE} not found here)"),
@@ -336,7 +339,7 @@ async fn demo(
     console.finish();
 
     let rendered = http::metrics_handle()
-        .map(|h| h.render())
+        .map(|h| crate::metrics::render_collected(&h))
         .unwrap_or_default();
     let latency = [0.5, 0.99].map(|q| scrape::quantile(&rendered, PROCESSING_DURATION, q));
     let ok = summary(&Summary {
@@ -537,7 +540,7 @@ async fn status_ticker(
         let c = status.counts();
         let produced = progress.delivered.load(Ordering::Relaxed);
         let rendered = http::metrics_handle()
-            .map(|h| h.render())
+            .map(|h| crate::metrics::render_collected(&h))
             .unwrap_or_default();
         let queue = scrape::sum(&rendered, WORKER_QUEUE_DEPTH);
         let joining = if status.assigned_partitions() == 0 {

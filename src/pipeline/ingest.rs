@@ -12,20 +12,22 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
-use rdkafka::error::KafkaError;
-use rdkafka::message::{BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
 use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
-use super::offsets::OffsetTracker;
-use super::sink::{Completed, Done};
-use super::worker::{Reading, Work, now_ms};
-use super::{Status, WorkerProbe};
+use super::offsets::{OffsetTracker, Source, Tp};
+use super::repartition::{self, Misplaced, Partitioner, Route};
+use super::sink::{Completed, Done, DoneKind};
+use super::worker::{Origin, Reading, Work, now_ms};
+use super::{Assignment, Status, WorkerProbe};
 use crate::metrics::{self as m, PipelineMetrics, RebalanceEvent};
 use crate::telemetry::Episode;
 use crate::vitals::{DecodeError, DecodeLimits, decode_value};
@@ -40,11 +42,19 @@ pub const PAUSE_AFTER: Duration = Duration::from_millis(500);
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// How often advanced offsets are stored (auto-commit picks them up).
 const STORE_EVERY: Duration = Duration::from_millis(100);
+/// How often the committed offsets of the repartition topic's partitions are committed
+/// again, unchanged: a group's offsets of a topic it does not subscribe to expire after
+/// the broker's `offsets.retention.minutes` (7 days by default) without a commit, and an
+/// idle repartition partition (producers that key by patient id) commits nothing new.
+const REFRESH_SHADOW_COMMITS: Duration = Duration::from_secs(3600);
+/// At most one warning per this interval about misplaced input (counted in a metric
+/// meanwhile).
+const MISPLACED_WARN_EVERY: Duration = Duration::from_secs(600);
 
 /// One input message as the router sees it, whatever it was read from: the ingest loop
 /// builds it from a Kafka message without copying ([`Record::from_message`]); in-process
 /// benchmarks build it from plain slices.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub struct Record<'a> {
     pub topic: &'a str,
     pub partition: i32,
@@ -54,6 +64,8 @@ pub struct Record<'a> {
     pub key: Option<&'a [u8]>,
     /// `None` for a tombstone (null value).
     pub payload: Option<&'a [u8]>,
+    /// Read only for the repartition topic's copies (where the original was read).
+    pub headers: Option<&'a BorrowedHeaders>,
 }
 
 impl<'a> Record<'a> {
@@ -66,17 +78,41 @@ impl<'a> Record<'a> {
             timestamp: msg.timestamp().to_millis(),
             key: msg.key(),
             payload: msg.payload(),
+            headers: msg.headers(),
         }
     }
 }
 
-/// An invalid message on its way to the dead-letter topic.
-pub struct DlqItem {
+/// A message on its way to another topic: an invalid one to the dead-letter topic, or a
+/// misplaced one's copy to its patient's home partition of the repartition topic.
+pub struct Outgoing {
     pub done: Done,
     pub key: Option<Vec<u8>>,
     /// `None` for a tombstone (null value), kept as such.
     pub payload: Option<Vec<u8>>,
     pub headers: OwnedHeaders,
+    /// The partition to write to; `None` lets the producer choose.
+    pub partition: Option<i32>,
+}
+
+/// The topics ingest reads, and where misplaced observations go.
+pub struct Routing {
+    pub input_topic: String,
+    /// `kafka.repartition_topic` with the outbox of its producer task; `None` when off.
+    pub repartition: Option<(String, Outbox<Outgoing>)>,
+    /// `kafka.input_partitioner`.
+    pub partitioner: Partitioner,
+}
+
+impl Routing {
+    /// The input topic alone (repartitioning off).
+    pub fn input_only(input_topic: &str) -> Routing {
+        Routing {
+            input_topic: input_topic.to_owned(),
+            repartition: None,
+            partitioner: Partitioner::Murmur2,
+        }
+    }
 }
 
 /// A bounded channel and the batch being filled for it.
@@ -133,6 +169,13 @@ impl<T> Outbox<T> {
     fn close(&mut self) {
         self.tx = None;
     }
+
+    /// Sends an empty batch if the channel has room: wakes the receiver without work.
+    fn nudge(&mut self) {
+        if let Some(tx) = &self.tx {
+            let _ = tx.try_send(Vec::new());
+        }
+    }
 }
 
 /// Everything the ingest thread decides with: the router (decode, route, batch), the
@@ -142,7 +185,16 @@ impl<T> Outbox<T> {
 pub struct IngestState {
     pub tracker: OffsetTracker,
     pub workers: Vec<Outbox<Work>>,
-    pub dlq: Outbox<DlqItem>,
+    pub dlq: Outbox<Outgoing>,
+    /// Copies of misplaced observations for the repartition topic (`None`: off).
+    pub forward: Option<Outbox<Outgoing>>,
+    input_topic: String,
+    repartition_topic: Option<String>,
+    /// Each patient's home partition; its partition count is learnt at each assignment.
+    route: Route,
+    /// Misplaced input since the last warning about it, and when that was.
+    misplaced_unwarned: u64,
+    misplaced_warned: Option<Instant>,
     pub done_rx: mpsc::UnboundedReceiver<Completed>,
     pub metrics: PipelineMetrics,
     pub runtime: tokio::runtime::Handle,
@@ -151,6 +203,7 @@ pub struct IngestState {
     /// Set once shutdown has drained: a revoke during close must not wait again.
     pub closing: bool,
     last_store: Instant,
+    last_shadow_refresh: Instant,
     clock: Clock,
 }
 
@@ -194,26 +247,35 @@ pub struct IngestContext {
     /// Consume and client errors come many times a second while a broker is
     /// unreachable: logged when they start and when they stop.
     broker_errors: Episode,
+    /// The input topic missing on the brokers, logged the same way.
+    missing_topic: Episode,
     input_topic: String,
+    repartition_topic: Option<String>,
     status: Arc<Status>,
     /// Bound on how long a revoke waits for in-flight work of its partitions.
     drain_timeout: Duration,
+    /// The partitions assigned here, for the workers (they forget patients of partitions
+    /// that moved away).
+    assignment: Arc<Assignment>,
 }
 
 impl IngestContext {
     /// The consumer's context around the router `state`.
     pub fn new(
         state: IngestState,
-        input_topic: &str,
         status: Arc<Status>,
         drain_timeout: Duration,
+        assignment: Arc<Assignment>,
     ) -> Self {
         IngestContext {
+            input_topic: state.input_topic.clone(),
+            repartition_topic: state.repartition_topic.clone(),
             state: Mutex::new(state),
             broker_errors: Episode::new(),
-            input_topic: input_topic.to_owned(),
+            missing_topic: Episode::new(),
             status,
             drain_timeout,
+            assignment,
         }
     }
 
@@ -225,67 +287,196 @@ impl IngestContext {
             Err(_) => panic!("ingest state poisoned by an earlier panic"),
         }
     }
+
+    /// The partitions of `tpl` that vitalwatch reads (input partitions the group handed
+    /// out), each with its repartition shadow when repartitioning is on.
+    fn with_shadows(&self, tpl: &TopicPartitionList) -> Vec<Tp> {
+        let mut v: Vec<Tp> = tpl
+            .elements()
+            .iter()
+            .filter(|e| e.topic() == self.input_topic)
+            .map(|e| Tp::input(e.partition()))
+            .collect();
+        if self.repartition_topic.is_some() {
+            let shadows: Vec<Tp> = v.iter().map(|tp| tp.shadow()).collect();
+            v.extend(shadows);
+        }
+        v.sort_unstable();
+        v
+    }
+
+    /// `tps` as a librdkafka list (offsets unset: committed, or auto.offset.reset).
+    fn list(&self, tps: &[Tp]) -> TopicPartitionList {
+        let mut tpl = TopicPartitionList::with_capacity(tps.len());
+        for tp in tps {
+            tpl.add_partition(self.topic(tp.source), tp.partition);
+        }
+        tpl
+    }
+
+    fn topic(&self, source: Source) -> &str {
+        match (source, &self.repartition_topic) {
+            (Source::Repartition, Some(t)) => t,
+            _ => &self.input_topic,
+        }
+    }
+
+    fn assigned(&self, consumer: &BaseConsumer<Self>, tps: &[Tp]) {
+        let mut st = self.state();
+        for &tp in tps {
+            st.tracker.assign(tp);
+        }
+        if self.repartition_topic.is_some() {
+            st.refresh_partition_count(consumer, &self.input_topic);
+        }
+        if st.paused
+            && let Err(e) = consumer.pause(&self.list(tps))
+        {
+            warn!(error = %e, "cannot pause newly assigned partitions");
+        }
+        m::rebalance(RebalanceEvent::Assign);
+        self.after_change(&st);
+        // Only an assignment tells the workers which partitions stay: between an eager
+        // revoke and its assignment everything looks gone, and most of it comes back.
+        let owned: Vec<Tp> = st.tracker.assigned().collect();
+        self.assignment.set(owned.iter().map(|tp| tp.key()));
+        let shown: Vec<(&str, i32)> = owned
+            .iter()
+            .map(|tp| (self.topic(tp.source), tp.partition))
+            .collect();
+        m::partitions_assigned(&shown);
+        st.tick_workers();
+        let input: Vec<i32> = tps
+            .iter()
+            .filter(|tp| tp.source == Source::Input)
+            .map(|tp| tp.partition)
+            .collect();
+        let assigned = st
+            .tracker
+            .assigned()
+            .filter(|tp| tp.source == Source::Input)
+            .count();
+        if assigned > 0 {
+            self.topic_seen();
+        }
+        info!(partitions = ?input, assigned, "partitions assigned");
+    }
+
+    /// What the rest of the process sees of the assignment: readiness and the partition
+    /// gauges.
+    fn after_change(&self, st: &IngestState) {
+        let tps: Vec<Tp> = st.tracker.assigned().collect();
+        let input = tps.iter().filter(|tp| tp.source == Source::Input).count();
+        self.status.set_assigned(input);
+        m::assigned_partitions(&self.input_topic, input);
+        if let Some(t) = &self.repartition_topic {
+            m::assigned_partitions(t, tps.len() - input);
+        }
+    }
 }
 
 impl ClientContext for IngestContext {
     fn stats(&self, stats: Statistics) {
-        if let Some(topic) = stats.topics.get(&self.input_topic) {
-            for (&partition, p) in &topic.partitions {
+        for topic in std::iter::once(&self.input_topic).chain(&self.repartition_topic) {
+            let Some(t) = stats.topics.get(topic) else {
+                continue;
+            };
+            for (&partition, p) in &t.partitions {
                 // -1: the internal "unassigned" partition, or lag not known yet.
                 if partition >= 0 && p.consumer_lag >= 0 {
-                    m::consumer_lag(&self.input_topic, partition, p.consumer_lag);
+                    m::consumer_lag(topic, partition, p.consumer_lag);
                 }
             }
         }
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        self.consume_error(&error, reason);
+    }
+}
+
+impl IngestContext {
+    /// A consume or client error, logged once per episode: a missing topic as what it
+    /// is (and readiness says so), anything else as a broker that is unreachable or
+    /// failing.
+    fn consume_error(&self, error: &KafkaError, reason: &str) {
+        let code = match error {
+            KafkaError::Global(c) | KafkaError::MessageConsumption(c) => Some(*c),
+            _ => None,
+        };
+        if code == Some(RDKafkaErrorCode::UnknownTopicOrPartition) {
+            self.status.set_input_missing(true);
+            if self.missing_topic.occurred() {
+                warn!(%error, reason, input = %self.input_topic, "a topic vitalwatch reads does not exist on the brokers (create it, or fix kafka.input_topic / kafka.repartition_topic); waiting for it");
+            } else {
+                debug!(%error, reason, "consumer error");
+            }
+            return;
+        }
         if self.broker_errors.occurred() {
             warn!(%error, reason, "consumer errors: broker unreachable or failing; retrying (logged again when it recovers)");
         } else {
             debug!(%error, reason, "consumer error");
         }
     }
+
+    /// A message arrived, or partitions were assigned: the topic exists after all.
+    fn topic_seen(&self) {
+        self.status.set_input_missing(false);
+        if self.missing_topic.cleared().is_some() {
+            info!("the topics vitalwatch reads exist again");
+        }
+    }
 }
 
 impl ConsumerContext for IngestContext {
-    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            let partitions = partitions_of(tpl, &self.input_topic);
+    /// librdkafka's rebalance callback. The default one (`pre_rebalance`, assign,
+    /// `post_rebalance`) is replaced so that every input partition the group assigns or
+    /// revokes brings its repartition shadow along: the two are always owned together
+    /// (module docs of [`super::repartition`]). Works alike for the eager and the
+    /// cooperative protocol; only the input topic is subscribed, so the group's
+    /// assignor never sees the shadows.
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let tps = self.with_shadows(tpl);
+        let list = self.list(&tps);
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
+        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
+            let done = if cooperative {
+                consumer.incremental_assign(&list)
+            } else {
+                consumer.assign(&list)
+            };
+            match done {
+                Ok(()) => self.assigned(consumer, &tps),
+                // The group waits for the assign call; nothing is consumed from these.
+                Err(e) => error!(error = %e, "cannot take the assigned partitions"),
+            }
+            return;
+        }
+        if err != RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS {
+            warn!(error = ?err, "rebalance failed; letting go of every partition");
+        }
+        {
             let lost = consumer.assignment_lost();
             let mut st = self.state();
-            st.revoke(
-                consumer,
-                &self.input_topic,
-                &partitions,
-                lost,
-                self.drain_timeout,
-                &self.status,
-            );
-            self.status.set_assigned(st.tracker.assigned().count());
+            st.revoke(consumer, self, &tps, lost, self.drain_timeout, &self.status);
+            self.after_change(&st);
         }
-    }
-
-    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        match rebalance {
-            Rebalance::Assign(tpl) => {
-                let partitions = partitions_of(tpl, &self.input_topic);
-                let mut st = self.state();
-                for &p in &partitions {
-                    st.tracker.assign(p);
-                }
-                if st.paused
-                    && let Err(e) = consumer.pause(tpl)
-                {
-                    warn!(error = %e, "cannot pause newly assigned partitions");
-                }
-                m::rebalance(RebalanceEvent::Assign);
-                let assigned = st.tracker.assigned().count();
-                self.status.set_assigned(assigned);
-                info!(partitions = ?partitions, assigned, "partitions assigned");
-            }
-            Rebalance::Revoke(_) => {}
-            Rebalance::Error(e) => warn!(error = %e, "rebalance failed"),
+        let done = if cooperative {
+            consumer.incremental_unassign(&list)
+        } else {
+            consumer.unassign()
+        };
+        if let Err(e) = done {
+            error!(error = %e, "cannot let go of the revoked partitions");
         }
     }
 
@@ -309,32 +500,35 @@ impl ConsumerContext for IngestContext {
     }
 }
 
-fn partitions_of(tpl: &TopicPartitionList, topic: &str) -> Vec<i32> {
-    let mut v: Vec<i32> = tpl
-        .elements()
-        .iter()
-        .filter(|e| e.topic() == topic)
-        .map(|e| e.partition())
-        .collect();
-    v.sort_unstable();
-    v
-}
-
 impl IngestState {
     /// A state with no partition assigned. `runtime` runs the workers; the ingest thread
     /// blocks on it (never from inside it) to wait for room or completions.
     pub fn new(
         workers: Vec<Outbox<Work>>,
-        dlq: Outbox<DlqItem>,
+        dlq: Outbox<Outgoing>,
+        routing: Routing,
         done_rx: mpsc::UnboundedReceiver<Completed>,
         metrics: PipelineMetrics,
         limits: DecodeLimits,
         runtime: tokio::runtime::Handle,
     ) -> Self {
+        let (repartition_topic, forward) = match routing.repartition {
+            Some((topic, outbox)) => (Some(topic), Some(outbox)),
+            None => (None, None),
+        };
         IngestState {
             tracker: OffsetTracker::new(),
             workers,
             dlq,
+            forward,
+            input_topic: routing.input_topic,
+            repartition_topic,
+            route: Route {
+                partitioner: routing.partitioner,
+                partitions: 0,
+            },
+            misplaced_unwarned: 0,
+            misplaced_warned: None,
             done_rx,
             metrics,
             runtime,
@@ -342,7 +536,61 @@ impl IngestState {
             paused: false,
             closing: false,
             last_store: Instant::now(),
+            last_shadow_refresh: Instant::now(),
             clock: Clock::new(),
+        }
+    }
+
+    /// The topic of `source`.
+    fn topic(&self, source: Source) -> &str {
+        match (source, &self.repartition_topic) {
+            (Source::Repartition, Some(t)) => t,
+            _ => &self.input_topic,
+        }
+    }
+
+    /// Learns the input topic's partition count (each patient's home depends on it).
+    /// Kept when the brokers do not answer: a partition count changes only when an
+    /// operator adds partitions, which also triggers a rebalance.
+    fn refresh_partition_count<C: ConsumerContext>(
+        &mut self,
+        consumer: &BaseConsumer<C>,
+        input_topic: &str,
+    ) {
+        match consumer.fetch_metadata(Some(input_topic), Duration::from_secs(5)) {
+            Ok(md) => {
+                let n = md
+                    .topics()
+                    .iter()
+                    .find(|t| t.name() == input_topic && t.error().is_none())
+                    .map_or(0, |t| t.partitions().len() as i32);
+                if n > 0 && n != self.route.partitions {
+                    if self.route.partitions > 0 {
+                        warn!(
+                            before = self.route.partitions,
+                            now = n,
+                            "the input topic's partition count changed: patients' home partitions move with it"
+                        );
+                    }
+                    self.route.partitions = n;
+                }
+            }
+            Err(e) => {
+                warn!(error = %e, "cannot read the input topic's partition count; keeping the last one known")
+            }
+        }
+        if self.route.partitions == 0 {
+            warn!(
+                "the input topic's partition count is unknown: only messages without their patient's key are re-keyed until it is known"
+            );
+        }
+    }
+
+    /// Wakes every worker with an empty batch, so that one whose queue is quiet still
+    /// looks at a new assignment (and forgets patients of partitions that moved away).
+    fn tick_workers(&mut self) {
+        for w in &mut self.workers {
+            w.nudge();
         }
     }
 
@@ -374,9 +622,13 @@ impl IngestState {
                     self.metrics
                         .processing_duration
                         .record(done.received.elapsed().as_secs_f64());
-                    if done.dead_lettered {
-                        self.metrics.dlq_published.increment(1);
-                        status.dlq_published();
+                    match done.kind {
+                        DoneKind::DeadLettered => {
+                            self.metrics.dlq_published.increment(1);
+                            status.dlq_published();
+                        }
+                        DoneKind::Forwarded => status.forwarded(),
+                        DoneKind::Evaluated => {}
                     }
                 }
             }
@@ -396,7 +648,7 @@ impl IngestState {
     }
 
     /// Stores advanced offsets (at most every [`STORE_EVERY`] unless `now`).
-    fn store<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, topic: &str, now: bool) {
+    fn store<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, now: bool) {
         if !now && self.clock.now.saturating_duration_since(self.last_store) < STORE_EVERY {
             return;
         }
@@ -404,20 +656,60 @@ impl IngestState {
         self.metrics
             .inflight
             .set(self.tracker.total_in_flight() as f64);
+        self.refresh_shadow_commits(consumer);
         let advanced = self.tracker.take_advanced();
         if advanced.is_empty() {
             return;
         }
         let mut tpl = TopicPartitionList::with_capacity(advanced.len());
-        for (p, offset) in advanced {
+        for (tp, offset) in advanced {
             // Exactly the next offset to read: rd_kafka_offsets_store does not add one.
-            if let Err(e) = tpl.add_partition_offset(topic, p, Offset::Offset(offset)) {
-                warn!(error = %e, partition = p, "cannot build offset list");
+            let topic = self.topic(tp.source);
+            if let Err(e) = tpl.add_partition_offset(topic, tp.partition, Offset::Offset(offset)) {
+                warn!(error = %e, partition = tp.partition, "cannot build offset list");
             }
         }
         if let Err(e) = consumer.store_offsets(&tpl) {
             // __STATE: the partition was revoked in between. Expected, not fatal.
             debug!(error = %e, "storing offsets failed");
+        }
+    }
+
+    /// Commits the repartition partitions' positions again every
+    /// [`REFRESH_SHADOW_COMMITS`], so that the broker's offset retention never expires
+    /// the offsets of a partition that had nothing new to commit.
+    fn refresh_shadow_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
+        let Some(topic) = &self.repartition_topic else {
+            return;
+        };
+        if self
+            .clock
+            .now
+            .saturating_duration_since(self.last_shadow_refresh)
+            < REFRESH_SHADOW_COMMITS
+        {
+            return;
+        }
+        self.last_shadow_refresh = self.clock.now;
+        let Ok(positions) = consumer.position() else {
+            return;
+        };
+        let mut tpl = TopicPartitionList::new();
+        for e in positions.elements().iter().filter(|e| e.topic() == topic) {
+            // Only what is finished: the tracker's committable offset, or the position
+            // where nothing was read since the assignment.
+            let tp = Tp::repartition(e.partition());
+            let offset = match (self.tracker.committable(tp), e.offset()) {
+                (Some(c), _) => c,
+                (None, Offset::Offset(o)) => o,
+                _ => continue,
+            };
+            let _ = tpl.add_partition_offset(topic, e.partition(), Offset::Offset(offset));
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
+        {
+            debug!(error = %e, "refreshing the repartition topic's commits failed");
         }
     }
 
@@ -428,15 +720,22 @@ impl IngestState {
             all &= w.flush();
         }
         all &= self.dlq.flush();
+        if let Some(f) = &mut self.forward {
+            all &= f.flush();
+        }
         all
     }
 
     pub(super) fn has_full_batch(&self) -> bool {
-        self.workers.iter().any(Outbox::is_full) || self.dlq.is_full()
+        self.workers.iter().any(Outbox::is_full)
+            || self.dlq.is_full()
+            || self.forward.as_ref().is_some_and(Outbox::is_full)
     }
 
     fn has_waiting(&self) -> bool {
-        self.workers.iter().any(|w| !w.batch.is_empty()) || !self.dlq.batch.is_empty()
+        self.workers.iter().any(|w| !w.batch.is_empty())
+            || !self.dlq.batch.is_empty()
+            || self.forward.as_ref().is_some_and(|f| !f.batch.is_empty())
     }
 
     /// Waits until a blocked batch could go, a completion arrives, or `timeout`.
@@ -447,10 +746,13 @@ impl IngestState {
             .iter()
             .find(|w| !w.batch.is_empty())
             .and_then(|w| w.tx.clone());
-        let blocked_dlq = if self.dlq.batch.is_empty() {
-            None
-        } else {
+        let blocked_dlq = if !self.dlq.batch.is_empty() {
             self.dlq.tx.clone()
+        } else {
+            self.forward
+                .as_ref()
+                .filter(|f| !f.batch.is_empty())
+                .and_then(|f| f.tx.clone())
         };
         let rx = &mut self.done_rx;
         let got = self.runtime.block_on(async {
@@ -468,12 +770,24 @@ impl IngestState {
         self.drain_done(status);
     }
 
-    /// Reads one message: tracks its offset, decodes it and queues it for a worker or
-    /// the DLQ.
+    /// Reads one message: tracks its offset, decodes it and queues it for a worker, the
+    /// DLQ, or (misplaced input) the repartition topic.
     pub(super) fn handle(&mut self, msg: &Record<'_>, status: &Status) {
+        let source = if msg.topic == self.input_topic {
+            Source::Input
+        } else if self.repartition_topic.as_deref() == Some(msg.topic) {
+            Source::Repartition
+        } else {
+            debug!("message of a topic not read here; skipped");
+            return;
+        };
+        let tp = Tp {
+            source,
+            partition: msg.partition,
+        };
         let partition = msg.partition;
         let offset = msg.offset;
-        let Some(claim) = self.tracker.claim(partition) else {
+        let Some(claim) = self.tracker.claim(tp) else {
             debug!(
                 partition,
                 "message of a partition not assigned here; skipped"
@@ -487,39 +801,88 @@ impl IngestState {
             );
             return;
         }
-        let lineage = self.tracker.lineage(partition, offset);
-        self.metrics.consumed.increment(1);
-        status.consumed();
+        let lineage = self.tracker.lineage(tp, offset);
+        self.metrics.consumed(source);
+        if source == Source::Input {
+            status.consumed();
+        }
         let received = self.clock.now;
+        let done = |kind| Done {
+            claim,
+            offset,
+            received,
+            kind,
+        };
         match decode_value(msg.payload, &self.limits, self.clock.wall_ms) {
             Ok(obs) => {
+                if source == Source::Input
+                    && let Some(reason) = self.route.misplaced(msg, &obs.patient_id)
+                {
+                    self.metrics.misplaced(reason);
+                    if let (Some(forward), Some(home)) =
+                        (&mut self.forward, self.route.home(&obs.patient_id))
+                    {
+                        forward.batch.push(Outgoing {
+                            done: done(DoneKind::Forwarded),
+                            key: Some(obs.patient_id.as_bytes().to_vec()),
+                            payload: msg.payload.map(<[u8]>::to_vec),
+                            headers: repartition::copy_headers(msg),
+                            partition: Some(home),
+                        });
+                        return;
+                    }
+                    self.warn_misplaced(reason);
+                }
+                let origin = match source {
+                    Source::Input => Origin::input(partition, offset),
+                    Source::Repartition => match repartition::origin(msg.headers) {
+                        Some((p, o)) => Origin::input(p, o),
+                        None => Origin::repartition(partition, offset),
+                    },
+                };
                 let worker = route(&obs.patient_id, self.workers.len());
                 let obs = Reading::new(&obs);
-                let done = Done {
-                    claim,
-                    offset,
-                    received,
-                    dead_lettered: false,
-                };
-                self.workers[worker].batch.push(Work { done, obs, lineage });
+                self.workers[worker].batch.push(Work {
+                    done: done(DoneKind::Evaluated),
+                    obs,
+                    lineage,
+                    origin,
+                });
             }
             Err(error) => {
                 self.metrics.invalid(&error);
                 status.invalid();
-                let done = Done {
-                    claim,
-                    offset,
-                    received,
-                    dead_lettered: true,
-                };
-                self.dlq.batch.push(DlqItem {
-                    done,
+                self.dlq.batch.push(Outgoing {
+                    done: done(DoneKind::DeadLettered),
                     key: msg.key.map(<[u8]>::to_vec),
                     payload: msg.payload.map(<[u8]>::to_vec),
                     headers: dlq_headers(msg, &error),
+                    partition: None,
                 });
             }
         }
+    }
+
+    /// A misplaced observation evaluated where it was read (repartitioning off, or the
+    /// partition count not known): at most one warning per [`MISPLACED_WARN_EVERY`].
+    fn warn_misplaced(&mut self, reason: Misplaced) {
+        self.misplaced_unwarned += 1;
+        let now = self.clock.now;
+        if self
+            .misplaced_warned
+            .is_some_and(|at| now.saturating_duration_since(at) < MISPLACED_WARN_EVERY)
+        {
+            return;
+        }
+        self.misplaced_warned = Some(now);
+        let messages = std::mem::take(&mut self.misplaced_unwarned);
+        warn!(
+            messages,
+            reason = reason.as_str(),
+            "observations not keyed by their patient id are evaluated where they were read: \
+             with several replicas one patient's NEWS2 chart can be split between them; \
+             set kafka.repartition_topic (vitalwatch_messages_misplaced_total counts them)"
+        );
     }
 
     /// Hands over every batch read, closes the queues (workers finish what they hold and
@@ -527,17 +890,23 @@ impl IngestState {
     /// many messages are still unfinished.
     pub(super) fn finish(&mut self, deadline: Instant, status: &Status) -> usize {
         while !self.flush_all() && Instant::now() < deadline {
+            status.ingest_beat_at(Instant::now());
             self.wait_capacity(Duration::from_millis(10), status);
         }
         for w in &mut self.workers {
             w.close();
         }
         self.dlq.close();
+        if let Some(f) = &mut self.forward {
+            f.close();
+        }
         while self.tracker.total_in_flight() > 0 {
             let now = Instant::now();
             if now >= deadline {
                 break;
             }
+            // Waiting, within a deadline, is progress: liveness must not fail a drain.
+            status.ingest_beat_at(now);
             self.wait_done((deadline - now).min(Duration::from_millis(50)), status);
         }
         self.tracker.total_in_flight()
@@ -548,8 +917,8 @@ impl IngestState {
     fn revoke<C: ConsumerContext>(
         &mut self,
         consumer: &BaseConsumer<C>,
-        topic: &str,
-        partitions: &[i32],
+        ctx: &IngestContext,
+        tps: &[Tp],
         lost: bool,
         drain_timeout: Duration,
         status: &Status,
@@ -559,21 +928,27 @@ impl IngestState {
         } else {
             RebalanceEvent::Revoke
         });
-        m::partitions_released(topic, partitions);
         // Read but not yet handed to a worker: drop, the next owner reads them again.
         for w in &mut self.workers {
-            w.batch
-                .retain(|work| !partitions.contains(&work.done.claim.partition));
+            w.batch.retain(|work| !tps.contains(&work.done.claim.tp()));
         }
         self.dlq
             .batch
-            .retain(|item| !partitions.contains(&item.done.claim.partition));
+            .retain(|item| !tps.contains(&item.done.claim.tp()));
+        if let Some(f) = &mut self.forward {
+            f.batch.retain(|item| !tps.contains(&item.done.claim.tp()));
+        }
+        let input: Vec<i32> = tps
+            .iter()
+            .filter(|tp| tp.source == Source::Input)
+            .map(|tp| tp.partition)
+            .collect();
 
         if lost {
-            for &p in partitions {
-                self.tracker.revoke(p);
+            for &tp in tps {
+                self.tracker.revoke(tp);
             }
-            warn!(partitions = ?partitions, "partitions lost: their in-flight work will not be committed");
+            warn!(partitions = ?input, "partitions lost: their in-flight work will not be committed");
             return;
         }
         let started = Instant::now();
@@ -583,22 +958,30 @@ impl IngestState {
             } else {
                 drain_timeout
             };
+        status.set_draining(true);
         loop {
             self.drain_done(status);
-            let waiting: usize = partitions.iter().map(|&p| self.tracker.in_flight(p)).sum();
+            let waiting: usize = tps.iter().map(|&tp| self.tracker.in_flight(tp)).sum();
             let now = Instant::now();
             if waiting == 0 || now >= deadline {
                 if waiting > 0 {
-                    warn!(partitions = ?partitions, unfinished = waiting, "revoke deadline reached: unfinished work is left uncommitted and will be read again");
+                    warn!(partitions = ?input, unfinished = waiting, "revoke deadline reached: unfinished work is left uncommitted and will be read again");
                 }
                 break;
             }
+            // The loop waits within the drain deadline: alive, and saying so.
+            status.ingest_beat_at(now);
             self.wait_done((deadline - now).min(Duration::from_millis(50)), status);
         }
+        status.set_draining(false);
         let mut tpl = TopicPartitionList::new();
-        for &p in partitions {
-            if let Some(offset) = self.tracker.revoke(p) {
-                let _ = tpl.add_partition_offset(topic, p, Offset::Offset(offset));
+        for &tp in tps {
+            if let Some(offset) = self.tracker.revoke(tp) {
+                let _ = tpl.add_partition_offset(
+                    ctx.topic(tp.source),
+                    tp.partition,
+                    Offset::Offset(offset),
+                );
             }
         }
         if tpl.count() > 0
@@ -606,7 +989,7 @@ impl IngestState {
         {
             warn!(error = %e, "commit on revoke failed: the next owner may re-read finished work");
         }
-        info!(partitions = ?partitions, drained_ms = started.elapsed().as_millis() as u64, "partitions revoked");
+        info!(partitions = ?input, drained_ms = started.elapsed().as_millis() as u64, "partitions revoked");
     }
 }
 
@@ -669,7 +1052,6 @@ pub fn run(
 ) -> Outcome {
     let ctx = consumer.context().clone();
     let status = ctx.status.clone();
-    let topic = ctx.input_topic.clone();
     let mut blocked_since: Option<Instant> = None;
     let mut fresh_clock = false;
 
@@ -689,7 +1071,7 @@ pub fn run(
         }
         status.ingest_beat_at(st.clock.now);
         st.drain_done(&status);
-        st.store(&consumer, &topic, false);
+        st.store(&consumer, false);
 
         if st.has_full_batch() && !st.flush_all() {
             // Backpressure: read nothing more until the batch can go.
@@ -727,6 +1109,7 @@ pub fn run(
                 if let Some(errors) = ctx.broker_errors.cleared() {
                     info!(errors, "consuming again");
                 }
+                ctx.topic_seen();
                 let mut st = ctx.state();
                 st.tick();
                 fresh_clock = true;
@@ -735,13 +1118,7 @@ pub fn run(
                     st.flush_all();
                 }
             }
-            Some(Err(e)) => {
-                if ctx.broker_errors.occurred() {
-                    warn!(error = %e, "consume errors: broker unreachable or failing; retrying (logged again when it recovers)");
-                } else {
-                    debug!(error = %e, "consume error");
-                }
-            }
+            Some(Err(e)) => ctx.consume_error(&e, ""),
             None => {
                 // Nothing more right now: hand over partial batches, or wait for room
                 // rather than spin on an empty poll.
@@ -762,8 +1139,8 @@ pub fn run(
         "shutdown: draining"
     );
     let unfinished = st.finish(deadline, &status);
-    st.store(&consumer, &topic, true);
-    let committed = st.tracker.committable_all();
+    st.store(&consumer, true);
+    let committed = st.tracker.committable_all(Source::Input);
     st.closing = true;
     drop(st);
     match consumer.commit_consumer_state(CommitMode::Sync) {
@@ -779,6 +1156,7 @@ pub fn run(
     }
     // Dropping the consumer leaves the group (its revoke callback finds nothing to wait for).
     drop(consumer);
+    m::partitions_assigned(&[]);
     Outcome::Stopped {
         clean: unfinished == 0,
         committed,

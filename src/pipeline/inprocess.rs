@@ -26,7 +26,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use tokio::sync::mpsc;
 
-use super::ingest::{IngestState, Record};
+use super::ingest::{IngestState, Record, Routing};
+use super::offsets::Source;
 use super::sink::Publisher;
 use super::worker::WorkerShared;
 use super::{Hooks, Pool, Status, spawn_pool};
@@ -103,7 +104,7 @@ impl InProcess {
             .thread_name("vw-worker")
             .build()
             .context("cannot start the async runtime")?;
-        let metrics = PipelineMetrics::new(&config.input_topic);
+        let metrics = PipelineMetrics::new(&config.input_topic, None);
         Ok(InProcess {
             config,
             rules,
@@ -151,6 +152,7 @@ impl InProcess {
         let mut st = IngestState::new(
             workers,
             dlq,
+            Routing::input_only(&self.config.input_topic),
             done_rx,
             self.metrics.clone(),
             self.config.limits,
@@ -164,7 +166,7 @@ impl InProcess {
             feed(&mut st, record, &status, deadline)?;
         }
         let unfinished = st.finish(deadline, &status);
-        let committed = st.tracker.committable_all();
+        let committed = st.tracker.committable_all(Source::Input);
         drop(st);
         let joined = self.runtime.block_on(async {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -269,6 +271,7 @@ mod tests {
             .iter()
             .enumerate()
             .map(|(i, p)| Record {
+                headers: None,
                 topic: "patient-data",
                 partition: (i % 2) as i32,
                 offset: 10 + i as i64,
@@ -304,6 +307,7 @@ mod tests {
     fn offsets_going_back_are_refused() {
         let p = payload("P-1", "heart_rate", 80.0);
         let record = |offset| Record {
+            headers: None,
             topic: "patient-data",
             partition: 0,
             offset,

@@ -11,11 +11,13 @@ pub mod ingest;
 pub mod inprocess;
 pub mod offsets;
 pub mod preflight;
+pub mod repartition;
 pub mod sink;
 pub mod worker;
 
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
@@ -32,7 +34,8 @@ use crate::rules::state::StateLimits;
 use crate::secret::ClientProps;
 use crate::settings::Settings;
 use crate::vitals::DecodeLimits;
-use ingest::{BATCH, DlqItem, IngestContext, IngestState, Outbox};
+use ingest::{BATCH, IngestContext, IngestState, Outbox, Outgoing, Routing};
+use repartition::Partitioner;
 use sink::{DoneTx, Publisher, Sink, SinkHealth, Ticket};
 use worker::{Work, WorkerShared};
 
@@ -44,6 +47,10 @@ pub struct PipelineConfig {
     pub input_topic: String,
     pub alert_topic: String,
     pub dlq_topic: String,
+    /// Where misplaced observations are re-keyed (`kafka.repartition_topic`); `None` off.
+    pub repartition_topic: Option<String>,
+    /// How the input's producers partition by key (`kafka.input_partitioner`).
+    pub input_partitioner: Partitioner,
     /// librdkafka properties for every client, applied over vitalwatch's own.
     pub client: ClientProps,
     pub workers: usize,
@@ -62,6 +69,8 @@ impl PipelineConfig {
             input_topic: s.kafka.input_topic.clone(),
             alert_topic: s.kafka.alert_topic.clone(),
             dlq_topic: s.kafka.dlq_topic.clone(),
+            repartition_topic: Some(s.kafka.repartition_topic.clone()).filter(|t| !t.is_empty()),
+            input_partitioner: s.kafka.input_partitioner,
             client: s.kafka.client.clone(),
             workers: s.pipeline.workers,
             queue_capacity: s.pipeline.queue_capacity,
@@ -83,6 +92,7 @@ impl PipelineConfig {
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "false")
             .set("enable.partition.eof", "false")
             .set("statistics.interval.ms", "5000");
         fetch_tuning(&mut c);
@@ -103,9 +113,25 @@ impl PipelineConfig {
             // a dead letter of a message the broker accepted must not be refused locally.
             // The broker's limit still applies; a DLQ record over it goes without payload.
             .set("message.max.bytes", "16777216")
-            .set("message.timeout.ms", "30000");
+            .set("message.timeout.ms", "30000")
+            // A topic that does not exist is a configuration error to report (start-up
+            // checks every topic), never one to paper over by creating it.
+            .set("allow.auto.create.topics", "false");
         self.apply_client(&mut c);
         c
+    }
+
+    /// Every topic vitalwatch reads or writes, by its config key.
+    pub fn topics(&self) -> Vec<(&'static str, &str)> {
+        let mut v = vec![
+            ("kafka.input_topic", self.input_topic.as_str()),
+            ("kafka.alert_topic", self.alert_topic.as_str()),
+            ("kafka.dlq_topic", self.dlq_topic.as_str()),
+        ];
+        if let Some(t) = &self.repartition_topic {
+            v.push(("kafka.repartition_topic", t.as_str()));
+        }
+        v
     }
 
     /// Builds the consumer's and the producers' librdkafka configurations without
@@ -178,6 +204,35 @@ pub fn fetch_tuning(c: &mut ClientConfig) -> &mut ClientConfig {
         .set("fetch.max.bytes", "8388608")
 }
 
+/// The partitions this instance owns, by [`offsets::Tp::key`], as ingest publishes them
+/// after each assignment: workers forget patients whose partition moved away.
+#[derive(Debug, Default)]
+pub struct Assignment {
+    generation: AtomicU64,
+    partitions: Mutex<Arc<HashSet<u64>>>,
+}
+
+impl Assignment {
+    pub(crate) fn set(&self, keys: impl IntoIterator<Item = u64>) {
+        let keys = Arc::new(keys.into_iter().collect());
+        *self.partitions.lock().unwrap_or_else(|p| p.into_inner()) = keys;
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+
+    /// The partitions, when they changed since generation `seen`, with the generation.
+    pub(crate) fn changed_since(&self, seen: u64) -> Option<(u64, Arc<HashSet<u64>>)> {
+        let generation = self.generation.load(Ordering::Acquire);
+        (generation != seen).then(|| {
+            let keys = self
+                .partitions
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone();
+            (generation, keys)
+        })
+    }
+}
+
 /// Hooks for tests. Production leaves them empty.
 #[derive(Clone, Default)]
 pub struct Hooks {
@@ -199,11 +254,19 @@ pub struct Status {
     evaluated: AtomicU64,
     alerts: AtomicU64,
     dlq: AtomicU64,
+    forwarded: AtomicU64,
     assigned: AtomicUsize,
+    /// The group has given this instance an assignment (possibly empty) since start.
+    joined: AtomicBool,
+    /// The brokers said the input topic does not exist (and nothing since says it does).
+    input_missing: AtomicBool,
+    /// A revoke is waiting for the in-flight work of its partitions.
+    draining: AtomicBool,
     running: AtomicBool,
     ingest_beat_ms: AtomicU64,
     workers: OnceLock<Vec<Arc<WorkerProbe>>>,
-    sinks: OnceLock<(Arc<SinkHealth>, Arc<SinkHealth>)>,
+    /// Each producer's health, by what it writes.
+    sinks: OnceLock<Vec<(SinkKind, Arc<SinkHealth>)>>,
 }
 
 /// What ingest and one worker share about that worker's queue.
@@ -244,7 +307,11 @@ impl Default for Status {
             evaluated: AtomicU64::new(0),
             alerts: AtomicU64::new(0),
             dlq: AtomicU64::new(0),
+            forwarded: AtomicU64::new(0),
             assigned: AtomicUsize::new(0),
+            joined: AtomicBool::new(false),
+            input_missing: AtomicBool::new(false),
+            draining: AtomicBool::new(false),
             running: AtomicBool::new(false),
             ingest_beat_ms: AtomicU64::new(0),
             workers: OnceLock::new(),
@@ -266,6 +333,8 @@ pub struct Counts {
     pub alerts: u64,
     /// Dead letters acknowledged by the broker.
     pub dlq: u64,
+    /// Misplaced observations whose copy on the repartition topic was acknowledged.
+    pub forwarded: u64,
 }
 
 impl Status {
@@ -293,8 +362,26 @@ impl Status {
     pub(crate) fn dlq_published(&self) {
         self.dlq.fetch_add(1, Ordering::Relaxed);
     }
+    pub(crate) fn forwarded(&self) {
+        self.forwarded.fetch_add(1, Ordering::Relaxed);
+    }
+    /// The group's assignment (input partitions), after each rebalance; marks the group
+    /// joined.
+    pub(crate) fn set_draining(&self, draining: bool) {
+        self.draining.store(draining, Ordering::Relaxed);
+    }
+
+    /// Whether a revoke is waiting (bounded) for the in-flight work of its partitions.
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn set_input_missing(&self, missing: bool) {
+        self.input_missing.store(missing, Ordering::Relaxed);
+    }
     pub(crate) fn set_assigned(&self, n: usize) {
         self.assigned.store(n, Ordering::Relaxed);
+        self.joined.store(true, Ordering::Relaxed);
     }
     /// The ingest loop turned at `now`.
     pub(crate) fn ingest_beat_at(&self, now: Instant) {
@@ -316,6 +403,7 @@ impl Status {
             evaluated: self.evaluated.load(Ordering::Relaxed),
             alerts: self.alerts.load(Ordering::Relaxed),
             dlq: self.dlq.load(Ordering::Relaxed),
+            forwarded: self.forwarded.load(Ordering::Relaxed),
         }
     }
 
@@ -323,21 +411,27 @@ impl Status {
         self.assigned.load(Ordering::Relaxed)
     }
 
-    /// Ready: running, with an assignment, and both sinks delivering.
+    /// Ready: running, in the group (with an assignment, possibly empty: a replica beyond
+    /// the partition count is a ready standby, and a rollout at full scale must not wait
+    /// for it), and the sinks delivering.
     pub fn readiness(&self) -> Result<(), &'static str> {
         if !self.running.load(Ordering::Relaxed) {
             return Err("pipeline not running");
         }
-        if self.assigned_partitions() == 0 {
-            return Err("no partitions assigned");
+        if self.input_missing.load(Ordering::Relaxed) && self.assigned_partitions() == 0 {
+            return Err("the input topic does not exist");
         }
-        if let Some((alerts, dlq)) = self.sinks.get() {
-            if alerts.is_failing() {
-                return Err("alert sink failing");
-            }
-            if dlq.is_failing() {
-                return Err("dlq sink failing");
-            }
+        if !self.joined.load(Ordering::Relaxed) {
+            return Err("waiting for the group's first assignment");
+        }
+        if let Some(sinks) = self.sinks.get()
+            && let Some((kind, _)) = sinks.iter().find(|(_, h)| h.is_failing())
+        {
+            return Err(match kind {
+                SinkKind::Alerts => "alert sink failing",
+                SinkKind::Dlq => "dlq sink failing",
+                SinkKind::Repartition => "repartition sink failing",
+            });
         }
         Ok(())
     }
@@ -360,7 +454,7 @@ impl Status {
         let sink_failing = self
             .sinks
             .get()
-            .is_some_and(|(a, d)| a.is_failing() || d.is_failing());
+            .is_some_and(|sinks| sinks.iter().any(|(_, h)| h.is_failing()));
         let stuck = !sink_failing
             && self.workers.get().is_some_and(|w| {
                 w.iter().any(|p| {
@@ -396,19 +490,43 @@ pub async fn run(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> anyhow::Result<Report> {
+    if shutdown.is_cancelled() {
+        // Stopped before it started (SIGTERM during the broker check): nothing was read.
+        return Ok(Report {
+            counts: status.counts(),
+            committed: Vec::new(),
+            clean: true,
+            crashed: false,
+        });
+    }
     // The recorder must exist before the handles below are resolved.
     m::install()?;
-    let metrics = PipelineMetrics::new(&config.input_topic);
+    let metrics = PipelineMetrics::new(&config.input_topic, config.repartition_topic.as_deref());
     m::workers(config.workers);
     m::build_info();
 
     let producer_config = config.producer_config();
     let alerts = Sink::new(SinkKind::Alerts, &config.alert_topic, &producer_config)?;
     let dlq = Sink::new(SinkKind::Dlq, &config.dlq_topic, &producer_config)?;
-    let _ = status.sinks.set((alerts.health(), dlq.health()));
+    let repartition = match &config.repartition_topic {
+        Some(topic) => Some(Sink::new(SinkKind::Repartition, topic, &producer_config)?),
+        None => None,
+    };
+    let mut health = vec![
+        (SinkKind::Alerts, alerts.health()),
+        (SinkKind::Dlq, dlq.health()),
+    ];
+    health.extend(
+        repartition
+            .iter()
+            .map(|r| (SinkKind::Repartition, r.health())),
+    );
+    let _ = status.sinks.set(health);
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let shared = WorkerShared::new(
+    let forward_done = done_tx.clone();
+    let assignment = Arc::new(Assignment::default());
+    let mut shared = WorkerShared::new(
         rules.into(),
         config.state_limits,
         Publisher::Kafka(alerts.clone()),
@@ -418,31 +536,45 @@ pub async fn run(
         status.clone(),
         hooks.clone(),
     );
+    shared.assignment = assignment.clone();
+    shared.repartition_topic = config.repartition_topic.clone().unwrap_or_default();
     let Pool {
         workers: outboxes,
         dlq: dlq_outbox,
-        tasks,
+        mut tasks,
     } = spawn_pool(
         config.workers,
         config.queue_capacity,
         shared,
         Publisher::Kafka(dlq.clone()),
     );
+    let routing = Routing {
+        input_topic: config.input_topic.clone(),
+        repartition: match (&config.repartition_topic, &repartition) {
+            (Some(topic), Some(sink)) => {
+                let (outbox, task) = spawn_publisher(
+                    config.queue_capacity,
+                    Publisher::Kafka(sink.clone()),
+                    forward_done,
+                );
+                tasks.push(task);
+                Some((topic.clone(), outbox))
+            }
+            _ => None,
+        },
+        partitioner: config.input_partitioner,
+    };
 
     let state = IngestState::new(
         outboxes,
         dlq_outbox,
+        routing,
         done_rx,
         metrics,
         config.limits,
         tokio::runtime::Handle::current(),
     );
-    let context = IngestContext::new(
-        state,
-        &config.input_topic,
-        status.clone(),
-        config.shutdown_timeout,
-    );
+    let context = IngestContext::new(state, status.clone(), config.shutdown_timeout, assignment);
     let consumer: BaseConsumer<IngestContext> = config
         .consumer_config()
         .create_with_context(context)
@@ -461,6 +593,7 @@ pub async fn run(
         input = %config.input_topic,
         alerts = %config.alert_topic,
         dlq = %config.dlq_topic,
+        repartition = config.repartition_topic.as_deref().unwrap_or("off"),
         group = %config.group_id,
         workers = config.workers,
         queue_capacity = config.queue_capacity,
@@ -499,6 +632,9 @@ pub async fn run(
             }
             alerts.purge();
             dlq.purge();
+            if let Some(r) = &repartition {
+                r.purge();
+            }
             shutdown_started.abort();
             Ok(Report {
                 counts,
@@ -522,6 +658,10 @@ pub async fn run(
             }
             let remaining = shutdown_timeout.saturating_sub(started.elapsed());
             let flushed = tokio::task::spawn_blocking(move || {
+                // Copies first: an unflushed copy leaves its input message uncommitted.
+                if let Some(r) = &repartition {
+                    let _ = r.flush(remaining);
+                }
                 let a = alerts.flush(remaining);
                 let d = dlq.flush(Duration::from_millis(100).min(remaining));
                 a.and(d)
@@ -557,7 +697,7 @@ pub async fn run(
 /// queues.
 struct Pool {
     workers: Vec<Outbox<Work>>,
-    dlq: Outbox<DlqItem>,
+    dlq: Outbox<Outgoing>,
     /// The workers' tasks, then the DLQ task's. Each ends once its queue is closed and
     /// empty.
     tasks: Vec<JoinHandle<()>>,
@@ -583,27 +723,40 @@ fn spawn_pool(workers: usize, queue_capacity: usize, shared: WorkerShared, dlq: 
         tasks.push(tokio::spawn(worker::run(i, rx, shared.clone(), probe)));
     }
     drop(shared);
-    let (dlq_tx, dlq_rx) = mpsc::channel(slots);
-    tasks.push(tokio::spawn(dlq_task(dlq_rx, dlq, done_tx)));
+    let (dlq, dlq_task) = spawn_publisher(queue_capacity, dlq, done_tx);
+    tasks.push(dlq_task);
     Pool {
         workers: outboxes,
-        dlq: Outbox::new(dlq_tx, batch, None),
+        dlq,
         tasks,
     }
 }
 
-/// Publishes dead letters; each is done when the broker acknowledges it.
-async fn dlq_task(mut rx: mpsc::Receiver<Vec<DlqItem>>, dlq: Publisher, done_tx: DoneTx) {
-    while let Some(batch) = rx.recv().await {
-        for item in batch {
-            let ticket = Ticket::new(item.done, 1, done_tx.clone());
-            dlq.send(
-                item.key.as_deref(),
-                item.payload.as_deref(),
-                Some(item.headers),
-                ticket,
-            )
-            .await;
+/// A task that publishes records handed to it (dead letters, or copies for the
+/// repartition topic), behind a bounded channel of `queue_capacity` records; each input
+/// message is done when the broker acknowledges its record.
+fn spawn_publisher(
+    queue_capacity: usize,
+    publisher: Publisher,
+    done_tx: DoneTx,
+) -> (Outbox<Outgoing>, JoinHandle<()>) {
+    let (batch, slots) = batch_and_slots(queue_capacity);
+    let (tx, mut rx) = mpsc::channel::<Vec<Outgoing>>(slots);
+    let task = tokio::spawn(async move {
+        while let Some(batch) = rx.recv().await {
+            for item in batch {
+                let ticket = Ticket::new(item.done, 1, done_tx.clone());
+                publisher
+                    .send(
+                        item.partition,
+                        item.key.as_deref(),
+                        item.payload.as_deref(),
+                        Some(item.headers),
+                        ticket,
+                    )
+                    .await;
+            }
         }
-    }
+    });
+    (Outbox::new(tx, batch, None), task)
 }

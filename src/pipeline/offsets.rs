@@ -17,6 +17,68 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hasher};
 
+/// Which of the topics vitalwatch reads a partition belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Source {
+    /// `kafka.input_topic`, assigned by the consumer group.
+    Input,
+    /// `kafka.repartition_topic`: its partition p is assigned with the input's partition
+    /// p, never on its own (`pipeline::repartition`).
+    Repartition,
+}
+
+/// One partition of one of the topics vitalwatch reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tp {
+    pub source: Source,
+    pub partition: i32,
+}
+
+impl Tp {
+    pub const fn input(partition: i32) -> Tp {
+        Tp {
+            source: Source::Input,
+            partition,
+        }
+    }
+
+    pub const fn repartition(partition: i32) -> Tp {
+        Tp {
+            source: Source::Repartition,
+            partition,
+        }
+    }
+
+    /// The same partition number of the other topic: what is assigned and revoked with it.
+    pub const fn shadow(self) -> Tp {
+        Tp {
+            source: match self.source {
+                Source::Input => Source::Repartition,
+                Source::Repartition => Source::Input,
+            },
+            partition: self.partition,
+        }
+    }
+
+    /// A number unique per partition of either topic (patient state remembers it).
+    pub const fn key(self) -> u64 {
+        ((self.source as u64) << 32) | self.partition as u32 as u64
+    }
+}
+
+impl From<i32> for Tp {
+    /// A partition of the input topic.
+    fn from(partition: i32) -> Tp {
+        Tp::input(partition)
+    }
+}
+
+impl std::hash::Hash for Tp {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.key());
+    }
+}
+
 /// Partition numbers are small integers: hashing them with SipHash cost a third of the
 /// tracker's time per message (criterion `offsets` bench). One multiplication spreads
 /// them over the bits the hash table looks at (Fibonacci hashing).
@@ -32,18 +94,28 @@ impl Hasher for PartitionHasher {
             self.0 = (self.0 << 8) | u64::from(b);
         }
     }
-    fn write_i32(&mut self, n: i32) {
-        self.0 = u64::from(n as u32).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n.wrapping_mul(0x9E37_79B9_7F4A_7C15);
     }
 }
 
-type PartitionMap<V> = HashMap<i32, V, BuildHasherDefault<PartitionHasher>>;
+type PartitionMap<V> = HashMap<Tp, V, BuildHasherDefault<PartitionHasher>>;
 
 /// Identifies one assignment of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Claim {
+    pub source: Source,
     pub partition: i32,
     pub epoch: u64,
+}
+
+impl Claim {
+    pub const fn tp(self) -> Tp {
+        Tp {
+            source: self.source,
+            partition: self.partition,
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -99,7 +171,7 @@ pub struct OffsetTracker {
     lineages: PartitionMap<(u64, i64)>,
     next_lineage: u64,
     /// Partitions whose committable offset moved since the last `take_advanced`.
-    dirty: Vec<i32>,
+    dirty: Vec<Tp>,
 }
 
 impl OffsetTracker {
@@ -108,11 +180,12 @@ impl OffsetTracker {
     }
 
     /// Starts tracking `partition` under a fresh epoch, forgetting any earlier state.
-    pub fn assign(&mut self, partition: i32) -> Claim {
+    pub fn assign(&mut self, tp: impl Into<Tp>) -> Claim {
+        let tp = tp.into();
         self.next_epoch += 1;
         let epoch = self.next_epoch;
         self.partitions.insert(
-            partition,
+            tp,
             PartitionState {
                 epoch,
                 pending: VecDeque::new(),
@@ -121,22 +194,27 @@ impl OffsetTracker {
                 in_flight: 0,
             },
         );
-        Claim { partition, epoch }
+        Claim {
+            source: tp.source,
+            partition: tp.partition,
+            epoch,
+        }
     }
 
     /// Stops tracking `partition`. Returns its committable offset at this moment (only
     /// finished work is below it) so the caller can commit it before letting go.
-    pub fn revoke(&mut self, partition: i32) -> Option<i64> {
-        self.dirty.retain(|&p| p != partition);
-        self.partitions
-            .remove(&partition)
-            .and_then(|s| s.committable())
+    pub fn revoke(&mut self, tp: impl Into<Tp>) -> Option<i64> {
+        let tp = tp.into();
+        self.dirty.retain(|&p| p != tp);
+        self.partitions.remove(&tp).and_then(|s| s.committable())
     }
 
-    /// The current claim on `partition`, if assigned.
-    pub fn claim(&self, partition: i32) -> Option<Claim> {
-        self.partitions.get(&partition).map(|s| Claim {
-            partition,
+    /// The current claim on `tp`, if assigned.
+    pub fn claim(&self, tp: impl Into<Tp>) -> Option<Claim> {
+        let tp = tp.into();
+        self.partitions.get(&tp).map(|s| Claim {
+            source: tp.source,
+            partition: tp.partition,
             epoch: s.epoch,
         })
     }
@@ -146,7 +224,7 @@ impl OffsetTracker {
     /// for a stale claim or an offset not above the last one read (a redelivery after a
     /// seek belongs to a new claim).
     pub fn begin(&mut self, claim: Claim, offset: i64) -> bool {
-        let Some(state) = self.partitions.get_mut(&claim.partition) else {
+        let Some(state) = self.partitions.get_mut(&claim.tp()) else {
             return false;
         };
         if state.epoch != claim.epoch || state.next_read.is_some_and(|n| offset < n) {
@@ -165,9 +243,9 @@ impl OffsetTracker {
     /// crash). Per-patient rule state built from one lineage is valid for the next
     /// message only within the same lineage; unlike the epoch, a lineage survives a
     /// rebalance that hands a partition back where this instance left off.
-    pub fn lineage(&mut self, partition: i32, offset: i64) -> u64 {
+    pub fn lineage(&mut self, tp: impl Into<Tp>, offset: i64) -> u64 {
         let next = &mut self.next_lineage;
-        let entry = self.lineages.entry(partition).or_insert_with(|| {
+        let entry = self.lineages.entry(tp.into()).or_insert_with(|| {
             *next += 1;
             (*next, offset)
         });
@@ -181,7 +259,7 @@ impl OffsetTracker {
 
     /// Records that the work at `offset` under `claim` is done.
     pub fn complete(&mut self, claim: Claim, offset: i64) -> Result<(), Stale> {
-        let Some(state) = self.partitions.get_mut(&claim.partition) else {
+        let Some(state) = self.partitions.get_mut(&claim.tp()) else {
             return Err(Stale::Revoked);
         };
         if state.epoch != claim.epoch {
@@ -197,8 +275,8 @@ impl OffsetTracker {
             while state.pending.front().is_some_and(|&(_, done)| done) {
                 state.pending.pop_front();
             }
-            if !self.dirty.contains(&claim.partition) {
-                self.dirty.push(claim.partition);
+            if !self.dirty.contains(&claim.tp()) {
+                self.dirty.push(claim.tp());
             }
         }
         Ok(())
@@ -206,14 +284,14 @@ impl OffsetTracker {
 
     /// The offset a restarted consumer should resume `partition` at: every message below
     /// it is done. `None` when nothing was read under the current claim.
-    pub fn committable(&self, partition: i32) -> Option<i64> {
+    pub fn committable(&self, tp: impl Into<Tp>) -> Option<i64> {
         self.partitions
-            .get(&partition)
+            .get(&tp.into())
             .and_then(|s| s.committable())
     }
 
     /// Partitions whose committable offset moved since the last call, with that offset.
-    pub fn take_advanced(&mut self) -> Vec<(i32, i64)> {
+    pub fn take_advanced(&mut self) -> Vec<(Tp, i64)> {
         let mut out = Vec::with_capacity(self.dirty.len());
         for p in self.dirty.drain(..) {
             if let Some(state) = self.partitions.get_mut(&p)
@@ -227,9 +305,9 @@ impl OffsetTracker {
         out
     }
 
-    /// Messages read and not done on `partition`.
-    pub fn in_flight(&self, partition: i32) -> usize {
-        self.partitions.get(&partition).map_or(0, |s| s.in_flight)
+    /// Messages read and not done on `tp`.
+    pub fn in_flight(&self, tp: impl Into<Tp>) -> usize {
+        self.partitions.get(&tp.into()).map_or(0, |s| s.in_flight)
     }
 
     /// Messages read and not done, over all partitions.
@@ -237,18 +315,20 @@ impl OffsetTracker {
         self.partitions.values().map(|s| s.in_flight).sum()
     }
 
-    /// Assigned partitions with their committable offsets (those that read anything).
-    pub fn committable_all(&self) -> Vec<(i32, i64)> {
+    /// Assigned partitions of `source` with their committable offsets (those that read
+    /// anything).
+    pub fn committable_all(&self, source: Source) -> Vec<(i32, i64)> {
         let mut v: Vec<(i32, i64)> = self
             .partitions
             .iter()
-            .filter_map(|(&p, s)| s.committable().map(|c| (p, c)))
+            .filter(|(tp, _)| tp.source == source)
+            .filter_map(|(tp, s)| s.committable().map(|c| (tp.partition, c)))
             .collect();
         v.sort_unstable();
         v
     }
 
-    pub fn assigned(&self) -> impl Iterator<Item = i32> + '_ {
+    pub fn assigned(&self) -> impl Iterator<Item = Tp> + '_ {
         self.partitions.keys().copied()
     }
 }
@@ -267,6 +347,10 @@ mod tests {
         // Another partition has its own.
         let b = t.lineage(1, 7);
         assert_ne!(b, a);
+        // So has the repartition topic's partition of the same number.
+        let r = t.lineage(Tp::repartition(0), 103);
+        assert_ne!(r, a);
+        assert_eq!(t.lineage(Tp::repartition(0), 104), r);
         // Revoked and assigned back where this instance left off: the same lineage.
         let claim = t.assign(0);
         t.revoke(0);
@@ -295,12 +379,12 @@ mod tests {
         assert!(t.take_advanced().is_empty());
         t.complete(c, 10).unwrap();
         assert_eq!(t.committable(0), Some(13));
-        assert_eq!(t.take_advanced(), vec![(0, 13)]);
+        assert_eq!(t.take_advanced(), vec![(Tp::input(0), 13)]);
         t.complete(c, 13).unwrap();
         t.complete(c, 14).unwrap();
         // All done: resume one past the last offset read (Kafka's "next offset").
         assert_eq!(t.committable(0), Some(15));
-        assert_eq!(t.take_advanced(), vec![(0, 15)]);
+        assert_eq!(t.take_advanced(), vec![(Tp::input(0), 15)]);
         assert_eq!(t.total_in_flight(), 0);
     }
 

@@ -1,10 +1,12 @@
-//! The start-up check of the connection to the brokers.
+//! The start-up check of the connection to the brokers and of the topics.
 //!
 //! A broker that is down at start is a condition vitalwatch waits out (librdkafka
 //! retries; `/readyz` answers 503 meanwhile). A TLS handshake or SASL authentication
 //! that fails is not: it is a configuration error that no retry fixes, and running on
-//! with it would look like an outage. [`check`] connects with the consumer's settings,
-//! and turns such a failure into a start-up error that says what to fix.
+//! with it would look like an outage. Nor is a topic that does not exist: a typo in
+//! `kafka.alert_topic` would otherwise publish alerts nobody reads (vitalwatch never
+//! creates topics). [`check`] connects with the consumer's settings, reads every topic's
+//! metadata, and turns such a failure into a start-up error that says what to fix.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -20,15 +22,61 @@ use super::PipelineConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Metadata came back: connected, TLS and SASL (if configured) accepted.
-    Connected { input_partitions: usize },
+    Connected {
+        /// Each topic vitalwatch uses, by its config key, with its partition count (`None`
+        /// when the brokers do not have it).
+        topics: Vec<(&'static str, String, Option<usize>)>,
+    },
     /// No answer within the time given, and no error that retrying cannot fix.
     Unreachable,
 }
 
-/// Records the first TLS or authentication error librdkafka reports.
+impl Outcome {
+    /// The partition count of the topic of `key` (`kafka.input_topic`, ...).
+    pub fn partitions(&self, key: &str) -> Option<usize> {
+        match self {
+            Outcome::Connected { topics } => topics
+                .iter()
+                .find(|(k, _, _)| *k == key)
+                .and_then(|(_, _, p)| *p),
+            Outcome::Unreachable => None,
+        }
+    }
+
+    /// What is wrong with the topics, one problem each, naming the key and the topic.
+    pub fn topic_problems(&self) -> Vec<String> {
+        let Outcome::Connected { topics } = self else {
+            return Vec::new();
+        };
+        let mut problems: Vec<String> = topics
+            .iter()
+            .filter(|(_, _, p)| p.is_none())
+            .map(|(key, name, _)| {
+                format!(
+                    "{key}: topic \"{name}\" does not exist on the brokers (vitalwatch never creates topics: create it, or correct the name)"
+                )
+            })
+            .collect();
+        if let (Some(input), Some(repartition)) = (
+            self.partitions("kafka.input_topic"),
+            self.partitions("kafka.repartition_topic"),
+        ) && input != repartition
+        {
+            problems.push(format!(
+                "kafka.repartition_topic: has {repartition} partitions but kafka.input_topic has {input}; \
+                 give it as many (a patient's home partition is the same number in both)"
+            ));
+        }
+        problems
+    }
+}
+
+/// Records the first TLS or authentication error librdkafka reports, and whether every
+/// broker is down (nothing to wait for).
 #[derive(Default)]
 struct Probe {
     fatal: Mutex<Option<(RDKafkaErrorCode, String)>>,
+    all_down: std::sync::atomic::AtomicBool,
 }
 
 impl ClientContext for Probe {
@@ -37,6 +85,10 @@ impl ClientContext for Probe {
             KafkaError::Global(code) => code,
             _ => return,
         };
+        if code == RDKafkaErrorCode::AllBrokersDown {
+            self.all_down
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         let fatal = match code {
             RDKafkaErrorCode::SSL
             | RDKafkaErrorCode::Authentication
@@ -58,11 +110,13 @@ impl ClientContext for Probe {
 
 impl ConsumerContext for Probe {}
 
-/// Connects to the brokers with the consumer's settings and fetches the input topic's
-/// metadata, for at most `wait`. Blocking: call it from `spawn_blocking`.
+/// Connects to the brokers with the consumer's settings and fetches the metadata of
+/// every topic vitalwatch uses, for at most `wait` (less when every broker refuses the
+/// connection). Blocking: call it from `spawn_blocking`.
 ///
 /// Errors on a failed TLS handshake (untrusted certificate, host name mismatch) or a
-/// refused SASL login, naming the brokers and the settings to check.
+/// refused SASL login, naming the brokers and the settings to check. Missing topics are
+/// not errors here ([`Outcome::topic_problems`]).
 pub fn check(config: &PipelineConfig, wait: Duration) -> anyhow::Result<Outcome> {
     let client: BaseConsumer<Probe> = config
         .consumer_config()
@@ -76,44 +130,66 @@ pub fn check(config: &PipelineConfig, wait: Duration) -> anyhow::Result<Outcome>
             return Err(explain(config, failure));
         }
         let left = deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
+        let all_down = client
+            .context()
+            .all_down
+            .load(std::sync::atomic::Ordering::Relaxed);
+        if left.is_zero() || all_down {
             return Ok(Outcome::Unreachable);
         }
         let attempt = left.min(Duration::from_millis(500));
-        if let Ok(metadata) = client.fetch_metadata(Some(&config.input_topic), attempt) {
+        if client
+            .fetch_metadata(Some(&config.input_topic), attempt)
+            .is_ok()
+        {
             let _ = client.poll(Duration::ZERO);
             if let Some(failure) = take_fatal(client.context()) {
                 return Err(explain(config, failure));
             }
-            let input_partitions = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.name() == config.input_topic && t.error().is_none())
-                .map(|t| t.partitions().len())
-                .sum();
-            return Ok(Outcome::Connected { input_partitions });
+            let mut topics = Vec::new();
+            for (key, name) in config.topics() {
+                let partitions = client
+                    .fetch_metadata(Some(name), Duration::from_secs(5))
+                    .ok()
+                    .and_then(|md| {
+                        md.topics()
+                            .iter()
+                            .find(|t| t.name() == name && t.error().is_none())
+                            .map(|t| t.partitions().len())
+                    })
+                    .filter(|&n| n > 0);
+                topics.push((key, name.to_owned(), partitions));
+            }
+            return Ok(Outcome::Connected { topics });
         }
     }
 }
 
-/// [`check`], logged: `Ok` when vitalwatch should go on starting.
+/// [`check`], logged: `Ok` when vitalwatch should go on starting; an error for a TLS or
+/// login failure and for a missing topic.
 pub fn check_and_log(config: &PipelineConfig, wait: Duration) -> anyhow::Result<()> {
-    match check(config, wait)? {
-        Outcome::Connected { input_partitions } => {
+    let outcome = check(config, wait)?;
+    match &outcome {
+        Outcome::Connected { .. } => {
+            let problems = outcome.topic_problems();
+            if !problems.is_empty() {
+                anyhow::bail!(
+                    "the brokers at {} are missing what vitalwatch needs: {}",
+                    config.bootstrap_servers,
+                    problems.join("; ")
+                );
+            }
             info!(
                 brokers = %config.bootstrap_servers,
                 input = %config.input_topic,
-                input_partitions,
-                "connected to the brokers"
+                input_partitions = outcome.partitions("kafka.input_topic").unwrap_or(0),
+                "connected to the brokers; every topic exists"
             );
-            if input_partitions == 0 {
-                warn!(input = %config.input_topic, "the input topic does not exist (yet); waiting for it");
-            }
         }
         Outcome::Unreachable => warn!(
             brokers = %config.bootstrap_servers,
             wait_secs = wait.as_secs(),
-            "no broker answered yet; starting anyway and retrying (/readyz answers 503 until partitions are assigned)"
+            "no broker answered yet; starting anyway and retrying (/readyz answers 503 until the group assigns partitions); the topics are not checked"
         ),
     }
     Ok(())

@@ -32,8 +32,19 @@ pub struct Done {
     pub offset: i64,
     /// When ingest read the message, for the processing-duration histogram.
     pub received: Instant,
-    /// The message was invalid and this is its dead letter's acknowledgement.
-    pub dead_lettered: bool,
+    /// What finishing it means.
+    pub kind: DoneKind,
+}
+
+/// How a message is finished.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DoneKind {
+    /// Evaluated, with every alert it raised acknowledged.
+    Evaluated,
+    /// Invalid, with its dead letter acknowledged.
+    DeadLettered,
+    /// Misplaced, with its copy on the repartition topic acknowledged.
+    Forwarded,
 }
 
 /// What comes back to ingest on the completion channel.
@@ -83,6 +94,8 @@ pub struct Delivery {
 
 /// A record to send again.
 struct Retry {
+    /// The partition it was written to, when the sender chose one.
+    partition: Option<i32>,
     key: Option<Vec<u8>>,
     payload: Option<Vec<u8>>,
     headers: Option<OwnedHeaders>,
@@ -122,6 +135,9 @@ impl SinkHealth {
 
 pub struct SinkContext {
     kind: SinkKind,
+    /// Records go to a partition the sender chose (the repartition topic), which a retry
+    /// must keep.
+    explicit_partition: bool,
     /// Client-level errors (broker connections), logged per episode.
     client_errors: Episode,
     health: Arc<SinkHealth>,
@@ -162,6 +178,7 @@ impl ProducerContext for SinkContext {
                     delivery.backoff = Some(retry_backoff());
                 }
                 let mut retry = Retry {
+                    partition: self.explicit_partition.then(|| message.partition()),
                     key: message.key().map(<[u8]>::to_vec),
                     payload: message.payload().map(<[u8]>::to_vec),
                     headers: message.headers().map(|h| h.detach()),
@@ -235,6 +252,7 @@ impl Sink {
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let context = SinkContext {
             kind,
+            explicit_partition: kind == SinkKind::Repartition,
             client_errors: Episode::new(),
             health: health.clone(),
             retry_tx,
@@ -275,12 +293,14 @@ impl Sink {
     /// payload is sent as a null value (a tombstone stays a tombstone in the DLQ).
     pub async fn send(
         &self,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         ticket: Arc<Ticket>,
     ) {
         self.send_delivery(
+            partition,
             key,
             payload,
             headers,
@@ -294,6 +314,7 @@ impl Sink {
 
     async fn send_delivery(
         &self,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         mut payload: Option<&[u8]>,
         mut headers: Option<OwnedHeaders>,
@@ -302,6 +323,9 @@ impl Sink {
         let kind = self.inner.kind;
         loop {
             let mut record = BaseRecord::with_opaque_to(&self.inner.topic, delivery);
+            if let Some(p) = partition {
+                record = record.partition(p);
+            }
             if let Some(p) = payload {
                 record = record.payload(p);
             }
@@ -386,13 +410,14 @@ impl Publisher {
     /// acknowledges its ticket.
     pub async fn send(
         &self,
+        partition: Option<i32>,
         key: Option<&[u8]>,
         payload: Option<&[u8]>,
         headers: Option<OwnedHeaders>,
         ticket: Arc<Ticket>,
     ) {
         match self {
-            Publisher::Kafka(sink) => sink.send(key, payload, headers, ticket).await,
+            Publisher::Kafka(sink) => sink.send(partition, key, payload, headers, ticket).await,
             Publisher::Discard => ticket.ack(),
         }
     }
@@ -414,6 +439,7 @@ async fn retry_loop(sink: std::sync::Weak<SinkInner>, mut rx: mpsc::UnboundedRec
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
             sink.send_delivery(
+                retry.partition,
                 retry.key.as_deref(),
                 retry.payload.as_deref(),
                 retry.headers.take(),

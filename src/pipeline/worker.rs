@@ -14,9 +14,9 @@ use compact_str::CompactString;
 use metrics::Counter;
 use tokio::sync::mpsc;
 
-use super::offsets::Claim;
+use super::offsets::{Claim, Source as TopicSource};
 use super::sink::{Completed, Done, DoneTx, Publisher, Ticket};
-use super::{Hooks, Status, WorkerProbe};
+use super::{Assignment, Hooks, Status, WorkerProbe};
 use crate::alert::{Alert, News2Chart, Severity, Source, alert_id, resolved_id};
 use crate::metrics::{self as m, PipelineMetrics};
 use crate::rules::live::LiveRules;
@@ -32,6 +32,37 @@ pub struct Work {
     /// The partition's lineage at this offset (`OffsetTracker::lineage`): patient state
     /// built under another lineage of the same partition is not trusted.
     pub lineage: u64,
+    /// The message its alerts name as their source (and their `alertId` hashes).
+    pub origin: Origin,
+}
+
+/// Where an observation was first read: the input message, also for a copy read back
+/// from the repartition topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub topic: TopicSource,
+    pub partition: i32,
+    pub offset: i64,
+}
+
+impl Origin {
+    pub const fn input(partition: i32, offset: i64) -> Origin {
+        Origin {
+            topic: TopicSource::Input,
+            partition,
+            offset,
+        }
+    }
+
+    /// A record on the repartition topic that does not say where it came from (not
+    /// written by vitalwatch): it names itself.
+    pub const fn repartition(partition: i32, offset: i64) -> Origin {
+        Origin {
+            topic: TopicSource::Repartition,
+            partition,
+            offset,
+        }
+    }
 }
 
 /// What evaluation needs of an observation. The patient id is stored inline when it is
@@ -85,7 +116,11 @@ pub struct WorkerShared {
     pub alerts: Publisher,
     pub done_tx: DoneTx,
     pub input_topic: String,
+    /// `kafka.repartition_topic`, for alerts of records there that name no origin.
+    pub repartition_topic: String,
     pub metrics: PipelineMetrics,
+    /// The partitions this instance owns: patients of others are forgotten.
+    pub assignment: Arc<Assignment>,
     /// Metric handles of the rules in force, built by the first worker to see a set.
     counters: Mutex<Option<Arc<RuleCounters>>>,
     pub status: Arc<Status>,
@@ -110,7 +145,9 @@ impl WorkerShared {
             alerts,
             done_tx,
             input_topic: input_topic.to_owned(),
+            repartition_topic: String::new(),
             metrics,
+            assignment: Arc::new(Assignment::default()),
             counters: Mutex::new(None),
             status,
             hooks,
@@ -139,8 +176,8 @@ struct RuleCounters {
     alerts: Vec<Counter>,
     /// `alerts_resolved` by rule index, for rules that emit resolved events.
     resolved: Vec<Option<Counter>>,
-    /// NEWS2: (medium, high) alerts, and resolved events.
-    news2: Option<([Counter; 2], Counter)>,
+    /// NEWS2, (medium, high): alerts, and resolved events (labelled with the same ids).
+    news2: Option<([Counter; 2], [Counter; 2])>,
 }
 
 impl RuleCounters {
@@ -161,10 +198,13 @@ impl RuleCounters {
                     m::alerts_emitted(News2Rule::MEDIUM_ID, Severity::Medium),
                     m::alerts_emitted(News2Rule::HIGH_ID, Severity::High),
                 ],
-                m::alerts_resolved("news2"),
+                [
+                    m::alerts_resolved(News2Rule::MEDIUM_ID),
+                    m::alerts_resolved(News2Rule::HIGH_ID),
+                ],
             )
         });
-        m::rules_loaded(rules.len());
+        m::rules_loaded(rules.rule_count());
         RuleCounters {
             rules,
             alerts,
@@ -182,6 +222,8 @@ struct Local {
     buf: Vec<u8>,
     /// The worker's monotonic clock (state TTL), from its start.
     started: Instant,
+    /// The assignment generation whose partitions the evaluator's patients belong to.
+    assignment: u64,
 }
 
 pub async fn run(
@@ -200,10 +242,17 @@ pub async fn run(
         events: Vec::new(),
         buf: Vec::with_capacity(512),
         started: Instant::now(),
+        assignment: 0,
     };
     while let Some(batch) = rx.recv().await {
         let n = batch.len();
         probe.beat(shared.status.ms());
+        // A new assignment: forget the patients of partitions that moved away (an empty
+        // batch is ingest's nudge to look).
+        if let Some((generation, owned)) = shared.assignment.changed_since(local.assignment) {
+            local.assignment = generation;
+            local.evaluator.retain_owners(|key| owned.contains(&key));
+        }
         // A reloaded rule set takes effect here, between two batches.
         if !shared.rules.is_current(local.evaluator.rules()) {
             let rules = shared.rules.load();
@@ -285,7 +334,7 @@ async fn evaluate(
             value: work.obs.value,
             timestamp: work.obs.timestamp,
         },
-        (claim.partition, work.lineage),
+        (claim.tp().key(), work.lineage),
         mono_ms,
         events,
     );
@@ -294,9 +343,12 @@ async fn evaluate(
     }
     let ticket = Ticket::new(work.done, events.len() as u32, shared.done_tx.clone());
     let source = Source {
-        topic: &shared.input_topic,
-        partition: claim.partition,
-        offset: work.done.offset,
+        topic: match work.origin.topic {
+            TopicSource::Input => &shared.input_topic,
+            TopicSource::Repartition => &shared.repartition_topic,
+        },
+        partition: work.origin.partition,
+        offset: work.origin.offset,
     };
     let rules = &*counters.rules;
     for event in events.iter() {
@@ -340,12 +392,12 @@ async fn evaluate(
                 } else {
                     News2Rule::MEDIUM_ID
                 };
-                if let Some(([medium, high_c], resolved)) = &counters.news2 {
-                    match status {
-                        AlertStatus::Firing if high => high_c.increment(1),
-                        AlertStatus::Firing => medium.increment(1),
-                        AlertStatus::Resolved => resolved.increment(1),
-                    }
+                if let Some((emitted, resolved)) = &counters.news2 {
+                    let by_status = match status {
+                        AlertStatus::Firing => emitted,
+                        AlertStatus::Resolved => resolved,
+                    };
+                    by_status[usize::from(high)].increment(1);
                 }
                 let total = breakdown.aggregate.total;
                 Alert {
@@ -377,6 +429,7 @@ async fn evaluate(
         shared
             .alerts
             .send(
+                None,
                 Some(work.obs.patient_id.as_bytes()),
                 Some(buf),
                 None,

@@ -204,7 +204,7 @@ impl Reloader {
                 self.live.store(rules.clone());
                 self.in_force = hash;
                 self.rejected = None;
-                m::rules_reloaded(true, rules.len());
+                m::rules_reloaded(true, rules.rule_count());
                 m::rules_file_rejected(false);
                 info!(
                     file = %self.path.display(),
@@ -222,7 +222,7 @@ impl Reloader {
     }
 
     fn rejected(&self, e: RulesError) -> Reload {
-        m::rules_reloaded(false, self.live.load().len());
+        m::rules_reloaded(false, self.live.load().rule_count());
         m::rules_file_rejected(true);
         warn!(error = %e, "rules file rejected; the rules in force stay");
         Reload::Rejected(e)

@@ -542,6 +542,12 @@ impl RuleSet {
         self.rules.len()
     }
 
+    /// Rules in force, counting the NEWS2 score as one (`vitalwatch_rules_loaded`): a
+    /// NEWS2-only set is not "no rules".
+    pub fn rule_count(&self) -> usize {
+        self.rules.len() + usize::from(self.news2.is_some())
+    }
+
     pub fn is_empty(&self) -> bool {
         self.rules.is_empty()
     }

@@ -38,10 +38,11 @@ use super::{Alarm, News2Rule, RuleSet};
 use crate::alert::Severity;
 use crate::vitals::Metric;
 
-/// Who delivered a patient's observations: the input partition and the epoch of its
-/// assignment. State built under one owner is not trusted under another: the partition
-/// may have been processed elsewhere in between.
-pub type Owner = (i32, u64);
+/// Who delivered a patient's observations: a number naming the partition (of the input
+/// topic or of the repartition topic) and the lineage of its offsets. State built under
+/// one owner is not trusted under another: the partition may have been processed
+/// elsewhere in between.
+pub type Owner = (u64, u64);
 
 /// How much patient state a worker may keep.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -369,6 +370,15 @@ impl Evaluator {
             };
             step_news2(&mut state.news2, rule, &chart, out);
         }
+    }
+
+    /// Forgets the patients whose last reading came from a partition `owned` says this
+    /// instance no longer has: another instance holds them now, and counting them here
+    /// would overstate what this one watches.
+    pub fn retain_owners(&mut self, owned: impl Fn(u64) -> bool) {
+        let before = self.patients.len();
+        self.patients.retain(|_, p| owned(p.owner.0));
+        self.evictions.reassigned += (before - self.patients.len()) as u64;
     }
 
     /// Forgets patients not seen for the TTL as of `now_ms`. Sweeps at most every

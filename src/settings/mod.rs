@@ -50,6 +50,13 @@ pub struct KafkaSettings {
     pub input_topic: String,
     pub alert_topic: String,
     pub dlq_topic: String,
+    /// Where observations not keyed by their patient id are re-keyed, so that one
+    /// patient's observations meet in one replica; "" turns it off.
+    pub repartition_topic: String,
+    /// The partitioner the input's producers use (`murmur2`: Java clients; `crc32`:
+    /// librdkafka-based clients), to tell which observations are on their patient's
+    /// partition.
+    pub input_partitioner: crate::pipeline::repartition::Partitioner,
     /// Refuse to start unless the brokers are reached over TLS with the certificate and
     /// host name verified.
     pub require_tls: bool,
@@ -330,9 +337,20 @@ impl Settings {
             );
         }
         check(
+            k.repartition_topic.is_empty() || valid_topic_name(&k.repartition_topic),
+            "kafka.repartition_topic",
+            "must be a Kafka topic name: 1-249 characters of a-z A-Z 0-9 . _ - (or \"\" for off)",
+        );
+        check(
             k.input_topic != k.alert_topic && k.input_topic != k.dlq_topic,
             "kafka.input_topic",
             "must differ from kafka.alert_topic and kafka.dlq_topic (vitalwatch would read its own output)",
+        );
+        check(
+            k.repartition_topic.is_empty()
+                || ![&k.input_topic, &k.alert_topic, &k.dlq_topic].contains(&&k.repartition_topic),
+            "kafka.repartition_topic",
+            "must differ from kafka.input_topic, kafka.alert_topic and kafka.dlq_topic",
         );
         let p = &self.pipeline;
         check(

@@ -39,6 +39,8 @@ pub struct Cluster {
     pub input: String,
     pub alerts: String,
     pub dlq: String,
+    /// The repartition topic, when the test asked for one ([`Cluster::with_repartition`]).
+    pub repartition: Option<String>,
     pub partitions: i32,
 }
 
@@ -55,12 +57,22 @@ impl Cluster {
             input: format!("patient-data-{n}"),
             alerts: format!("patient-alerts-{n}"),
             dlq: format!("patient-data-dlq-{n}"),
+            repartition: None,
             partitions,
         };
         c.mock.create_topic(&c.input, partitions, 1).unwrap();
         c.mock.create_topic(&c.alerts, 3, 1).unwrap();
         c.mock.create_topic(&c.dlq, 1, 1).unwrap();
         c
+    }
+
+    /// Adds a repartition topic with the input's partition count; `config` turns
+    /// repartitioning on with it.
+    pub fn with_repartition(mut self) -> Cluster {
+        let topic = format!("{}-repartition", self.input);
+        self.mock.create_topic(&topic, self.partitions, 1).unwrap();
+        self.repartition = Some(topic);
+        self
     }
 
     pub fn bootstrap(&self) -> String {
@@ -74,6 +86,8 @@ impl Cluster {
             input_topic: self.input.clone(),
             alert_topic: self.alerts.clone(),
             dlq_topic: self.dlq.clone(),
+            repartition_topic: self.repartition.clone(),
+            input_partitioner: vitalwatch::pipeline::repartition::Partitioner::Murmur2,
             client: Default::default(),
             workers: 4,
             queue_capacity: 256,

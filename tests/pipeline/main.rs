@@ -2,6 +2,7 @@
 
 mod helpers;
 mod hostile;
+mod repartition;
 mod rules;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -645,14 +646,50 @@ async fn drains_a_large_backlog_and_commits_its_end() {
 /// covers against a real TLS listener).
 #[test]
 fn preflight_reports_a_connected_cluster_and_waits_out_a_dead_one() {
+    use rdkafka::consumer::Consumer;
     use vitalwatch::pipeline::preflight::{Outcome, check};
     let cluster = Cluster::new(3);
     let config = cluster.config("preflight");
+    let outcome = check(&config, Duration::from_secs(30)).expect("check");
+    assert_eq!(outcome.partitions("kafka.input_topic"), Some(3));
+    assert_eq!(outcome.partitions("kafka.alert_topic"), Some(3));
+    assert!(outcome.topic_problems().is_empty(), "{outcome:?}");
+
+    // Field report item 6: a misspelt topic is named, and nothing creates it.
+    let typo = vitalwatch::pipeline::PipelineConfig {
+        alert_topic: format!("{}-typo", cluster.alerts),
+        repartition_topic: Some(cluster.dlq.clone()),
+        ..config.clone()
+    };
+    let problems = check(&typo, Duration::from_secs(30))
+        .expect("check")
+        .topic_problems();
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems[0].starts_with("kafka.alert_topic: topic")
+            && problems[0].contains(&typo.alert_topic)
+            && problems[0].contains("does not exist"),
+        "{problems:?}"
+    );
+    // The repartition topic must have the input's partition count (the DLQ has 1).
+    assert!(
+        problems[1].starts_with("kafka.repartition_topic: has 1 partitions")
+            && problems[1].contains("kafka.input_topic has 3"),
+        "{problems:?}"
+    );
+    let again = check(&config, Duration::from_secs(30)).expect("check");
     assert_eq!(
-        check(&config, Duration::from_secs(30)).expect("check"),
-        Outcome::Connected {
-            input_partitions: 3
-        }
+        again.topic_problems(),
+        Vec::<String>::new(),
+        "the check created nothing"
+    );
+    let md = cluster
+        .reader()
+        .fetch_metadata(None, Duration::from_secs(5))
+        .expect("metadata");
+    assert!(
+        md.topics().iter().all(|t| t.name() != typo.alert_topic),
+        "the misspelt topic was created"
     );
 
     let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
