@@ -38,7 +38,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use console::style;
-use rdkafka::mocking::MockCluster;
+use rdkafka::config::ClientConfig;
+use rdkafka::producer::{BaseProducer, Producer};
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::DemoArgs;
@@ -89,8 +90,26 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
         level: "warn".into(),
     });
 
-    // Not Send: it stays on this thread, alive until the runtime has shut down.
-    let mock = MockCluster::new(1).context("cannot start the in-process Kafka cluster")?;
+    // Not Send: it stays on this thread, alive until the runtime has shut down. The
+    // cluster belongs to a client of its own so that its group coordinator can be told
+    // not to wait: librdkafka's mock waits 3 s for more members before a group's first
+    // rebalance (Kafka's group.initial.rebalance.delay.ms), and the demo has one member.
+    let host: BaseProducer = ClientConfig::new()
+        .set("test.mock.num.brokers", "1")
+        .create()
+        .context("cannot start the in-process Kafka cluster")?;
+    let mock = host
+        .client()
+        .mock_cluster()
+        .context("cannot start the in-process Kafka cluster")?;
+    // SAFETY: the handle belongs to `host`, which outlives this call; the setter only
+    // stores the value in the cluster's defaults.
+    unsafe {
+        let cluster = rdkafka::bindings::rd_kafka_handle_mock_cluster(host.client().native_ptr());
+        if !cluster.is_null() {
+            rdkafka::bindings::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 0);
+        }
+    }
     let k = &settings.kafka;
     let mut topics = vec![
         (&k.input_topic, args.partitions),
@@ -115,6 +134,7 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     let result = runtime.block_on(demo(args, &settings, config, rules, rules_source));
     runtime.shutdown_timeout(Duration::from_secs(5));
     drop(mock);
+    drop(host);
     result
 }
 
@@ -190,11 +210,17 @@ async fn demo(
         style("vitalwatch demo").bold()
     );
     say!(
-        "  topics   {} ({} partitions) → {} and {}",
+        "  topics   {} ({} partitions) → {} and {}{}",
         config.input_topic,
         args.partitions,
         config.alert_topic,
-        config.dlq_topic
+        config.dlq_topic,
+        config
+            .repartition_topic
+            .as_ref()
+            .map_or(String::new(), |t| format!(
+                " (readings not keyed by patient re-keyed via {t})"
+            ))
     );
     say!(
         "  rules    {} ({} rules{})",
@@ -226,9 +252,15 @@ async fn demo(
         abbreviate(&deteriorating, 6)
     );
     say!(
-        "  alerts   printed as they arrive on {}; a patient's repeating alert at most every {} s",
-        config.alert_topic,
+        "  alerts   read back from {} and printed on lines marked + (seconds since start), with the",
+        config.alert_topic
+    );
+    say!(
+        "           dead letters; the screen shows a patient's repeats of one alert at most every {} s",
         terminal::REPEAT_EVERY.as_secs()
+    );
+    say!(
+        "           (a display throttle: vitalwatch pages once per episode, reminders after cooldown_secs)"
     );
     say!();
 

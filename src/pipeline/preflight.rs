@@ -183,7 +183,8 @@ pub fn check_and_log(config: &PipelineConfig, wait: Duration) -> anyhow::Result<
                 brokers = %config.bootstrap_servers,
                 input = %config.input_topic,
                 input_partitions = outcome.partitions("kafka.input_topic").unwrap_or(0),
-                "connected to the brokers; every topic exists"
+                topics = "all exist",
+                "connected to the brokers"
             );
         }
         Outcome::Unreachable => warn!(

@@ -433,7 +433,7 @@ impl Settings {
         for key in self.kafka.client.names() {
             if MANAGED_CLIENT_KEYS.contains(&key) {
                 problems.push(format!(
-                    "kafka.client.\"{key}\"{}: is set by vitalwatch itself for its delivery guarantee and cannot be overridden",
+                    "kafka.client.\"{key}\"{}: is set by vitalwatch itself and cannot be overridden (its delivery guarantee and its topic checks depend on it)",
                     self.set_at(&format!("kafka.client.{key}"))
                 ));
             }

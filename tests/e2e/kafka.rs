@@ -97,12 +97,15 @@ pub struct Topics {
     pub input: String,
     pub alerts: String,
     pub dlq: String,
+    /// `kafka.repartition_topic`: as many partitions as the input.
+    pub repartition: String,
     pub group: String,
     pub partitions: i32,
 }
 
 impl Topics {
-    /// Creates the input (with `partitions`), alert and DLQ topics on `brokers`.
+    /// Creates the input (with `partitions`), alert, DLQ and repartition topics on
+    /// `brokers`.
     pub fn create(brokers: impl Into<Client>, scenario: &str, partitions: i32) -> Topics {
         let client: Client = brokers.into();
         let stamp = SystemTime::now()
@@ -116,6 +119,7 @@ impl Topics {
             input: format!("e2e-data-{id}"),
             alerts: format!("e2e-alerts-{id}"),
             dlq: format!("e2e-dlq-{id}"),
+            repartition: format!("e2e-repartition-{id}"),
             group: format!("e2e-group-{id}"),
             partitions,
         };
@@ -125,6 +129,7 @@ impl Topics {
                 (&t.input, partitions),
                 (&t.alerts, ALERT_PARTITIONS),
                 (&t.dlq, DLQ_PARTITIONS),
+                (&t.repartition, partitions),
             ],
         );
         t
@@ -143,6 +148,7 @@ impl Topics {
             ("VITALWATCH_KAFKA__INPUT_TOPIC", &self.input),
             ("VITALWATCH_KAFKA__ALERT_TOPIC", &self.alerts),
             ("VITALWATCH_KAFKA__DLQ_TOPIC", &self.dlq),
+            ("VITALWATCH_KAFKA__REPARTITION_TOPIC", &self.repartition),
             ("VITALWATCH_KAFKA__GROUP_ID", &self.group),
         ]
         .into_iter()
@@ -431,6 +437,8 @@ impl Feeder {
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("message.max.bytes", "2000000")
+            // As a Java client partitions (vitalwatch's kafka.input_partitioner default).
+            .set("partitioner", "murmur2_random")
             .create()
             .expect("producer");
         Feeder {
@@ -449,6 +457,18 @@ impl Feeder {
         if let Some(p) = payload {
             record = record.payload(p);
         }
+        self.producer
+            .send(record)
+            .map_err(|(e, _)| e)
+            .expect("enqueue");
+        self.producer.poll(Duration::ZERO);
+    }
+
+    /// Sends one message keyed `key`, to the partition the producer's partitioner picks
+    /// (Java's murmur2, as [`Feeder::new`] sets it).
+    pub fn send_keyed(&self, key: &[u8], payload: &[u8]) {
+        let record: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.topic).key(key).payload(payload);
         self.producer
             .send(record)
             .map_err(|(e, _)| e)

@@ -24,6 +24,7 @@ mod summary;
 mod wait;
 
 mod broker_restart;
+mod charts;
 mod poison;
 mod scale;
 mod security;
