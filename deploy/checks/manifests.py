@@ -9,7 +9,10 @@ deadline, the probes and the scrape point at the configured port, KEDA scales th
 Deployment, group and topic vitalwatch actually uses and never past the partition count,
 the ConfigMap's rules are the shipped ones, the image and the ConfigMap require TLS (and
 only the local compose stack switches that off), the files the config reads are the
-mounted Secret's, and KEDA reaches the same brokers with the same credentials.
+mounted Secret's, and KEDA reaches the same brokers with the same credentials. Also: the
+topics compose creates (the repartition topic with the input's partition count), the
+image's HEALTHCHECK (the binary's `healthcheck` with the CMD's config file), the memory
+request against the measured resident set, and the image the kustomization sets.
 
 Writes into DIR, for scripts/check-deploy.sh:
   config.toml, rules.toml  the ConfigMap's files (for `vitalwatch check-config`)
@@ -32,6 +35,26 @@ import tomllib
 import yaml
 
 DEFAULT_SHUTDOWN_SECS = 25  # config/default.toml, pipeline.shutdown_timeout_secs
+# kafka.repartition_topic's built-in default: vitalwatch's internal topic, read and written
+# in the consumer group, with as many partitions as the input topic (start-up refuses it
+# otherwise). "" turns it off.
+DEFAULT_REPARTITION_TOPIC = "patient-data-repartition"
+# The largest resident set measured for one replica: 95-137 MiB in the field (issue 16),
+# 95.6-112.3 MiB draining a backlog and 130-132 MiB with a million distinct patients
+# (docs/benchmarks.md). The memory request must be above it, with headroom.
+MEASURED_RSS_PEAK_MIB = 137
+MEMORY_REQUEST_HEADROOM = 1.25
+# `vitalwatch healthcheck` bounds its GET of /healthz to this long; the HEALTHCHECK's
+# --timeout must leave it room.
+HEALTHCHECK_BOUND_SECS = 5
+# The readiness rule of the binary: /readyz is 200 once the consumer has received the
+# group's first assignment, even an EMPTY one (a standby beyond the partition count is
+# ready). A rollout at KEDA's maxReplicaCount runs maxReplicaCount + maxSurge pods; when
+# that exceeds the partitions, one member gets nothing, and only this rule lets it (and so
+# the rollout, with maxUnavailable 0) go on. scripts/check-deploy.sh 7 checks the binary
+# against it; if readiness ever requires partitions again, set this to False, and
+# maxReplicaCount + maxSurge must then stay within the partition count.
+READY_WITH_EMPTY_ASSIGNMENT = True
 failures = 0
 
 
@@ -58,6 +81,33 @@ def one(docs, kind):
     if not check(len(found) == 1, f"k8s: exactly one {kind} (found {len(found)})"):
         return {}
     return found[0]
+
+
+def mebibytes(quantity):
+    """A Kubernetes memory quantity (128Mi, 1Gi, 200M, 134217728) in MiB."""
+    m = re.fullmatch(r"(\d+(?:\.\d+)?)(Ki|Mi|Gi|Ti|k|M|G|T)?", str(quantity))
+    if not m:
+        return None
+    factor = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+              "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[m.group(2)]
+    return float(m.group(1)) * factor / 2**20
+
+
+def pods_of(value, replicas, round_up):
+    """A rollingUpdate maxSurge/maxUnavailable (an int or a percentage) in pods."""
+    if isinstance(value, int):
+        return value
+    m = re.fullmatch(r"(\d+)%", str(value))
+    if not m:
+        return None
+    exact = replicas * int(m.group(1)) / 100
+    return int(-(-exact // 1)) if round_up else int(exact // 1)
+
+
+def arg_after(argv, flag):
+    """The value after `flag` in an argument list, or None."""
+    i = argv.index(flag) if flag in argv else -1
+    return argv[i + 1] if 0 <= i < len(argv) - 1 else None
 
 
 def port_of(listen):
@@ -122,6 +172,25 @@ def main():
           and re.search(r"apt-get install[^&]*\bca-certificates\b", dockerfile) is not None,
           "Dockerfile: installs ca-certificates and points the vendored OpenSSL at it (SSL_CERT_FILE)")
     check(image_cfg.get("log", {}).get("format") == "json", "image config: log.format = json")
+    # The HEALTHCHECK: the binary's own `healthcheck`, reading the file `run` reads (so
+    # http.listen is found wherever the deployment sets it), bounded within --timeout.
+    joined = re.sub(r"\\\n", " ", dockerfile)
+    hc = re.search(r"^HEALTHCHECK\s+(.*?)\s+CMD\s+(\[.*\])\s*$", joined, re.M)
+    cmd = re.findall(r"^CMD\s+(\[.*\])\s*$", joined, re.M)
+    entrypoint = re.findall(r"^ENTRYPOINT\s+(\[.*\])\s*$", joined, re.M)
+    hc_argv = json.loads(hc.group(2)) if hc else []
+    run_argv = json.loads(entrypoint[-1]) + json.loads(cmd[-1]) if cmd and entrypoint else []
+    run_cfg = arg_after(run_argv, "--config")
+    check(hc_argv[:2] == ["vitalwatch", "healthcheck"] and run_argv[:2] == ["vitalwatch", "run"]
+          and run_cfg is not None and arg_after(hc_argv, "--config") == run_cfg,
+          f"Dockerfile: HEALTHCHECK runs `vitalwatch healthcheck` with the CMD's config file "
+          f"({' '.join(hc_argv) or 'none'}; CMD {' '.join(run_argv)})")
+    timeout = re.search(r"--timeout=(\S+)", hc.group(1)) if hc else None
+    check(timeout is not None and seconds(timeout.group(1)) > HEALTHCHECK_BOUND_SECS,
+          f"Dockerfile: HEALTHCHECK --timeout {timeout.group(1) if timeout else '(default 30s)'} "
+          f"> the {HEALTHCHECK_BOUND_SECS} s bound of `vitalwatch healthcheck`")
+    check("healthcheck.sh" not in dockerfile and not os.path.exists("deploy/docker/healthcheck.sh"),
+          "Dockerfile: no HEALTHCHECK script (it read only VITALWATCH_HTTP__LISTEN, not a mounted config file)")
     check(image_cfg.get("kafka", {}).get("require_tls") is True,
           "image config: kafka.require_tls = true (the image refuses brokers without TLS)")
 
@@ -167,6 +236,11 @@ def main():
     check(topics.get("patient-data") == 12 and {"patient-alerts", "patient-data-dlq"} <= set(topics),
           f"compose: topic-init creates patient-data (12 partitions), patient-alerts, patient-data-dlq: {topics}")
     partitions = topics.get("patient-data", 12)
+    repartition = env_str(env.get("VITALWATCH_KAFKA__REPARTITION_TOPIC", DEFAULT_REPARTITION_TOPIC))
+    if repartition:
+        check(topics.get(repartition) == partitions,
+              f"compose: topic-init creates {repartition} (kafka.repartition_topic) with patient-data's "
+              f"{partitions} partitions (it has {topics.get(repartition, 'none')}): vitalwatch refuses to start otherwise")
     loadgen = services.get("loadgen", {})
     check(loadgen.get("image") == vw.get("image") and "loadgen" in loadgen.get("command", []),
           "compose: loadgen runs `vitalwatch loadgen` from the vitalwatch image")
@@ -232,6 +306,31 @@ def main():
     res = c.get("resources", {})
     check(all(k in res.get(s, {}) for s in ("requests", "limits") for k in ("cpu", "memory")),
           "k8s: cpu and memory requests and limits")
+    req_mib = mebibytes(res.get("requests", {}).get("memory"))
+    lim_mib = mebibytes(res.get("limits", {}).get("memory"))
+    check(req_mib is not None and lim_mib is not None
+          and MEASURED_RSS_PEAK_MIB * MEMORY_REQUEST_HEADROOM <= req_mib <= lim_mib,
+          f"k8s: memory request {res.get('requests', {}).get('memory')} >= the measured peak RSS "
+          f"{MEASURED_RSS_PEAK_MIB} MiB x {MEMORY_REQUEST_HEADROOM} headroom, and <= the limit "
+          f"{res.get('limits', {}).get('memory')}")
+    rolling = dep.get("spec", {}).get("strategy", {}).get("rollingUpdate", {})
+    k8s_repartition = kafka.get("repartition_topic", DEFAULT_REPARTITION_TOPIC)
+    check(k8s_repartition in ("", repartition),
+          f"k8s: the ConfigMap's kafka.repartition_topic ({k8s_repartition!r}, the default unless set) is "
+          f"the one compose creates ({repartition!r})")
+
+    # The image the kustomization sets: the Deployment's container image by name (so that
+    # `kustomize edit set image vitalwatch=REGISTRY/vitalwatch:TAG` in an overlay reaches
+    # it), with the crate's version as its tag.
+    with open("deploy/k8s/base/kustomization.yaml", encoding="utf-8") as f:
+        kust = yaml.safe_load(f)
+    with open("Cargo.toml", "rb") as f:
+        version = tomllib.load(f).get("package", {}).get("version")
+    images = {i.get("name"): i for i in kust.get("images", [])}
+    image = images.get(c.get("image"), {})
+    check(bool(image) and str(image.get("newTag")) == version,
+          f"k8s: the kustomization's images entry {c.get('image')!r} is the container's image, tag "
+          f"{image.get('newTag')} = Cargo.toml version {version} (an overlay sets the registry: docs/deploy.md)")
     args = c.get("args", [])
     cfg_path = args[args.index("--config") + 1] if "--config" in args else None
     mounts = {m.get("mountPath"): m.get("name") for m in c.get("volumeMounts", [])}
@@ -344,6 +443,25 @@ def main():
         mx, mn = s.get("maxReplicaCount"), s.get("minReplicaCount", 0)
         check(isinstance(mx, int) and isinstance(mn, int) and 1 <= mn <= mx <= partitions,
               f"keda: minReplicaCount {mn} <= maxReplicaCount {mx} <= {partitions} partitions of patient-data")
+        # A rollout at maxReplicaCount: new pods before old (maxUnavailable 0), so up to
+        # maxReplicaCount + maxSurge group members. More than the partitions is allowed
+        # only because readiness accepts an empty assignment (READY_WITH_EMPTY_ASSIGNMENT):
+        # otherwise the member left without a partition, maybe the surge pod, could never
+        # turn ready and the rollout would wait for it forever.
+        if isinstance(mx, int):
+            surge = pods_of(rolling.get("maxSurge", "25%"), mx, round_up=True)
+            unavailable = pods_of(rolling.get("maxUnavailable", "25%"), mx, round_up=False)
+            check(unavailable == 0 and isinstance(surge, int) and surge >= 1,
+                  f"k8s: rolling update new before old at maxReplicaCount {mx} "
+                  f"(maxSurge {surge} pod(s), maxUnavailable {unavailable})")
+            peak = mx + (surge or 0)
+            if peak <= partitions:
+                check(True, f"keda: a rollout at maxReplicaCount runs {peak} pods for {partitions} partitions")
+            else:
+                check(READY_WITH_EMPTY_ASSIGNMENT,
+                      f"keda: a rollout at maxReplicaCount runs {mx} + {surge} = {peak} pods for {partitions} "
+                      f"partitions: the {peak - partitions} member(s) left without a partition turn ready only because "
+                      f"/readyz accepts an empty assignment (scripts/check-deploy.sh 7 checks the binary)")
         triggers = [t for t in s.get("triggers", []) if t.get("type") == "kafka"]
         if not check(len(triggers) == 1, "keda: one kafka trigger"):
             continue

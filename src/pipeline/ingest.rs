@@ -1132,6 +1132,7 @@ pub fn run(
 
     // Graceful shutdown: hand over what was read, close the queues, wait for the
     // workers and the deliveries, store and commit, then leave the group.
+    status.set_stopping();
     let deadline = Instant::now() + shutdown_timeout;
     let mut st = ctx.state();
     info!(

@@ -262,6 +262,8 @@ pub struct Status {
     input_missing: AtomicBool,
     /// A revoke is waiting for the in-flight work of its partitions.
     draining: AtomicBool,
+    /// Shutdown was requested: the pipeline drains and leaves the group.
+    stopping: AtomicBool,
     running: AtomicBool,
     ingest_beat_ms: AtomicU64,
     workers: OnceLock<Vec<Arc<WorkerProbe>>>,
@@ -312,6 +314,7 @@ impl Default for Status {
             joined: AtomicBool::new(false),
             input_missing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            stopping: AtomicBool::new(false),
             running: AtomicBool::new(false),
             ingest_beat_ms: AtomicU64::new(0),
             workers: OnceLock::new(),
@@ -367,6 +370,10 @@ impl Status {
     }
     /// The group's assignment (input partitions), after each rebalance; marks the group
     /// joined.
+    pub(crate) fn set_stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
     pub(crate) fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
     }
@@ -417,6 +424,9 @@ impl Status {
     pub fn readiness(&self) -> Result<(), &'static str> {
         if !self.running.load(Ordering::Relaxed) {
             return Err("pipeline not running");
+        }
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("shutting down: draining before leaving the group");
         }
         if self.input_missing.load(Ordering::Relaxed) && self.assigned_partitions() == 0 {
             return Err("the input topic does not exist");

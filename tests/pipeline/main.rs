@@ -561,8 +561,23 @@ async fn graceful_shutdown_drains_queued_work_and_commits() {
     );
     let queued_at_cancel = queued(&first.status);
     let cancelled = Instant::now();
+    let status = first.status.clone();
+    first.shutdown.cancel();
+    // While it drains, readiness says so (the listeners outlive the pipeline).
+    let mut said = None;
+    while said.is_none() && !first.handle.is_finished() {
+        if let Err(reason) = status.readiness() {
+            said = Some(reason);
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
     let report = first.stop().await;
     let drain = cancelled.elapsed();
+    assert_eq!(
+        said,
+        Some("shutting down: draining before leaving the group"),
+        "readiness during the drain"
+    );
     assert!(
         report.clean,
         "did not drain within the shutdown deadline: {report:?}"
