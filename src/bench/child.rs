@@ -172,6 +172,7 @@ pub struct Subject<'a> {
     pub input: &'a str,
     pub alerts: &'a str,
     pub dlq: &'a str,
+    pub repartition: &'a str,
     pub group: &'a str,
     pub workers: usize,
     pub rules: Option<&'a Path>,
@@ -242,6 +243,7 @@ impl Subject<'_> {
             .env("VITALWATCH_KAFKA__INPUT_TOPIC", self.input)
             .env("VITALWATCH_KAFKA__ALERT_TOPIC", self.alerts)
             .env("VITALWATCH_KAFKA__DLQ_TOPIC", self.dlq)
+            .env("VITALWATCH_KAFKA__REPARTITION_TOPIC", self.repartition)
             .env("VITALWATCH_PIPELINE__WORKERS", self.workers.to_string())
             .env("VITALWATCH_HTTP__LISTEN", http.to_string())
             .env("VITALWATCH_ADMIN__LISTEN", "")

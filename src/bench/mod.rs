@@ -429,6 +429,9 @@ struct Topics {
     input: String,
     alerts: String,
     dlq: String,
+    /// The service's repartition topic, as its default configuration has one (loadgen
+    /// keys by patient with the matching partitioner, so nothing goes through it).
+    repartition: String,
     partitions: i32,
 }
 
@@ -448,6 +451,7 @@ impl Topics {
             input: &self.input,
             alerts: &self.alerts,
             dlq: &self.dlq,
+            repartition: &self.repartition,
             group,
             workers,
             rules,
@@ -538,9 +542,10 @@ impl Broker {
             input: name("in"),
             alerts: name("alerts"),
             dlq: name("dlq"),
+            repartition: name("repartition"),
             partitions,
         };
-        for topic in [&t.input, &t.alerts, &t.dlq] {
+        for topic in [&t.input, &t.alerts, &t.dlq, &t.repartition] {
             self.create(topic, partitions)?;
         }
         Ok(t)
