@@ -39,7 +39,7 @@ pub const COMMITTED_OFFSET: &str = "vitalwatch_committed_offset";
 pub const REBALANCES: &str = "vitalwatch_rebalances_total";
 pub const WORKERS: &str = "vitalwatch_workers";
 pub const BUILD_INFO: &str = "vitalwatch_build_info";
-// Beyond the design's table (docs/architecture.md, "Metrics beyond the contract").
+// Beyond the original contract's table (docs/architecture.md, "Additions to the contract").
 pub const ALERTS_RESOLVED: &str = "vitalwatch_alerts_resolved_total";
 pub const RULES_RELOADS: &str = "vitalwatch_rules_reloads_total";
 pub const RULES_LOADED: &str = "vitalwatch_rules_loaded";
@@ -90,7 +90,7 @@ const fn def(
     }
 }
 
-/// Every metric vitalwatch exports, in the order of the design's table.
+/// The metrics of the original contract, in its order.
 pub const CATALOGUE: [MetricDef; 14] = [
     def(
         MESSAGES_CONSUMED,

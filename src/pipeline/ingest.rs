@@ -581,7 +581,7 @@ impl IngestState {
         }
         if self.route.partitions == 0 {
             warn!(
-                "the input topic's partition count is unknown: only messages without their patient's key are re-keyed until it is known"
+                "the input topic's partition count is unknown: observations not on their patient's partition are evaluated where they are read, not re-keyed, until it is known"
             );
         }
     }
@@ -852,11 +852,17 @@ impl IngestState {
             Err(error) => {
                 self.metrics.invalid(&error);
                 status.invalid();
+                // A copy that fails when read back (it went stale in a long backlog, say)
+                // is dead-lettered as its original: the DLQ names the input message.
+                let original = (source == Source::Repartition)
+                    .then(|| repartition::original(msg, &self.input_topic))
+                    .flatten();
+                let named = original.as_ref().unwrap_or(msg);
                 self.dlq.batch.push(Outgoing {
                     done: done(DoneKind::DeadLettered),
-                    key: msg.key.map(<[u8]>::to_vec),
+                    key: named.key.map(<[u8]>::to_vec),
                     payload: msg.payload.map(<[u8]>::to_vec),
-                    headers: dlq_headers(msg, &error),
+                    headers: dlq_headers(named, &error),
                     partition: None,
                 });
             }
@@ -876,12 +882,18 @@ impl IngestState {
         }
         self.misplaced_warned = Some(now);
         let messages = std::mem::take(&mut self.misplaced_unwarned);
+        let remedy = if self.forward.is_some() {
+            "the input topic's partition count is not known yet (they are re-keyed once it is)"
+        } else {
+            "set kafka.repartition_topic"
+        };
         warn!(
             messages,
             reason = reason.as_str(),
-            "observations not keyed by their patient id are evaluated where they were read: \
-             with several replicas one patient's NEWS2 chart can be split between them; \
-             set kafka.repartition_topic (vitalwatch_messages_misplaced_total counts them)"
+            remedy,
+            "observations not on their patient's partition are evaluated where they were read: \
+             with several replicas one patient's NEWS2 chart can be split between them \
+             (vitalwatch_messages_misplaced_total counts them)"
         );
     }
 

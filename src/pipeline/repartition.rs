@@ -182,6 +182,37 @@ pub fn origin(headers: Option<&BorrowedHeaders>) -> Option<(i32, i64)> {
     Some((partition?, offset?))
 }
 
+/// The input message a copy was made from, as a record whose coordinates, timestamp and
+/// key are the original's (its payload is the copy's: the same bytes). `None` when the
+/// headers do not say (a record vitalwatch did not write).
+pub fn original<'a>(copy: &Record<'a>, input_topic: &'a str) -> Option<Record<'a>> {
+    let (partition, offset) = origin(copy.headers)?;
+    let headers = copy.headers?;
+    let mut timestamp = None;
+    let mut key = None;
+    for h in headers.iter() {
+        match h.key {
+            SOURCE_TIMESTAMP => {
+                timestamp = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse().ok());
+            }
+            SOURCE_KEY => key = h.value,
+            _ => {}
+        }
+    }
+    Some(Record {
+        topic: input_topic,
+        partition,
+        offset,
+        timestamp,
+        key,
+        payload: copy.payload,
+        headers: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -278,6 +309,20 @@ mod tests {
             ]
         );
         assert_eq!(origin(Some(h.as_borrowed())), Some((4, 5)));
+        let copy = Record {
+            topic: "patient-data-repartition",
+            partition: 1,
+            offset: 99,
+            timestamp: Some(7),
+            key: Some(b"P-1"),
+            payload: Some(b"{}"),
+            headers: Some(h.as_borrowed()),
+        };
+        let o = original(&copy, "patient-data").unwrap();
+        assert_eq!(
+            (o.topic, o.partition, o.offset, o.timestamp, o.key),
+            ("patient-data", 4, 5, Some(1), Some(&b"dev-1"[..]))
+        );
         assert_eq!(origin(None), None);
         let foreign = OwnedHeaders::new().insert(Header {
             key: SOURCE_PARTITION,

@@ -313,3 +313,74 @@ fn end_offsets_of(cluster: &Cluster, topic: &str) -> Vec<i64> {
         })
         .collect()
 }
+
+/// A copy that fails when read back (here: stale) is dead-lettered as the input message
+/// it was made from: the DLQ names that message, with its key, not the copy.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_copy_that_fails_on_reading_back_is_dead_lettered_as_its_original() {
+    use rdkafka::message::{Header, OwnedHeaders};
+    use rdkafka::producer::FutureRecord;
+    let cluster = Cluster::new(2).with_repartition();
+    let running = start(
+        cluster.config("copy-dlq"),
+        Arc::new(RuleSet::news2_red_flags()),
+        Hooks::default(),
+    );
+    assert!(
+        running
+            .wait_for(Duration::from_secs(30), |s| s.assigned_partitions() == 2)
+            .await
+    );
+    let old = now_ms() - 3 * 86_400_000;
+    let payload = format!(r#"{{"patientId":"P-9","metric":"spo2","value":85,"timestamp":{old}}}"#);
+    let headers = OwnedHeaders::new()
+        .insert(Header {
+            key: "vitalwatch.source.topic",
+            value: Some(cluster.input.as_str()),
+        })
+        .insert(Header {
+            key: "vitalwatch.source.partition",
+            value: Some("1"),
+        })
+        .insert(Header {
+            key: "vitalwatch.source.offset",
+            value: Some("41"),
+        })
+        .insert(Header {
+            key: "vitalwatch.source.timestamp",
+            value: Some("1764000000000"),
+        })
+        .insert(Header {
+            key: "vitalwatch.source.key",
+            value: Some("monitor-9"),
+        });
+    let repartition = cluster.repartition.clone().unwrap();
+    cluster
+        .producer()
+        .send(
+            FutureRecord::to(&repartition)
+                .partition(0)
+                .key("P-9")
+                .payload(&payload)
+                .headers(headers),
+            Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
+    assert!(
+        running
+            .wait_for(Duration::from_secs(30), |s| s.counts().dlq >= 1)
+            .await
+    );
+    running.stop().await;
+    let dlq = cluster.read_all(&cluster.dlq, 1, Duration::from_secs(30));
+    assert_eq!(dlq.len(), 1);
+    let d = &dlq[0];
+    assert_eq!(d.headers["vitalwatch.error.reason"], "stale");
+    assert_eq!(d.headers["vitalwatch.source.topic"], cluster.input);
+    assert_eq!(d.headers["vitalwatch.source.partition"], "1");
+    assert_eq!(d.headers["vitalwatch.source.offset"], "41");
+    assert_eq!(d.headers["vitalwatch.source.timestamp"], "1764000000000");
+    assert_eq!(d.key.as_deref(), Some(&b"monitor-9"[..]));
+    assert_eq!(d.payload, payload.as_bytes());
+}
