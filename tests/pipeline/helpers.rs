@@ -66,6 +66,28 @@ impl Cluster {
         c
     }
 
+    /// Two brokers: `group`'s coordinator, the input and the DLQ on broker 1, the alert
+    /// topic alone on broker 2, so that taking broker 2 down stops alert deliveries only.
+    pub fn with_alerts_on_their_own_broker(partitions: i32, group: &str) -> Cluster {
+        let cluster = Self::with_brokers(2, partitions);
+        let lead = |topic: &str, partitions: i32, broker: i32| {
+            for p in 0..partitions {
+                cluster
+                    .mock
+                    .partition_leader(topic, p, Some(broker))
+                    .unwrap();
+            }
+        };
+        lead(&cluster.input, partitions, 1);
+        lead(&cluster.dlq, 1, 1);
+        lead(&cluster.alerts, 3, 2);
+        cluster
+            .mock
+            .coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
+            .unwrap();
+        cluster
+    }
+
     /// Adds a repartition topic with the input's partition count; `config` turns
     /// repartitioning on with it.
     pub fn with_repartition(mut self) -> Cluster {

@@ -412,30 +412,9 @@ async fn rebalance_moves_partitions_without_loss_or_early_commit() {
 /// recovery every alert arrives.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn alert_sink_outage_blocks_commits_then_recovers_every_alert() {
-    use rdkafka::mocking::MockCoordinator;
     let t0 = Instant::now();
-    let cluster = Cluster::with_brokers(2, 2);
     let group = "sink-outage";
-    for p in 0..2 {
-        cluster
-            .mock
-            .partition_leader(&cluster.input, p, Some(1))
-            .unwrap();
-    }
-    cluster
-        .mock
-        .partition_leader(&cluster.dlq, 0, Some(1))
-        .unwrap();
-    for p in 0..3 {
-        cluster
-            .mock
-            .partition_leader(&cluster.alerts, p, Some(2))
-            .unwrap();
-    }
-    cluster
-        .mock
-        .coordinator(MockCoordinator::Group(group.into()), 1)
-        .unwrap();
+    let cluster = Cluster::with_alerts_on_their_own_broker(2, group);
     let msgs = traffic(1_000, 20, 0);
     cluster.produce(&msgs).await;
     let input = cluster.read_all(&cluster.input, msgs.len(), Duration::from_secs(30));

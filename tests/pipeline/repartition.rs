@@ -191,28 +191,8 @@ async fn a_standby_with_no_partition_is_ready() {
 /// liveness probe must not restart the pod in the middle of its drain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn liveness_holds_through_a_long_revoke_drain() {
-    let cluster = Cluster::with_brokers(2, 2);
     let group = "drain-liveness";
-    for p in 0..2 {
-        cluster
-            .mock
-            .partition_leader(&cluster.input, p, Some(1))
-            .unwrap();
-    }
-    for p in 0..3 {
-        cluster
-            .mock
-            .partition_leader(&cluster.alerts, p, Some(2))
-            .unwrap();
-    }
-    cluster
-        .mock
-        .partition_leader(&cluster.dlq, 0, Some(1))
-        .unwrap();
-    cluster
-        .mock
-        .coordinator(rdkafka::mocking::MockCoordinator::Group(group.into()), 1)
-        .unwrap();
+    let cluster = Cluster::with_alerts_on_their_own_broker(2, group);
     let mut config = cluster.config(group);
     fast_group_timeouts(&mut config);
     config.shutdown_timeout = Duration::from_secs(12);
