@@ -18,6 +18,10 @@ use tracing::{info, warn};
 
 use super::PipelineConfig;
 
+/// How long the check goes on after every broker was reported down, for the error that
+/// explains it (a failed TLS handshake is reported around the same moment).
+const ALL_DOWN_GRACE: Duration = Duration::from_millis(1500);
+
 /// How the check ended (when it did not fail).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -122,19 +126,24 @@ pub fn check(config: &PipelineConfig, wait: Duration) -> anyhow::Result<Outcome>
         .consumer_config()
         .create_with_context(Probe::default())
         .map_err(|e| anyhow::anyhow!("cannot create the Kafka client: {e}"))?;
-    let deadline = Instant::now() + wait;
+    let mut deadline = Instant::now() + wait;
     loop {
         // Serves librdkafka's error events into Probe::error.
         let _ = client.poll(Duration::from_millis(50));
         if let Some(failure) = take_fatal(client.context()) {
             return Err(explain(config, failure));
         }
-        let left = deadline.saturating_duration_since(Instant::now());
-        let all_down = client
+        // Every broker down: nothing to wait for, but a TLS or login failure that caused
+        // it may be reported just after; give it a moment to arrive.
+        if client
             .context()
             .all_down
-            .load(std::sync::atomic::Ordering::Relaxed);
-        if left.is_zero() || all_down {
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            deadline = deadline.min(Instant::now() + ALL_DOWN_GRACE);
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
             return Ok(Outcome::Unreachable);
         }
         let attempt = left.min(Duration::from_millis(500));
