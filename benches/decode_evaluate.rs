@@ -15,8 +15,8 @@ use common::{NOW, workload};
 use criterion::Criterion;
 use std::sync::Arc;
 use vitalwatch::rules::RuleSet;
-use vitalwatch::rules::state::{Evaluator, Reading, StateLimits};
-use vitalwatch::vitals::{DecodeLimits, decode};
+use vitalwatch::rules::state::{Evaluator, Reading};
+use vitalwatch::vitals::decode;
 
 fn bench(c: &mut Criterion, name: &str, per_pass: usize, pass: impl FnMut() -> usize) {
     let mut group = c.benchmark_group("decode_evaluate");
@@ -26,7 +26,7 @@ fn bench(c: &mut Criterion, name: &str, per_pass: usize, pass: impl FnMut() -> u
 
 fn main() {
     let rules = RuleSet::news2_red_flags();
-    let limits = DecodeLimits::default();
+    let limits = vitalwatch::settings::defaults().decode_limits();
     let work = workload(&rules, &limits);
     let payloads: Vec<&[u8]> = work.payloads().collect();
     let mut c = Criterion::default().configure_from_args();
@@ -47,14 +47,13 @@ fn main() {
     // hysteresis and the NEWS2 aggregate (one state, the mix's 1 000 patients, built afresh every pass).
     let shared = Arc::new(rules.clone());
     bench(&mut c, "evaluate_stateful", work.decoded.len(), || {
-        let mut eval = Evaluator::new(shared.clone(), StateLimits::default());
+        let mut eval = Evaluator::new(
+            shared.clone(),
+            vitalwatch::settings::defaults().state_limits(),
+        );
         let mut out = Vec::new();
         for obs in &work.decoded {
-            let reading = Reading {
-                metric: obs.metric,
-                value: obs.value,
-                timestamp: obs.timestamp,
-            };
+            let reading = Reading::of(obs);
             eval.observe(black_box(&obs.patient_id), reading, (0, 0), 0, &mut out);
         }
         out.len()

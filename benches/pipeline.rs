@@ -25,7 +25,7 @@ use std::sync::Arc;
 use common::{MESSAGES, Message, NOW, Workload, workload};
 use criterion::{Criterion, SamplingMode};
 use std::num::NonZeroUsize;
-use vitalwatch::pipeline::ingest::Record;
+use vitalwatch::pipeline::Record;
 use vitalwatch::pipeline::inprocess::{InProcess, InProcessConfig, Tally};
 use vitalwatch::rules::RuleSet;
 use vitalwatch::rules::state::{Evaluator, Reading, StateLimits};
@@ -90,14 +90,10 @@ fn replayed_alerts(records: &[Record<'_>], rules: &Arc<RuleSet>) -> u64 {
     };
     let mut eval = Evaluator::new(rules.clone(), unbounded);
     let mut out = Vec::new();
-    let limits = DecodeLimits::default();
+    let limits = vitalwatch::settings::defaults().decode_limits();
     for r in records {
         if let Ok(obs) = decode(r.payload.unwrap_or_default(), &limits, NOW) {
-            let reading = Reading {
-                metric: obs.metric,
-                value: obs.value,
-                timestamp: obs.timestamp,
-            };
+            let reading = Reading::of(&obs);
             eval.observe(
                 &obs.patient_id,
                 reading,
@@ -117,7 +113,7 @@ fn main() {
     // stay fresh, and every message costs what it costs in the service.
     let limits = DecodeLimits {
         max_age_ms: 10 * 365 * 86_400_000,
-        ..DecodeLimits::default()
+        ..vitalwatch::settings::defaults().decode_limits()
     };
     let work = workload(&rules, &limits);
     let records = records(&work.messages);
@@ -149,7 +145,7 @@ fn main() {
             input_topic: TOPIC.to_owned(),
             workers,
             limits,
-            ..InProcessConfig::default()
+            ..InProcessConfig::from(&vitalwatch::settings::defaults().pipeline_config())
         };
         let pipeline = InProcess::new(config, rules.clone()).unwrap();
         assert_eq!(pipeline.run(&records).unwrap(), expected);

@@ -23,7 +23,6 @@ use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
 use tokio_util::sync::CancellationToken;
 use vitalwatch::pipeline::{self, Hooks, PipelineConfig, Status};
 use vitalwatch::rules::RuleSet;
-use vitalwatch::vitals::DecodeLimits;
 
 #[derive(Debug, Parser)]
 struct Args {
@@ -70,8 +69,8 @@ async fn main() -> anyhow::Result<()> {
         client: [("statistics.interval.ms", "1000")].into(),
         workers: 2,
         queue_capacity: 256,
-        limits: DecodeLimits::default(),
-        state_limits: Default::default(),
+        limits: vitalwatch::settings::defaults().decode_limits(),
+        state_limits: vitalwatch::settings::defaults().state_limits(),
         shutdown_timeout: Duration::from_secs(10),
     };
 
@@ -124,7 +123,7 @@ async fn feed(bootstrap: String, rate: u64, stop: CancellationToken) -> anyhow::
     while !stop.is_cancelled() {
         tick.tick().await;
         let patient = format!("P-{:04}", i % 50);
-        let now = vitalwatch::pipeline::worker::now_ms();
+        let now = vitalwatch::clock::now_ms();
         let payload = if i % 25 == 24 {
             "{\"patientId\":".to_owned()
         } else {

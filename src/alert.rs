@@ -11,38 +11,8 @@ use serde::Serialize;
 use serde::ser::SerializeMap;
 
 use crate::rules::news2;
-use crate::rules::state::{AlertStatus, Breakdown};
-
-/// Alarm priority, as in IEC 60601-1-8.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-}
-
-impl Severity {
-    pub const ALL: [Severity; 3] = [Severity::Low, Severity::Medium, Severity::High];
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Severity::Low => "low",
-            Severity::Medium => "medium",
-            Severity::High => "high",
-        }
-    }
-
-    pub fn from_wire(s: &str) -> Option<Severity> {
-        Self::ALL.into_iter().find(|v| v.as_str() == s)
-    }
-}
-
-impl fmt::Display for Severity {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::rules::state::Reading;
+use crate::rules::{AlertStatus, Breakdown, Event, RuleSet, Scored, Severity};
 
 /// Where the observation behind an alert was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -152,7 +122,7 @@ impl Serialize for News2Chart<'_> {
                 map.end()
             }
         }
-        let names = |keep: fn(&Option<crate::rules::state::Scored>) -> bool| -> Vec<&str> {
+        let names = |keep: fn(&Option<Scored>) -> bool| -> Vec<&str> {
             self.0
                 .parameters
                 .iter()
@@ -170,7 +140,62 @@ impl Serialize for News2Chart<'_> {
     }
 }
 
-impl Alert<'_> {
+impl<'a> Alert<'a> {
+    /// The alert that `event` (of `rules`) raises for `patient_id`'s `reading`, read at
+    /// `source`, published at `emitted_at`.
+    pub fn from_event(
+        event: &'a Event,
+        rules: &'a RuleSet,
+        patient_id: &'a str,
+        reading: Reading,
+        source: Source<'a>,
+        emitted_at: i64,
+    ) -> Alert<'a> {
+        let rule_id = rules.event_rule_id(event);
+        let (severity, status, metric, value, threshold, news2) = match event {
+            Event::Threshold { rule, status } => {
+                let rule = &rules.rules()[*rule];
+                (
+                    rule.severity,
+                    *status,
+                    rule.metric.as_str(),
+                    reading.value,
+                    rule.condition.threshold(),
+                    None,
+                )
+            }
+            Event::News2 {
+                severity,
+                status,
+                breakdown,
+            } => (
+                *severity,
+                *status,
+                "news2",
+                f64::from(breakdown.aggregate.total),
+                breakdown.aggregate.band_threshold(),
+                Some(News2Chart(breakdown)),
+            ),
+        };
+        Alert {
+            alert_id: match status {
+                AlertStatus::Firing => alert_id(&source, rule_id),
+                AlertStatus::Resolved => resolved_id(&source, rule_id),
+            },
+            patient_id,
+            rule_id,
+            severity,
+            status,
+            metric,
+            value,
+            threshold,
+            observed_at: reading.timestamp,
+            emitted_at,
+            source,
+            news2,
+        }
+    }
+
     /// Appends the JSON encoding to `out` (reuse one buffer across alerts).
     pub fn encode_into(&self, out: &mut Vec<u8>) {
         // Writing plain strings and finite numbers into a Vec cannot fail.

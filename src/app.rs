@@ -7,13 +7,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::cli::{CheckConfigArgs, Cli, Command};
-use crate::pipeline::{self, Hooks, PipelineConfig, Status};
+use crate::pipeline::{self, Hooks, Status};
 use crate::rules::RuleSet;
 use crate::rules::live::{LiveRules, Reloader};
 use crate::settings::Settings;
+use crate::signals::Signals;
 use crate::telemetry;
 
 /// How long start-up waits for a first answer from the brokers before going on without
@@ -27,10 +28,8 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::CheckConfig(args) => report(check_config(&args)),
         Command::Healthcheck(args) => report(healthcheck(args.config.as_deref())),
         Command::Run(args) => report(run_service(args.config.as_deref())),
-        Command::Demo(args) => crate::demo::main(args),
-        Command::Loadgen(args) => crate::loadgen::main(args),
-        Command::Bench(args) => crate::bench::main(args),
-        Command::BenchRaw(args) => crate::bench::raw_main(args),
+        #[cfg(feature = "tools")]
+        Command::Tool(command) => crate::tools::main(command),
     }
 }
 
@@ -59,9 +58,7 @@ pub fn load(config: Option<&Path>) -> anyhow::Result<(Settings, RuleSet)> {
         .check_rules(&rules)
         .map_err(|e| anyhow::anyhow!("rules file {}: {e}", settings.rules.file.display()))?;
     // What librdkafka would refuse when the clients are created, without connecting.
-    PipelineConfig::from_settings(&settings)
-        .check_clients(&settings.origin)
-        .context("invalid configuration")?;
+    settings.check_clients().context("invalid configuration")?;
     Ok((settings, rules))
 }
 
@@ -79,7 +76,7 @@ fn check_config(args: &CheckConfigArgs) -> anyhow::Result<()> {
     let brokers = if args.offline {
         "not contacted (--offline)".to_owned()
     } else {
-        let config = PipelineConfig::from_settings(&settings);
+        let config = settings.pipeline_config();
         let outcome = pipeline::preflight::check(&config, CHECK_CONFIG_WAIT)?;
         match &outcome {
             pipeline::preflight::Outcome::Connected { topics } => {
@@ -128,30 +125,34 @@ fn check_config(args: &CheckConfigArgs) -> anyhow::Result<()> {
 }
 
 fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
-    let (settings, rules) = load(config)?;
-    telemetry::init(&settings.log);
-    info!(
-        version = env!("CARGO_PKG_VERSION"),
-        config = %settings.origin.describe(),
-        rules_file = %settings.rules.file.display(),
-        threshold_rules = rules.len(),
-        news2 = rules.news2().is_some(),
-        "vitalwatch starting"
-    );
-    for warning in &settings.origin.warnings {
-        warn!("{warning}");
-    }
-    if let Some(warning) = settings.kafka.plaintext_warning() {
-        warn!("{warning}");
-    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("vw-worker")
         .build()
         .context("cannot start the async runtime")?;
     let result = runtime.block_on(async {
-        let shutdown = CancellationToken::new();
-        tokio::spawn(stop_on_signal(shutdown.clone()));
+        // First: a signal must never find the process without its handler.
+        let signals = Signals::install();
+        let shutdown = signals.shutdown();
+        let (settings, rules) = load(config)?;
+        telemetry::init(
+            settings.log.format,
+            &settings.log.filter().unwrap_or_else(|_| "info".into()),
+        );
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            config = %settings.origin.describe(),
+            rules_file = %settings.rules.file.display(),
+            threshold_rules = rules.len(),
+            news2 = rules.news2().is_some(),
+            "vitalwatch starting"
+        );
+        for warning in &settings.origin.warnings {
+            warn!("{warning}");
+        }
+        if let Some(warning) = settings.kafka.plaintext_warning() {
+            warn!("{warning}");
+        }
         // The listeners outlive the pipeline: the drain shows in /metrics and /readyz
         // answers 503 while it runs. They stop once the pipeline has returned.
         let listeners = CancellationToken::new();
@@ -167,7 +168,7 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
             }
             None => info!("admin listener disabled (admin.listen is empty)"),
         }
-        let pipeline_config = PipelineConfig::from_settings(&settings);
+        let pipeline_config = settings.pipeline_config();
         // A TLS or SASL misconfiguration stops the start here, with what to fix.
         let probe_config = pipeline_config.clone();
         let preflight = tokio::task::spawn_blocking(move || {
@@ -193,7 +194,7 @@ fn run_service(config: Option<&Path>) -> anyhow::Result<()> {
         );
         let poll = (settings.rules.reload_interval_secs > 0)
             .then(|| Duration::from_secs(settings.rules.reload_interval_secs));
-        reloader.spawn(poll, listeners.clone());
+        reloader.spawn(poll, signals.hangups(), listeners.clone());
         let report = pipeline::run(
             pipeline_config,
             rules,
@@ -229,42 +230,15 @@ fn healthcheck(config: Option<&Path>) -> anyhow::Result<()> {
     } else {
         listen
     };
-    match crate::http::http_get(addr, "/healthz", HEALTHCHECK_TIMEOUT) {
-        Ok((200, body)) => {
-            println!("healthz {addr}: {}", body.trim());
+    match crate::http::get(addr, "/healthz", HEALTHCHECK_TIMEOUT) {
+        Ok(r) if r.status == 200 => {
+            println!("healthz {addr}: {}", r.text().trim());
             Ok(())
         }
-        Ok((status, body)) => anyhow::bail!("healthz {addr}: HTTP {status}: {}", body.trim()),
-        Err(e) => anyhow::bail!("healthz {addr}: {e}"),
+        Ok(r) => anyhow::bail!("healthz {addr}: HTTP {}: {}", r.status, r.text().trim()),
+        Err(e) => anyhow::bail!("healthz {addr}: {e:#}"),
     }
 }
 
 /// Bound on the health check's connection and answer.
 const HEALTHCHECK_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Cancels `token` on SIGTERM or SIGINT.
-pub async fn stop_on_signal(token: CancellationToken) {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => info!(signal = "SIGINT", "shutdown requested"),
-                    _ = term.recv() => info!(signal = "SIGTERM", "shutdown requested"),
-                }
-            }
-            Err(e) => {
-                error!(error = %e, "cannot listen for SIGTERM; only Ctrl-C stops the service");
-                let _ = ctrl_c.await;
-                info!(signal = "SIGINT", "shutdown requested");
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
-    token.cancel();
-}

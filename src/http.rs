@@ -14,7 +14,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
-use axum::routing::get;
+use axum::routing;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -41,9 +41,9 @@ struct AppState {
 /// The routes, for serving or for calling in-process.
 pub fn router(status: Arc<Status>, metrics: PrometheusHandle) -> Router {
     Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .route("/metrics", routing::get(render_metrics))
+        .route("/healthz", routing::get(healthz))
+        .route("/readyz", routing::get(readyz))
         .with_state(AppState { status, metrics })
 }
 
@@ -94,26 +94,61 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// A minimal blocking HTTP/1.0 GET of `path` on `addr`: the status code and the body.
-/// Connecting and each read are bounded by `timeout`. For the health check and the
-/// tools, which must not pull in an HTTP client.
-pub fn http_get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<(u16, String)> {
+/// An answer to [`get`].
+#[derive(Debug, Clone)]
+pub struct Response {
+    pub status: u16,
+    /// Header names as sent, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Response {
+    /// The first header of this name, compared case-insensitively.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// A minimal blocking HTTP/1.0 GET of `path` on `addr` (the server closes the connection
+/// after its answer, so there is no chunking to undo). Connecting and each read are
+/// bounded by `timeout`. For the health check, the tools and the tests, which must not
+/// pull in an HTTP client.
+pub fn get(addr: SocketAddr, path: &str, timeout: Duration) -> anyhow::Result<Response> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
         .with_context(|| format!("nothing answers on {addr}"))?;
     s.set_read_timeout(Some(timeout))?;
     s.set_write_timeout(Some(timeout))?;
     write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)?;
+    let end = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .context("the answer has no end of headers")?;
+    let head = String::from_utf8_lossy(&raw[..end]);
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
         .and_then(|c| c.parse().ok())
         .context("no HTTP status line in the answer")?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_owned())
-        .unwrap_or_default();
-    Ok((code, body))
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    Ok(Response {
+        status,
+        headers,
+        body: raw[end + 4..].to_vec(),
+    })
 }

@@ -13,22 +13,24 @@
 //! - [`settings`]: layered configuration and its validation.
 //! - [`telemetry`] and [`metrics`]: logs and the Prometheus metrics.
 //! - [`http`]: `/metrics`, `/healthz`, `/readyz`; [`admin`]: `/debug/pprof/*` on loopback.
-//! - [`demo`] and [`loadgen`]: the in-process demo and the traffic generator; [`bench`]:
-//!   throughput, memory and latency against a raw consumer on the same broker.
+//! - `tools` (the default-on `tools` feature): the demo, the traffic generator and the
+//!   bench, which use the library from outside as the tests do.
 //! - [`app`]: the subcommands `main` dispatches to.
 
 pub mod admin;
 pub mod alert;
 pub mod app;
-pub mod bench;
 pub mod cli;
-pub mod demo;
+pub mod clock;
+pub mod deadletter;
 pub mod http;
-pub mod loadgen;
 pub mod metrics;
 pub mod pipeline;
 pub mod rules;
 pub mod secret;
 pub mod settings;
+pub mod signals;
 pub mod telemetry;
+#[cfg(feature = "tools")]
+pub mod tools;
 pub mod vitals;

@@ -20,9 +20,6 @@ use metrics::{
 };
 use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, PrometheusHandle};
 
-use crate::alert::Severity;
-use crate::pipeline::offsets::Source;
-use crate::pipeline::repartition::Misplaced;
 use crate::vitals::DecodeError;
 
 pub const MESSAGES_CONSUMED: &str = "vitalwatch_messages_consumed_total";
@@ -48,6 +45,11 @@ pub const PATIENT_STATES: &str = "vitalwatch_patient_states";
 pub const PATIENT_STATE_EVICTIONS: &str = "vitalwatch_patient_state_evictions_total";
 pub const MESSAGES_MISPLACED: &str = "vitalwatch_messages_misplaced_total";
 pub const ASSIGNED_PARTITIONS: &str = "vitalwatch_assigned_partitions";
+pub const COMMIT_ERRORS: &str = "vitalwatch_commit_errors_total";
+
+/// The `reason` label values of [`MESSAGES_MISPLACED`] (`pipeline::repartition` says what
+/// each means).
+pub const MISPLACED_REASONS: [&str; 3] = ["no_key", "other_key", "other_partition"];
 
 /// A Prometheus metric type, as written on the `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -174,7 +176,7 @@ pub const CATALOGUE: [MetricDef; 14] = [
 ];
 
 /// Metrics the clinical rules and operations added after the design's table was written.
-pub const RULE_STATE_METRICS: [MetricDef; 8] = [
+pub const RULE_STATE_METRICS: [MetricDef; 9] = [
     def(
         ALERTS_RESOLVED,
         Kind::Counter,
@@ -222,6 +224,12 @@ pub const RULE_STATE_METRICS: [MetricDef; 8] = [
         Kind::Gauge,
         &["topic"],
         "Partitions assigned to this instance, per topic.",
+    ),
+    def(
+        COMMIT_ERRORS,
+        Kind::Counter,
+        &[],
+        "Offset commits that failed (each is retried by the next; finished work may be read again).",
     ),
 ];
 
@@ -313,11 +321,12 @@ fn register_all() {
         counter!(MESSAGES_INVALID, "reason" => reason).absolute(0);
     }
     counter!(DLQ_PUBLISHED).absolute(0);
+    counter!(COMMIT_ERRORS).absolute(0);
     for sink in [SinkKind::Alerts, SinkKind::Dlq, SinkKind::Repartition] {
         counter!(SINK_ERRORS, "sink" => sink.as_str()).absolute(0);
     }
-    for reason in Misplaced::ALL {
-        counter!(MESSAGES_MISPLACED, "reason" => reason.as_str()).absolute(0);
+    for reason in MISPLACED_REASONS {
+        counter!(MESSAGES_MISPLACED, "reason" => reason).absolute(0);
     }
     process_collector().describe();
     for event in [
@@ -440,9 +449,11 @@ impl RebalanceEvent {
 /// Handles for the per-message metrics, resolved once when the pipeline starts.
 #[derive(Clone)]
 pub struct PipelineMetrics {
-    /// Messages read, from the input topic and from the repartition topic.
-    consumed: [Counter; 2],
-    misplaced: [Counter; 3],
+    /// Messages read from the input topic.
+    pub consumed_input: Counter,
+    /// Messages read from the repartition topic (the input's counter when it is off).
+    pub consumed_repartition: Counter,
+    misplaced: [Counter; MISPLACED_REASONS.len()],
     invalid: [Counter; DecodeError::REASONS.len()],
     pub dlq_published: Counter,
     pub processing_duration: Histogram,
@@ -454,14 +465,12 @@ impl PipelineMetrics {
     pub fn new(input_topic: &str, repartition_topic: Option<&str>) -> Self {
         let input = counter!(MESSAGES_CONSUMED, "topic" => input_topic.to_owned());
         PipelineMetrics {
-            consumed: [
-                input.clone(),
-                repartition_topic.map_or(
-                    input,
-                    |t| counter!(MESSAGES_CONSUMED, "topic" => t.to_owned()),
-                ),
-            ],
-            misplaced: Misplaced::ALL.map(|r| counter!(MESSAGES_MISPLACED, "reason" => r.as_str())),
+            consumed_input: input.clone(),
+            consumed_repartition: repartition_topic.map_or(
+                input,
+                |t| counter!(MESSAGES_CONSUMED, "topic" => t.to_owned()),
+            ),
+            misplaced: MISPLACED_REASONS.map(|r| counter!(MESSAGES_MISPLACED, "reason" => r)),
             invalid: DecodeError::REASONS.map(|r| counter!(MESSAGES_INVALID, "reason" => r)),
             dlq_published: counter!(DLQ_PUBLISHED),
             processing_duration: histogram!(PROCESSING_DURATION),
@@ -470,12 +479,12 @@ impl PipelineMetrics {
         }
     }
 
-    pub fn consumed(&self, source: Source) {
-        self.consumed[source as usize].increment(1);
-    }
-
-    pub fn misplaced(&self, reason: Misplaced) {
-        self.misplaced[reason as usize].increment(1);
+    /// An observation not on its patient's partition, by its `reason` label (one of
+    /// [`MISPLACED_REASONS`]).
+    pub fn misplaced(&self, reason: &str) {
+        if let Some(i) = MISPLACED_REASONS.iter().position(|&r| r == reason) {
+            self.misplaced[i].increment(1);
+        }
     }
 
     pub fn invalid(&self, error: &DecodeError) {
@@ -486,9 +495,10 @@ impl PipelineMetrics {
     }
 }
 
-/// Counter handle for alerts of one rule (resolved per rule at start).
-pub fn alerts_emitted(rule: &str, severity: Severity) -> Counter {
-    counter!(ALERTS_EMITTED, "rule" => rule.to_owned(), "severity" => severity.as_str())
+/// Counter handle for alerts of one rule and severity (`low`, `medium`, `high`), resolved
+/// per rule at start.
+pub fn alerts_emitted(rule: &str, severity: &'static str) -> Counter {
+    counter!(ALERTS_EMITTED, "rule" => rule.to_owned(), "severity" => severity)
 }
 
 pub fn sink_error(sink: SinkKind) {
@@ -530,6 +540,11 @@ pub fn committed_offset(topic: &str, partition: i32, offset: i64) {
             row.1 = Some(offset);
         }
     });
+}
+
+/// An offset commit failed.
+pub fn commit_error() {
+    counter!(COMMIT_ERRORS).increment(1);
 }
 
 /// How many partitions of `topic` are assigned here.

@@ -9,17 +9,38 @@ use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 
-use crate::settings::{LogFormat, LogSettings};
+use serde::{Deserialize, Serialize};
 
-/// Builds the subscriber. `RUST_LOG`, when set, overrides `log.level`.
-pub fn subscriber<W>(log: &LogSettings, sink: W) -> Box<dyn Subscriber + Send + Sync>
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Json,
+    Pretty,
+}
+
+impl<'de> Deserialize<'de> for LogFormat {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        match s.to_ascii_lowercase().as_str() {
+            "json" => Ok(LogFormat::Json),
+            "pretty" => Ok(LogFormat::Pretty),
+            _ => Err(serde::de::Error::custom(format!(
+                "\"{s}\" is not a log format: use \"json\" (one JSON object per line) or \"pretty\""
+            ))),
+        }
+    }
+}
+
+/// Builds the subscriber with `filter` (a `log.level` the settings validated; `info` if
+/// tracing refuses it). `RUST_LOG`, when set, overrides it.
+pub fn subscriber<W>(format: LogFormat, filter: &str, sink: W) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_from_default_env()
-        .or_else(|_| EnvFilter::try_new(log.filter().unwrap_or_else(|_| "info".into())))
+        .or_else(|_| EnvFilter::try_new(filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    with_filter(filter, log.format, sink)
+    with_filter(filter, format, sink)
 }
 
 /// Builds the subscriber with an explicit filter (tests that must not depend on
@@ -55,9 +76,9 @@ where
 }
 
 /// Installs the subscriber for the process (logs go to stderr).
-pub fn init(log: &LogSettings) {
+pub fn init(format: LogFormat, filter: &str) {
     // A second init (tests, demo after run) keeps the first subscriber.
-    let _ = tracing::subscriber::set_global_default(subscriber(log, std::io::stderr));
+    let _ = tracing::subscriber::set_global_default(subscriber(format, filter, std::io::stderr));
 }
 
 /// A short, non-reversible tag for a patient id, for logs that need to correlate events

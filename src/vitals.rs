@@ -323,7 +323,8 @@ impl fmt::Display for ValueRule {
     }
 }
 
-/// Limits the decoder enforces that come from configuration.
+/// Limits the decoder enforces that come from configuration (the service's are
+/// `Settings::decode_limits`, its defaults those of `config/default.toml`).
 #[derive(Debug, Clone, Copy)]
 pub struct DecodeLimits {
     /// `pipeline.max_message_bytes`.
@@ -332,16 +333,6 @@ pub struct DecodeLimits {
     pub max_future_skew_ms: i64,
     /// `pipeline.max_observation_age_secs`, in milliseconds.
     pub max_age_ms: i64,
-}
-
-impl Default for DecodeLimits {
-    fn default() -> Self {
-        DecodeLimits {
-            max_message_bytes: 65_536,
-            max_future_skew_ms: 300_000,
-            max_age_ms: 86_400_000,
-        }
-    }
 }
 
 /// As [`decode`], for a Kafka record's value, which may be absent (a tombstone).
@@ -757,9 +748,9 @@ mod tests {
 
     /// 2025-11-22T08:00:00Z, the wall clock of every test.
     const NOW: i64 = 1_763_798_400_000;
-    /// `DecodeLimits::default().max_future_skew_ms`.
+    /// The tests' `pipeline.max_future_skew_secs` (the shipped default), in ms.
     const SKEW: i64 = 300_000;
-    /// `DecodeLimits::default().max_age_ms`.
+    /// The tests' `pipeline.max_observation_age_secs` (the shipped default), in ms.
     const AGE: i64 = 86_400_000;
     /// Payload values that no error message may repeat.
     const SECRET_PATIENT: &str = "PID-SECRET-7731";
@@ -773,8 +764,14 @@ mod tests {
         ("timestamp", "1763798400000"),
     ];
 
+    /// The limits of every test: the shipped defaults, written here so that the file
+    /// stays self-contained (the fuzz target compiles it alone).
     fn limits() -> DecodeLimits {
-        DecodeLimits::default()
+        DecodeLimits {
+            max_message_bytes: 65_536,
+            max_future_skew_ms: SKEW,
+            max_age_ms: AGE,
+        }
     }
 
     fn dec(payload: &str) -> Result<Observation<'_>, DecodeError> {

@@ -1,38 +1,12 @@
 //! `vitalwatch check-config` as an operator runs it: the built binary, its exit code and
 //! what it prints. No broker is needed: check-config validates without connecting.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::Output;
 
-/// A directory under the system temp dir, unique to this test process and call, removed
-/// on drop.
-struct TempDir(PathBuf);
+mod support;
 
-impl TempDir {
-    fn new(name: &str) -> TempDir {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "vitalwatch-cli-{}-{}-{name}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        TempDir(dir)
-    }
-
-    fn write(&self, file: &str, text: &str) -> PathBuf {
-        let path = self.0.join(file);
-        std::fs::write(&path, text).unwrap();
-        path
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use support::process::{TempDir, command};
 
 /// Runs the binary from the crate root with `args` and `env`, and no other VITALWATCH_*
 /// variable from the caller's environment.
@@ -42,13 +16,8 @@ fn vitalwatch(args: &[&str], env: &[(&str, &Path)]) -> Output {
 
 /// As [`vitalwatch`], from the working directory `cwd`.
 fn vitalwatch_in(cwd: &Path, args: &[&str], env: &[(&str, &Path)]) -> Output {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitalwatch"));
-    cmd.current_dir(cwd).args(args);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("VITALWATCH") {
-            cmd.env_remove(key);
-        }
-    }
+    let mut cmd = command(args);
+    cmd.current_dir(cwd);
     for (key, value) in env {
         cmd.env(key, value);
     }
@@ -459,76 +428,4 @@ fn healthcheck_follows_http_listen_from_the_config_file() {
         &[],
     ));
     assert!(stderr.contains(&format!("127.0.0.1:{port}")), "{stderr}");
-}
-
-/// Field report item 13: SIGTERM while start-up waits for brokers that do not answer is
-/// acted on at once (exit 0, nothing started), not after the wait.
-#[test]
-fn sigterm_during_the_broker_wait_stops_at_once() {
-    use std::io::Read;
-    // A peer that accepts connections and never answers: librdkafka keeps waiting.
-    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = silent.local_addr().unwrap();
-    let held = std::thread::spawn(move || {
-        let mut conns = Vec::new();
-        for c in silent.incoming().take(8).flatten() {
-            conns.push(c);
-        }
-        conns
-    });
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitalwatch"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("run");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("VITALWATCH") {
-            cmd.env_remove(key);
-        }
-    }
-    let mut child = cmd
-        .env("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", addr.to_string())
-        .env("VITALWATCH_HTTP__LISTEN", "127.0.0.1:0")
-        .env("VITALWATCH_ADMIN__LISTEN", "")
-        .env("VITALWATCH_LOG__FORMAT", "json")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    let sent = std::time::Instant::now();
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    if !killed.as_ref().is_ok_and(|s| s.success()) {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("cannot send SIGTERM: {killed:?}");
-    }
-    let mut status = None;
-    while sent.elapsed() < std::time::Duration::from_secs(20) {
-        if let Some(s) = child.try_wait().unwrap() {
-            status = Some(s);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    let Some(status) = status else {
-        let _ = child.kill();
-        let _ = child.wait();
-        panic!("vitalwatch did not stop on SIGTERM");
-    };
-    let took = sent.elapsed();
-    let mut log = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut log)
-        .unwrap();
-    assert!(status.success(), "{status:?}\n{log}");
-    assert!(
-        took < std::time::Duration::from_secs(5),
-        "stopped {took:?} after SIGTERM, the broker wait is 10 s\n{log}"
-    );
-    assert!(log.contains("shutdown requested"), "{log}");
-    assert!(!log.contains("\"pipeline started\""), "{log}");
-    drop(held);
 }

@@ -2,22 +2,25 @@
 //! mock cluster, and the `vitalwatch demo` binary end to end (normal end and Ctrl-C).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use rdkafka::config::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
 use rdkafka::mocking::MockCluster;
-use rdkafka::{Offset, TopicPartitionList};
-use vitalwatch::cli::{Cli, Command as Sub, LoadgenArgs};
-use vitalwatch::demo::ward::{self, Course, Kind, Ward, WardConfig};
+use vitalwatch::cli::{Cli, Command as Sub};
 use vitalwatch::rules::RuleSet;
-use vitalwatch::vitals::{DecodeError, DecodeLimits, Metric, decode};
+use vitalwatch::tools::Command as Tool;
+use vitalwatch::tools::cli::LoadgenArgs;
+use vitalwatch::tools::ward::{self, Course, Kind, Ward, WardConfig};
+use vitalwatch::vitals::{DecodeError, Metric, decode};
+
+mod support;
+
+use support::http::get_text;
+use support::kafka;
+use support::process::{command, signal};
 
 const T0: i64 = 1_763_798_400_000;
 
@@ -42,7 +45,7 @@ fn ward_deteriorating_patients_raise_the_expected_rules_and_stable_ones_none() {
     assert_eq!(w.deteriorating().collect::<Vec<_>>(), expected_ids);
 
     let rules = RuleSet::news2_red_flags();
-    let limits = DecodeLimits::default();
+    let limits = vitalwatch::settings::defaults().decode_limits();
     let end = T0 + secs * 1000;
     let mut fired: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut reasons: BTreeMap<&'static str, usize> = BTreeMap::new();
@@ -120,7 +123,7 @@ fn loadgen_args(brokers: &str, topic: &str, seed: u64) -> LoadgenArgs {
         "1763798400000",
     ];
     match Cli::try_parse_from(argv).expect("loadgen flags").command {
-        Sub::Loadgen(args) => args,
+        Sub::Tool(Tool::Loadgen(args)) => args,
         other => panic!("parsed as {other:?}"),
     }
 }
@@ -128,30 +131,12 @@ fn loadgen_args(brokers: &str, topic: &str, seed: u64) -> LoadgenArgs {
 /// Per partition, every (key, payload) of `topic` in offset order.
 type Partitions = BTreeMap<i32, Vec<(Vec<u8>, Vec<u8>)>>;
 
-fn read_topic(brokers: &str, topic: &str, partitions: i32, expect: usize) -> Partitions {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "demo-test-reader")
-        .set("enable.auto.commit", "false")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    for p in 0..partitions {
-        tpl.add_partition_offset(topic, p, Offset::Beginning)
-            .unwrap();
-    }
-    consumer.assign(&tpl).unwrap();
+fn read_topic(brokers: &str, topic: &str, expect: usize) -> Partitions {
     let mut out = Partitions::new();
-    let mut n = 0;
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while n < expect && Instant::now() < deadline {
-        if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            out.entry(m.partition()).or_default().push((
-                m.key().unwrap_or_default().to_vec(),
-                m.payload().unwrap_or_default().to_vec(),
-            ));
-            n += 1;
-        }
+    for r in kafka::read_until(brokers, topic, expect, Duration::from_secs(120)) {
+        out.entry(r.partition)
+            .or_default()
+            .push((r.key.clone().unwrap_or_default(), r.value().to_vec()));
     }
     out
 }
@@ -167,8 +152,8 @@ fn loadgen_with_a_seed_produces_byte_identical_topics() {
         mock.create_topic(t, partitions, 1).unwrap();
     }
 
-    let a = vitalwatch::loadgen::run(&loadgen_args(&brokers, "lg-a", 7)).unwrap();
-    let b = vitalwatch::loadgen::run(&loadgen_args(&brokers, "lg-b", 7)).unwrap();
+    let a = vitalwatch::tools::loadgen::run(&loadgen_args(&brokers, "lg-a", 7)).unwrap();
+    let b = vitalwatch::tools::loadgen::run(&loadgen_args(&brokers, "lg-b", 7)).unwrap();
     assert_eq!((a.produced, b.produced), (100_000, 100_000));
     assert_eq!((a.invalid, a.abnormal), (b.invalid, b.abnormal));
     assert!(a.invalid > 0 && a.abnormal > 0);
@@ -178,8 +163,8 @@ fn loadgen_with_a_seed_produces_byte_identical_topics() {
         b.rate()
     );
 
-    let ta = read_topic(&brokers, "lg-a", partitions, 100_000);
-    let tb = read_topic(&brokers, "lg-b", partitions, 100_000);
+    let ta = read_topic(&brokers, "lg-a", 100_000);
+    let tb = read_topic(&brokers, "lg-b", 100_000);
     assert_eq!(ta.values().map(Vec::len).sum::<usize>(), 100_000);
     assert_eq!(ta.len(), partitions as usize, "every partition used");
     assert!(ta == tb, "the two topics differ");
@@ -187,7 +172,7 @@ fn loadgen_with_a_seed_produces_byte_identical_topics() {
     // Keyed by patient: one patient's messages all sit in one partition, and the key is
     // the payload's patient id whenever the payload decodes.
     let mut home: BTreeMap<&[u8], i32> = BTreeMap::new();
-    let limits = DecodeLimits::default();
+    let limits = vitalwatch::settings::defaults().decode_limits();
     // The wall clock of the fixed --base-timestamp run: every timestamp is in range.
     let now = 1_763_798_400_000 + 100_000;
     let mut decoded = 0;
@@ -205,8 +190,8 @@ fn loadgen_with_a_seed_produces_byte_identical_topics() {
 
     let mut other = loadgen_args(&brokers, "lg-c", 8);
     other.messages = 1_000;
-    vitalwatch::loadgen::run(&other).unwrap();
-    let tc = read_topic(&brokers, "lg-c", partitions, 1_000);
+    vitalwatch::tools::loadgen::run(&other).unwrap();
+    let tc = read_topic(&brokers, "lg-c", 1_000);
     let first = |t: &Partitions| {
         t.values()
             .flat_map(|v| v.iter().take(5))
@@ -225,11 +210,8 @@ struct Demo {
 
 impl Demo {
     fn start(extra: &[&str]) -> Demo {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vitalwatch"))
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .args(["demo", "--rate", "1000", "--metrics-listen", "127.0.0.1:0"])
+        let mut child = command(&["demo", "--rate", "1000", "--metrics-listen", "127.0.0.1:0"])
             .args(extra)
-            .env_remove("RUST_LOG")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
@@ -308,22 +290,6 @@ fn metrics_addr(line: &str) -> String {
         .to_owned()
 }
 
-/// GET over HTTP/1.0; returns the status code and body.
-fn http_get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    s.read_to_string(&mut response).unwrap();
-    let code = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, b)| b);
-    (code, body.to_owned())
-}
-
 /// The summary's "produced N  consumed M" numbers.
 fn produced_consumed(lines: &[String]) -> (u64, u64) {
     let line = lines
@@ -351,7 +317,8 @@ fn demo_runs_prints_alerts_and_a_lossless_summary() {
         l.trim_start().starts_with("metrics") && l.contains("http://")
     }));
     demo.until(Duration::from_secs(30), is_status);
-    let (code, body) = http_get(&addr, "/metrics");
+    let addr = addr.parse().expect("a socket address");
+    let (code, body) = get_text(addr, "/metrics").expect("GET /metrics");
     assert_eq!(code, 200, "{body}");
     assert!(
         body.contains("vitalwatch_messages_consumed_total"),
@@ -381,12 +348,7 @@ fn demo_interrupted_with_sigint_still_prints_the_summary() {
     demo.until(Duration::from_secs(60), |l| {
         is_status(l) && !l.contains("total       0")
     });
-    let pid = demo.child.id().to_string();
-    let killed = Command::new("kill")
-        .args(["-INT", &pid])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
+    signal(demo.child.id(), "-INT");
 
     let (status, lines) = demo.finish(Duration::from_secs(120));
     let output = lines.join("\n");
@@ -414,7 +376,7 @@ fn loadgen_applies_the_client_settings_of_its_config_file() {
     std::fs::write(&file, "[kafka.client]\n\"linger.ms\" = \"soon\"\n").expect("write");
     let mut args = loadgen_args("127.0.0.1:1", "loadgen-config", 1);
     args.config = Some(file);
-    let err = vitalwatch::loadgen::run(&args).expect_err("an invalid client property");
+    let err = vitalwatch::tools::loadgen::run(&args).expect_err("an invalid client property");
     let msg = format!("{err:#}");
     assert!(msg.contains("linger.ms"), "{msg}");
 }

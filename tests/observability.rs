@@ -7,27 +7,29 @@
 //! The Prometheus recorder and the log subscriber are process-wide, so the tests that run
 //! a pipeline or the profiler take [`SERIAL`] and compare metrics before and after.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
-use rdkafka::mocking::{MockCluster, MockCoordinator};
-use rdkafka::producer::{DefaultProducerContext, FutureProducer, FutureRecord, Producer};
+use rdkafka::mocking::MockCoordinator;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
-use vitalwatch::pipeline::{self, Hooks, PipelineConfig, Report, Status};
+use vitalwatch::pipeline::{Hooks, PipelineConfig, Status};
 use vitalwatch::rules::RuleSet;
-use vitalwatch::settings::{LogFormat, Settings};
+use vitalwatch::settings::Settings;
+use vitalwatch::telemetry::LogFormat;
 use vitalwatch::telemetry::{self, Capture};
-use vitalwatch::vitals::DecodeLimits;
+
+mod support;
+
+use support::cluster::{Cluster, Running, start_with};
+use support::http::{Sample, Scrape, get_async, poll_get, poll_scrape, scrape_async, serve};
 
 /// Pipelines and profiles one at a time: they share the recorder and the profiler.
 static SERIAL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -102,18 +104,14 @@ async fn metrics_scrape_has_every_metric_with_counts_matching_the_traffic() {
     let logs = logs();
     let log_start = logs.contents().len();
 
-    let cluster = Cluster::new(1, 3);
+    let cluster = Cluster::with_brokers(1, 3);
     let status = Status::new();
-    let listeners = CancellationToken::new();
-    let _stop_listeners = listeners.clone().drop_guard();
-    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
-        .await
-        .unwrap();
-    let before = scrape(addr).await;
+    let (addr, _stop_listeners) = serve(status.clone()).await;
+    let before = scrape_async(addr).await;
 
     let traffic = Traffic::new();
-    cluster.produce(&cluster.input, &traffic.messages).await;
-    let running = start(cluster.config("metrics"), status.clone());
+    cluster.produce(&traffic.messages).await;
+    let running = start(config(&cluster, "metrics"), status.clone());
 
     let total = traffic.messages.len() as f64;
     let valid = total - traffic.invalid_total() as f64;
@@ -337,16 +335,12 @@ async fn metrics_scrape_has_every_metric_with_counts_matching_the_traffic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partition_metrics_and_patient_state_follow_the_assignment() {
     let _serial = SERIAL.lock().await;
-    let cluster = Cluster::new(1, 2);
+    let cluster = Cluster::with_brokers(1, 2);
     let status = Status::new();
-    let listeners = CancellationToken::new();
-    let _stop_listeners = listeners.clone().drop_guard();
-    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
-        .await
-        .unwrap();
-    let before = scrape(addr).await;
+    let (addr, _stop_listeners) = serve(status.clone()).await;
+    let before = scrape_async(addr).await;
     let group = "follow";
-    let mut config = cluster.config(group);
+    let mut config = config(&cluster, group);
     for (k, v) in [
         ("session.timeout.ms", "6000"),
         ("heartbeat.interval.ms", "500"),
@@ -359,26 +353,16 @@ async fn partition_metrics_and_patient_state_follow_the_assignment() {
         std::path::Path::new("news2.toml"),
     )
     .unwrap();
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(pipeline::run(
-        config,
-        Arc::new(rules),
-        status.clone(),
-        shutdown.clone(),
-        Hooks::default(),
-    ));
-    let running = Running { shutdown, handle };
+    let running = start_with(config, Arc::new(rules), status.clone(), Hooks::default());
 
     // Patients on both partitions; one of them medium (respiration 26) and recovered
     // (16), with a resolved event.
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let mut msgs: Vec<(String, Vec<u8>)> = (0..40)
         .map(|i| {
             let p = format!("{PATIENT_PREFIX}F{i}");
-            let payload = format!(
-                r#"{{"patientId":"{p}","metric":"heart_rate","value":80,"timestamp":{now}}}"#
-            );
-            (p, payload.into_bytes())
+            let payload = support::traffic::observation(&p, "heart_rate", 80, now);
+            (p, payload)
         })
         .collect();
     let patient = format!("{PATIENT_PREFIX}F0");
@@ -389,7 +373,7 @@ async fn partition_metrics_and_patient_state_follow_the_assignment() {
         );
         msgs.push((patient.clone(), payload.into_bytes()));
     }
-    cluster.produce(&cluster.input, &msgs).await;
+    cluster.produce(&msgs).await;
     let topic = [("topic", cluster.input.as_str())];
     let both = poll_scrape(addr, Duration::from_secs(60), |s| {
         s.values(COMMITTED, &topic).len() == 2
@@ -425,10 +409,10 @@ async fn partition_metrics_and_patient_state_follow_the_assignment() {
         .unwrap();
     other.subscribe(&[&cluster.input]).unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
-    let mut after = scrape(addr).await;
+    let mut after = scrape_async(addr).await;
     while Instant::now() < deadline {
         let _ = other.poll(Duration::from_millis(100));
-        after = scrape(addr).await;
+        after = scrape_async(addr).await;
         if after.sum("vitalwatch_assigned_partitions", &topic) == 1.0
             && after.values(COMMITTED, &topic).len() == 1
             && after.values(CONSUMER_LAG, &topic).len() <= 1
@@ -498,7 +482,7 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
     let _serial = SERIAL.lock().await;
     let group = "readiness";
     // Broker 2 leads the alert topic only; the group and everything else live on 1.
-    let cluster = Cluster::bare(2);
+    let cluster = Cluster::bare(2, 2);
     cluster
         .mock
         .coordinator(MockCoordinator::Group(group.into()), 1)
@@ -515,21 +499,17 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
         .unwrap();
 
     let status = Status::new();
-    let listeners = CancellationToken::new();
-    let _stop_listeners = listeners.clone().drop_guard();
-    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
-        .await
-        .unwrap();
-    let before = scrape(addr).await;
+    let (addr, _stop_listeners) = serve(status.clone()).await;
+    let before = scrape_async(addr).await;
 
-    let r = get(addr, "/readyz").await;
+    let r = get_async(addr, "/readyz").await;
     assert_eq!(
         (r.status, r.text().as_str()),
         (503, "not ready: pipeline not running\n")
     );
 
     // Running, but the input topic does not exist yet: no assignment.
-    let mut config = cluster.config(group);
+    let mut config = config(&cluster, group);
     config.client.insert("message.timeout.ms", "1500");
     config
         .client
@@ -541,7 +521,7 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
     .await;
     assert_eq!(r.status, 503);
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let r = get(addr, "/readyz").await;
+    let r = get_async(addr, "/readyz").await;
     assert_eq!(
         (r.status, r.text().as_str()),
         (503, "not ready: the input topic does not exist\n")
@@ -564,14 +544,12 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
 
     // The alert sink fails: its partition leader is unreachable.
     cluster.mock.broker_down(2).unwrap();
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let patient = format!("{PATIENT_PREFIX}READY");
     let payload = format!(
         r#"{{"patientId":"{patient}","metric":"heart_rate","value":140,"timestamp":{now}}}"#
     );
-    cluster
-        .produce(&cluster.input, &[(patient, payload.into_bytes())])
-        .await;
+    cluster.produce(&[(patient, payload.into_bytes())]).await;
     let r = poll_get(addr, "/readyz", Duration::from_secs(30), |r| {
         r.status == 503
     })
@@ -580,7 +558,7 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
         (r.status, r.text().as_str()),
         (503, "not ready: alert sink failing\n")
     );
-    assert_eq!(get(addr, "/healthz").await.status, 200);
+    assert_eq!(get_async(addr, "/healthz").await.status, 200);
 
     cluster.mock.broker_up(2).unwrap();
     let r = poll_get(addr, "/readyz", Duration::from_secs(60), |r| {
@@ -589,7 +567,7 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
     .await;
     assert_eq!((r.status, r.text().as_str()), (200, "ready\n"));
 
-    let after = scrape(addr).await;
+    let after = scrape_async(addr).await;
     assert!(delta(&after, &before, SINK_ERRORS, &[("sink", "alerts")]) >= 1.0);
     assert_eq!(
         delta(&after, &before, ALERTS, &[("rule", "heart_rate_high")]),
@@ -599,7 +577,7 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
     assert!(
         alerts
             .iter()
-            .any(|a| String::from_utf8_lossy(a).contains("\"ruleId\":\"heart_rate_high\"")),
+            .any(|a| String::from_utf8_lossy(a.value()).contains("\"ruleId\":\"heart_rate_high\"")),
         "the alert raised while the sink failed was not delivered"
     );
     let report = running.stop().await;
@@ -611,15 +589,11 @@ async fn readyz_follows_assignment_and_the_alert_sink() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn healthz_stays_ok_while_the_broker_is_down() {
     let _serial = SERIAL.lock().await;
-    let cluster = Cluster::new(1, 2);
+    let cluster = Cluster::with_brokers(1, 2);
     let status = Status::new();
-    let listeners = CancellationToken::new();
-    let _stop_listeners = listeners.clone().drop_guard();
-    let addr = vitalwatch::http::spawn(local(), status.clone(), listeners.clone())
-        .await
-        .unwrap();
-    assert_eq!(get(addr, "/healthz").await.status, 200);
-    let running = start(cluster.config("liveness"), status.clone());
+    let (addr, _stop_listeners) = serve(status.clone()).await;
+    assert_eq!(get_async(addr, "/healthz").await.status, 200);
+    let running = start(config(&cluster, "liveness"), status.clone());
     poll_get(addr, "/readyz", Duration::from_secs(30), |r| {
         r.status == 200
     })
@@ -629,7 +603,7 @@ async fn healthz_stays_ok_while_the_broker_is_down() {
     let until = Instant::now() + Duration::from_secs(5);
     let mut polls = 0;
     while Instant::now() < until {
-        let r = get(addr, "/healthz").await;
+        let r = get_async(addr, "/healthz").await;
         assert_eq!(
             (r.status, r.text().as_str()),
             (200, "ok\n"),
@@ -662,16 +636,16 @@ async fn admin_serves_a_pprof_profile_and_a_flamegraph() {
 
     // Busy until the profile is back, however long the machine takes to get there.
     let busy = Busy::start();
-    let first = tokio::spawn(get_owned(addr, "/debug/pprof/profile?seconds=2"));
+    let first = tokio::spawn(get_async(addr, "/debug/pprof/profile?seconds=2"));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let second = get(addr, "/debug/pprof/profile?seconds=1").await;
+    let second = get_async(addr, "/debug/pprof/profile?seconds=1").await;
     assert_eq!(second.status, 409, "{}", second.text());
     let r = first.await.unwrap();
     let spun = busy.stop();
 
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(
-        r.header("content-type").as_deref(),
+        r.header("content-type"),
         Some("application/octet-stream")
     );
     let profile = pprof::protos::Profile::decode(r.body.as_slice()).expect("a pprof protobuf");
@@ -713,10 +687,10 @@ async fn admin_serves_a_pprof_profile_and_a_flamegraph() {
     }
 
     let busy = Busy::start();
-    let svg = get(addr, "/debug/pprof/flamegraph?seconds=1").await;
+    let svg = get_async(addr, "/debug/pprof/flamegraph?seconds=1").await;
     busy.stop();
     assert_eq!(svg.status, 200, "{}", svg.text());
-    assert_eq!(svg.header("content-type").as_deref(), Some("image/svg+xml"));
+    assert_eq!(svg.header("content-type"), Some("image/svg+xml"));
     let svg = svg.text();
     assert!(
         svg.contains("<svg"),
@@ -729,7 +703,7 @@ async fn admin_serves_a_pprof_profile_and_a_flamegraph() {
     );
 
     for bad in ["seconds=0", "seconds=301", "seconds=two"] {
-        let r = get(addr, &format!("/debug/pprof/profile?{bad}")).await;
+        let r = get_async(addr, &format!("/debug/pprof/profile?{bad}")).await;
         assert_eq!(r.status, 400, "{bad}");
     }
 }
@@ -753,7 +727,7 @@ async fn admin_listener_is_loopback_only_by_default() {
         .await
         .unwrap();
     assert!(admin.ip().is_loopback());
-    let r = get(admin, "/debug/pprof/profile?seconds=0").await;
+    let r = get_async(admin, "/debug/pprof/profile?seconds=0").await;
     assert_eq!(r.status, 400, "reachable on loopback");
 
     // Listeners on all interfaces, to show each address is reachable at all (the kernel
@@ -821,7 +795,7 @@ struct Traffic {
 impl Traffic {
     /// 100 normal observations, 18 that breach a red flag, 10 malformed; interleaved.
     fn new() -> Traffic {
-        let now = vitalwatch::pipeline::worker::now_ms();
+        let now = vitalwatch::clock::now_ms();
         let normal = [
             ("heart_rate", 80.0),
             ("spo2", 97.0),
@@ -845,11 +819,8 @@ impl Traffic {
         let patient = |i: usize| format!("{PATIENT_PREFIX}{:03}", i % 20);
         let observation = |i: usize, metric: &str, value: f64| {
             let p = patient(i);
-            let payload = format!(
-                r#"{{"patientId":"{p}","metric":"{metric}","value":{value},"timestamp":{}}}"#,
-                now - 1000
-            );
-            (p, payload.into_bytes())
+            let payload = support::traffic::observation(&p, metric, value, now - 1000);
+            (p, payload)
         };
         let mut messages = Vec::new();
         for i in 0..100 {
@@ -868,20 +839,17 @@ impl Traffic {
         for (reason, n) in invalid {
             for k in 0..n {
                 let p = patient(k);
-                let payload = match reason {
-                    "invalid_json" => "{\"patientId\": ".to_owned(),
-                    "unknown_metric" => format!(
-                        r#"{{"patientId":"{p}","metric":"glucose","value":5,"timestamp":{now}}}"#
-                    ),
-                    "out_of_range" => format!(
-                        r#"{{"patientId":"{p}","metric":"heart_rate","value":900,"timestamp":{now}}}"#
-                    ),
-                    _ => format!(
-                        r#"{{"patientId":"bad id","metric":"spo2","value":97,"timestamp":{now}}}"#
-                    ),
-                };
+                let payload = vitalwatch::tools::ward::malformed(
+                    reason,
+                    &p,
+                    now,
+                    vitalwatch::settings::defaults()
+                        .decode_limits()
+                        .max_message_bytes
+                        + 1,
+                );
                 let at = (k * 17 + reason.len()) % messages.len();
-                messages.insert(at, (p, payload.into_bytes()));
+                messages.insert(at, (p, payload));
             }
             expected_invalid.insert(reason, n);
         }
@@ -942,141 +910,26 @@ fn spin_for_profile(stop: &std::sync::atomic::AtomicBool) -> u64 {
 // Mock cluster and pipeline
 // ---------------------------------------------------------------------------------------
 
-static NEXT: AtomicUsize = AtomicUsize::new(0);
-
-struct Cluster {
-    mock: MockCluster<'static, DefaultProducerContext>,
-    input: String,
-    alerts: String,
-    dlq: String,
+/// The pipeline on `cluster` as these tests run it: two workers, small queues, the
+/// default size limit, lag twice a second instead of every five.
+fn config(cluster: &Cluster, group: &str) -> PipelineConfig {
+    let mut config = cluster.config(group);
+    config.client.insert("statistics.interval.ms", "500");
+    config.workers = 2;
+    config.queue_capacity = 64;
+    config.limits = vitalwatch::settings::defaults().decode_limits();
+    config.shutdown_timeout = Duration::from_secs(15);
+    config
 }
 
-impl Cluster {
-    /// A cluster and fresh topic names, no topics created.
-    fn bare(brokers: i32) -> Cluster {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        Cluster {
-            mock: MockCluster::new(brokers).expect("mock cluster"),
-            input: format!("obs-patient-data-{n}"),
-            alerts: format!("obs-patient-alerts-{n}"),
-            dlq: format!("obs-patient-data-dlq-{n}"),
-        }
-    }
-
-    fn new(brokers: i32, partitions: i32) -> Cluster {
-        let c = Cluster::bare(brokers);
-        c.mock.create_topic(&c.input, partitions, 1).unwrap();
-        c.mock.create_topic(&c.alerts, 1, 1).unwrap();
-        c.mock.create_topic(&c.dlq, 1, 1).unwrap();
-        c
-    }
-
-    fn config(&self, group: &str) -> PipelineConfig {
-        PipelineConfig {
-            bootstrap_servers: self.mock.bootstrap_servers(),
-            group_id: group.to_owned(),
-            input_topic: self.input.clone(),
-            alert_topic: self.alerts.clone(),
-            dlq_topic: self.dlq.clone(),
-            repartition_topic: None,
-            input_partitioner: vitalwatch::pipeline::repartition::Partitioner::Murmur2,
-            // Lag twice a second instead of every five.
-            client: [("statistics.interval.ms", "500")].into(),
-            workers: 2,
-            queue_capacity: 64,
-            limits: DecodeLimits::default(),
-            state_limits: Default::default(),
-            shutdown_timeout: Duration::from_secs(15),
-        }
-    }
-
-    async fn produce(&self, topic: &str, messages: &[(String, Vec<u8>)]) {
-        let producer: FutureProducer = ClientConfig::new()
-            .set("bootstrap.servers", self.mock.bootstrap_servers())
-            .set("linger.ms", "5")
-            .create()
-            .expect("producer");
-        let mut pending = Vec::with_capacity(messages.len());
-        for (key, payload) in messages {
-            let record = FutureRecord::to(topic).key(key).payload(payload);
-            pending.push(producer.send_result(record).expect("enqueue"));
-        }
-        for p in pending {
-            p.await.expect("delivery future").expect("delivered");
-        }
-        producer.flush(Duration::from_secs(10)).unwrap();
-    }
-
-    fn reader(&self) -> BaseConsumer {
-        ClientConfig::new()
-            .set("bootstrap.servers", self.mock.bootstrap_servers())
-            .set("group.id", "obs-reader")
-            .set("enable.auto.commit", "false")
-            .create()
-            .expect("reader")
-    }
-
-    /// Payloads of `topic` from the beginning, until `expect` were read or `timeout`.
-    fn read_all(&self, topic: &str, expect: usize, timeout: Duration) -> Vec<Vec<u8>> {
-        let consumer = self.reader();
-        let md = consumer
-            .fetch_metadata(Some(topic), Duration::from_secs(5))
-            .unwrap();
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..md.topics()[0].partitions().len() as i32 {
-            tpl.add_partition_offset(topic, p, Offset::Beginning)
-                .unwrap();
-        }
-        consumer.assign(&tpl).unwrap();
-        let deadline = Instant::now() + timeout;
-        let mut out = Vec::new();
-        while out.len() < expect && Instant::now() < deadline {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                out.push(m.payload().unwrap_or_default().to_vec());
-            }
-        }
-        out
-    }
-
-    /// Log end offset per input partition.
-    fn end_offsets(&self) -> Vec<i64> {
-        let consumer = self.reader();
-        let md = consumer
-            .fetch_metadata(Some(&self.input), Duration::from_secs(5))
-            .unwrap();
-        (0..md.topics()[0].partitions().len() as i32)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks(&self.input, p, Duration::from_secs(5))
-                    .unwrap()
-                    .1
-            })
-            .collect()
-    }
-}
-
-struct Running {
-    shutdown: CancellationToken,
-    handle: JoinHandle<anyhow::Result<Report>>,
-}
-
-impl Running {
-    async fn stop(self) -> Report {
-        self.shutdown.cancel();
-        self.handle.await.expect("join").expect("pipeline run")
-    }
-}
-
+/// The pipeline with the shipped red flags, every breach alerting, on the tests' status.
 fn start(config: PipelineConfig, status: Arc<Status>) -> Running {
-    let shutdown = CancellationToken::new();
-    let handle = tokio::spawn(pipeline::run(
+    start_with(
         config,
         Arc::new(RuleSet::news2_red_flags().stateless()),
         status,
-        shutdown.clone(),
         Hooks::default(),
-    ));
-    Running { shutdown, handle }
+    )
 }
 
 fn local() -> SocketAddr {
@@ -1122,78 +975,6 @@ fn info_and_above(logged: &str) -> Vec<Event> {
 // HTTP
 // ---------------------------------------------------------------------------------------
 
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
-}
-
-impl Response {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.body).into_owned()
-    }
-
-    fn header(&self, name: &str) -> Option<String> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    }
-}
-
-/// One HTTP/1.0 GET: the server closes the connection after the response.
-async fn get(addr: SocketAddr, path: &str) -> Response {
-    let mut stream = tokio::net::TcpStream::connect(addr)
-        .await
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .await
-        .unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .unwrap_or_else(|| panic!("GET {path}: no header end in {raw:?}"));
-    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
-    let mut lines = head.lines();
-    let status = lines
-        .next()
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("GET {path}: bad status line in {head}"));
-    let headers = lines
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
-        .collect();
-    Response {
-        status,
-        headers,
-        body: raw[split + 4..].to_vec(),
-    }
-}
-
-async fn get_owned(addr: SocketAddr, path: &'static str) -> Response {
-    get(addr, path).await
-}
-
-async fn poll_get(
-    addr: SocketAddr,
-    path: &str,
-    timeout: Duration,
-    cond: impl Fn(&Response) -> bool,
-) -> Response {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let r = get(addr, path).await;
-        if cond(&r) || Instant::now() >= deadline {
-            return r;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Whether a TCP connection to `addr` is accepted within two seconds.
 async fn reachable(addr: SocketAddr) -> bool {
     matches!(
@@ -1234,162 +1015,6 @@ fn non_loopback_addresses() -> Vec<IpAddr> {
 // Prometheus text format
 // ---------------------------------------------------------------------------------------
 
-#[derive(Debug)]
-struct Sample {
-    name: String,
-    labels: BTreeMap<String, String>,
-    value: f64,
-}
-
-#[derive(Debug, Default)]
-struct Scrape {
-    /// `# TYPE` per metric family.
-    types: HashMap<String, String>,
-    samples: Vec<Sample>,
-}
-
-impl Scrape {
-    fn parse(text: &str) -> Scrape {
-        let mut s = Scrape::default();
-        for line in text.lines() {
-            let line = line.trim();
-            if line.is_empty() {
-                continue;
-            }
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                let (name, kind) = rest.split_once(' ').expect("TYPE line");
-                let previous = s.types.insert(name.to_owned(), kind.to_owned());
-                assert!(previous.is_none(), "two # TYPE lines for {name}");
-                continue;
-            }
-            if line.starts_with('#') {
-                continue;
-            }
-            s.samples.push(parse_sample(line));
-        }
-        s
-    }
-
-    fn matching<'a>(
-        &'a self,
-        name: &'a str,
-        labels: &'a [(&'a str, &'a str)],
-    ) -> impl Iterator<Item = &'a Sample> + 'a {
-        self.samples.iter().filter(move |s| {
-            s.name == name
-                && labels
-                    .iter()
-                    .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
-        })
-    }
-
-    /// Values of the series of `name` whose labels include `labels`.
-    fn values(&self, name: &str, labels: &[(&str, &str)]) -> Vec<f64> {
-        self.matching(name, labels).map(|s| s.value).collect()
-    }
-
-    /// Sum over the series of `name` whose labels include `labels` (0 when none).
-    fn sum(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
-        self.matching(name, labels).map(|s| s.value).sum()
-    }
-}
-
 fn delta(after: &Scrape, before: &Scrape, name: &str, labels: &[(&str, &str)]) -> f64 {
     after.sum(name, labels) - before.sum(name, labels)
-}
-
-fn parse_sample(line: &str) -> Sample {
-    let name_end = line.find(['{', ' ']).expect("sample line");
-    let name = line[..name_end].to_owned();
-    let mut labels = BTreeMap::new();
-    let mut rest = &line[name_end..];
-    if let Some(body) = rest.strip_prefix('{') {
-        let mut chars = body.char_indices().peekable();
-        let mut end = None;
-        while let Some(&(i, c)) = chars.peek() {
-            if c == '}' {
-                end = Some(i);
-                break;
-            }
-            if c == ',' {
-                chars.next();
-                continue;
-            }
-            let mut key = String::new();
-            for (_, c) in chars.by_ref() {
-                if c == '=' {
-                    break;
-                }
-                key.push(c);
-            }
-            assert_eq!(
-                chars.next().map(|(_, c)| c),
-                Some('"'),
-                "label value in {line}"
-            );
-            let mut value = String::new();
-            while let Some((_, c)) = chars.next() {
-                match c {
-                    '"' => break,
-                    '\\' => match chars.next().map(|(_, c)| c) {
-                        Some('n') => value.push('\n'),
-                        Some(other) => value.push(other),
-                        None => break,
-                    },
-                    c => value.push(c),
-                }
-            }
-            labels.insert(key, value);
-        }
-        let end = end.unwrap_or_else(|| panic!("unterminated labels in {line}"));
-        rest = &body[end + 1..];
-    }
-    let value = rest.split_whitespace().next().expect("sample value");
-    let value = match value {
-        "+Inf" => f64::INFINITY,
-        "-Inf" => f64::NEG_INFINITY,
-        "NaN" => f64::NAN,
-        v => v
-            .parse()
-            .unwrap_or_else(|_| panic!("sample value {v} in {line}")),
-    };
-    Sample {
-        name,
-        labels,
-        value,
-    }
-}
-
-async fn scrape(addr: SocketAddr) -> Scrape {
-    let r = get(addr, "/metrics").await;
-    assert_eq!(r.status, 200);
-    assert_eq!(
-        r.header("content-type").as_deref(),
-        Some(vitalwatch::http::METRICS_CONTENT_TYPE)
-    );
-    Scrape::parse(&r.text())
-}
-
-/// Scrapes until `cond` holds; fails with the last scrape's key series if it never does.
-async fn poll_scrape(
-    addr: SocketAddr,
-    timeout: Duration,
-    cond: impl Fn(&Scrape) -> bool,
-) -> Scrape {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let s = scrape(addr).await;
-        if cond(&s) {
-            return s;
-        }
-        if Instant::now() >= deadline {
-            let interesting: Vec<&Sample> = s
-                .samples
-                .iter()
-                .filter(|x| !x.name.ends_with("_bucket"))
-                .collect();
-            panic!("the scrape never met the condition; last scrape: {interesting:#?}");
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
 }

@@ -8,19 +8,18 @@
 //! Its own binary: it installs the process-wide log subscriber (at TRACE, with `log`
 //! records of librdkafka bridged in) and the Prometheus recorder.
 
-#[path = "pipeline/helpers.rs"]
-#[allow(dead_code)]
-mod helpers;
+mod support;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use helpers::{Cluster, TEST_MAX_BYTES, fast_group_timeouts, start};
+use support::cluster::{Cluster, fast_group_timeouts, start};
+use support::traffic::{TEST_MAX_BYTES, observation};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::util::SubscriberInitExt;
 use vitalwatch::pipeline::Hooks;
 use vitalwatch::rules::RuleSet;
-use vitalwatch::settings::LogFormat;
+use vitalwatch::telemetry::LogFormat;
 use vitalwatch::telemetry::{self, Capture};
 
 /// The marker patient id. Its tail alone is also searched for, so that a truncated or
@@ -66,8 +65,9 @@ fn install_log_capture() -> Capture {
     capture
 }
 
+/// An observation as text, to be edited into a malformed one.
 fn obs(patient: &str, metric: &str, value: &str, ts: i64) -> String {
-    format!(r#"{{"patientId":"{patient}","metric":"{metric}","value":{value},"timestamp":{ts}}}"#)
+    String::from_utf8(observation(patient, metric, value, ts)).expect("UTF-8")
 }
 
 /// The audit traffic: (key, payload, expected DLQ reason or None for valid). Every
@@ -165,7 +165,7 @@ async fn marker_patient_data_never_reaches_logs_dlq_headers_or_metrics() {
     );
 
     let cluster = Cluster::new(4);
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let messages = marker_messages(now);
     let invalid = messages.iter().filter(|(_, _, r)| r.is_some()).count();
     let kv: Vec<(String, Vec<u8>)> = messages
@@ -199,7 +199,7 @@ async fn marker_patient_data_never_reaches_logs_dlq_headers_or_metrics() {
     );
     cluster.produce(second_half).await;
     let end = cluster.end_offsets();
-    // Partitions no message went to have no committed offset (-1001).
+    // Partitions no message went to have no committed offset (-1).
     let all_committed = || {
         let committed = cluster.committed(group);
         let end = cluster.end_offsets();
@@ -246,7 +246,7 @@ async fn marker_patient_data_never_reaches_logs_dlq_headers_or_metrics() {
     assert_eq!(reasons.len(), 10, "every reason code: {reasons:?}");
     let in_payload = dlq
         .iter()
-        .filter(|r| String::from_utf8_lossy(&r.payload).contains(MARKER_ID))
+        .filter(|r| String::from_utf8_lossy(r.value()).contains(MARKER_ID))
         .count();
     let in_key = dlq
         .iter()
@@ -260,7 +260,7 @@ async fn marker_patient_data_never_reaches_logs_dlq_headers_or_metrics() {
     let alerts = cluster.read_all(&cluster.alerts, 1, Duration::from_secs(30));
     let alert_text: String = alerts
         .iter()
-        .map(|r| String::from_utf8_lossy(&r.payload).into_owned())
+        .map(|r| String::from_utf8_lossy(r.value()).into_owned())
         .collect();
     assert!(
         alert_text.contains(MARKER_ID) && alert_text.contains(HR_ALERT),

@@ -5,89 +5,54 @@
 
 #![cfg(unix)]
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use support::http::Scrape;
+use support::process::{TempDir, Vitalwatch, log_dir_in};
+use support::wait;
 
 const RULE: &str = "[[threshold]]\nid = \"hr_high\"\nmetric = \"heart_rate\"\nabove = 130\nseverity = \"medium\"\n";
 const SECOND: &str =
     "[[threshold]]\nid = \"hr_low\"\nmetric = \"heart_rate\"\nbelow = 41\nseverity = \"medium\"\n";
 
-struct Service {
-    child: Child,
-    addr: String,
+fn start(rules: &Path) -> Vitalwatch {
+    let env: Vec<(String, String)> = [
+        (
+            "VITALWATCH_KAFKA__BOOTSTRAP_SERVERS",
+            "127.0.0.1:9".to_owned(),
+        ), // nothing listens
+        ("VITALWATCH_RULES__FILE", rules.display().to_string()),
+        ("VITALWATCH_RULES__RELOAD_INTERVAL_SECS", "0".to_owned()), // SIGHUP only
+        ("VITALWATCH_PIPELINE__SHUTDOWN_TIMEOUT_SECS", "5".to_owned()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    Vitalwatch::start("reload", &env, &log_dir_in("reload", "sighup"))
 }
 
-impl Drop for Service {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// The sum of the series of `name` with `labels`, if the listener answers and has it.
+fn metric(service: &Vitalwatch, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let (status, body) = service.get("/metrics").ok()?;
+    let scrape = Scrape::parse(&body).ok().filter(|_| status == 200)?;
+    let values = scrape.values(name, labels);
+    (!values.is_empty()).then(|| values.iter().sum())
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn start(rules: &Path) -> Service {
-    let addr = format!("127.0.0.1:{}", free_port());
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_vitalwatch"));
-    cmd.current_dir(env!("CARGO_MANIFEST_DIR")).arg("run");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("VITALWATCH") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("VITALWATCH_KAFKA__BOOTSTRAP_SERVERS", "127.0.0.1:9") // nothing listens
-        .env("VITALWATCH_RULES__FILE", rules)
-        .env("VITALWATCH_RULES__RELOAD_INTERVAL_SECS", "0") // SIGHUP only
-        .env("VITALWATCH_HTTP__LISTEN", &addr)
-        .env("VITALWATCH_ADMIN__LISTEN", "")
-        .env("VITALWATCH_PIPELINE__SHUTDOWN_TIMEOUT_SECS", "5")
-        .env("VITALWATCH_LOG__FORMAT", "json")
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(rules.with_extension("log")).expect("log file"));
-    let child = cmd.spawn().expect("start vitalwatch run");
-    Service { child, addr }
-}
-
-/// The value of an unlabelled metric, if the listener answers and has it.
-fn metric(addr: &str, name: &str) -> Option<f64> {
-    let mut s = TcpStream::connect(addr).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET /metrics HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).ok()?;
-    body.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-}
-
-fn wait_for(what: &str, service: &mut Service, cond: impl Fn(&str) -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = service.child.try_wait() {
+fn wait_for(what: &str, service: &mut Vitalwatch, cond: impl Fn(&Vitalwatch) -> bool) {
+    wait::wait_for(Duration::from_secs(30), what, || {
+        if let Some(status) = service.try_wait() {
             panic!("vitalwatch exited ({status}) while waiting for {what}");
         }
-        if cond(&service.addr) {
-            return;
+        if cond(service) {
+            Ok(())
+        } else {
+            Err(service.tail(5))
         }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn signal(service: &Service, sig: &str) {
-    let pid = service.child.id().to_string();
-    let ok = Command::new("kill")
-        .args([sig, &pid])
-        .status()
-        .expect("run kill");
-    assert!(ok.success());
+    });
 }
 
 /// Replaces `file` as docs/rules.md advises: a new file renamed over the old one.
@@ -97,22 +62,17 @@ fn replace(file: &Path, text: &str) {
     std::fs::rename(&tmp, file).unwrap();
 }
 
-fn temp_rules() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("vitalwatch-reload-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join("rules.toml")
-}
-
 #[test]
 fn sighup_reloads_the_rules_and_a_bad_file_is_rejected_while_the_service_runs_on() {
-    let rules = temp_rules();
-    std::fs::write(&rules, RULE).unwrap();
+    let dir = TempDir::new("reload");
+    let rules = dir.write("rules.toml", RULE);
     let mut service = start(&rules);
-    let loaded = |n: f64| move |addr: &str| metric(addr, "vitalwatch_rules_loaded") == Some(n);
+    let loaded =
+        |n: f64| move |s: &Vitalwatch| metric(s, "vitalwatch_rules_loaded", &[]) == Some(n);
     wait_for("the first rule set", &mut service, loaded(1.0));
 
     replace(&rules, &format!("{RULE}{SECOND}"));
-    signal(&service, "-HUP");
+    service.signal("-HUP");
     wait_for("the reloaded rule set", &mut service, loaded(2.0));
 
     // A file with a mistake: rejected, flagged, and the two rules stay.
@@ -120,49 +80,40 @@ fn sighup_reloads_the_rules_and_a_bad_file_is_rejected_while_the_service_runs_on
         &rules,
         &format!("{RULE}{SECOND}[[threshold]]\nid = \"x\"\n"),
     );
-    signal(&service, "-HUP");
-    wait_for("the rejection", &mut service, |addr| {
-        metric(addr, "vitalwatch_rules_file_rejected") == Some(1.0)
+    service.signal("-HUP");
+    wait_for("the rejection", &mut service, |s| {
+        metric(s, "vitalwatch_rules_file_rejected", &[]) == Some(1.0)
     });
-    assert_eq!(metric(&service.addr, "vitalwatch_rules_loaded"), Some(2.0));
+    assert_eq!(metric(&service, "vitalwatch_rules_loaded", &[]), Some(2.0));
 
     // Fixed: the flag clears.
     replace(&rules, &format!("{RULE}{SECOND}"));
-    signal(&service, "-HUP");
-    wait_for("the flag to clear", &mut service, |addr| {
-        metric(addr, "vitalwatch_rules_file_rejected") == Some(0.0)
+    service.signal("-HUP");
+    wait_for("the flag to clear", &mut service, |s| {
+        metric(s, "vitalwatch_rules_file_rejected", &[]) == Some(0.0)
     });
 
     // A NEWS2-only set is one rule, not none (field report item 10).
     replace(&rules, "[news2]\n");
-    signal(&service, "-HUP");
-    wait_for("the NEWS2-only rule set", &mut service, |addr| {
-        metric(addr, "vitalwatch_rules_reloads_total{result=\"applied\"}") == Some(2.0)
+    service.signal("-HUP");
+    wait_for("the NEWS2-only rule set", &mut service, |s| {
+        metric(
+            s,
+            "vitalwatch_rules_reloads_total",
+            &[("result", "applied")],
+        ) == Some(2.0)
     });
-    assert_eq!(metric(&service.addr, "vitalwatch_rules_loaded"), Some(1.0));
+    assert_eq!(metric(&service, "vitalwatch_rules_loaded", &[]), Some(1.0));
 
     // A SIGHUP with the file unchanged gets an answer in the log too.
-    signal(&service, "-HUP");
-    let log = rules.with_extension("log");
-    wait_for("the log line of an unchanged file", &mut service, |_| {
-        std::fs::read_to_string(&log)
-            .is_ok_and(|l| l.contains("SIGHUP: the rules file is unchanged"))
+    service.signal("-HUP");
+    wait_for("the log line of an unchanged file", &mut service, |s| {
+        s.lines()
+            .iter()
+            .any(|l| l.contains("SIGHUP: the rules file is unchanged"))
     });
 
     // Still the service: SIGTERM stops it.
-    signal(&service, "-TERM");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        if let Some(status) = service.child.try_wait().unwrap() {
-            eprintln!("vitalwatch run stopped on SIGTERM: {status}");
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "vitalwatch did not stop on SIGTERM"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = std::fs::remove_file(&rules);
-    let _ = std::fs::remove_file(&log);
+    let (status, _) = service.terminate(Duration::from_secs(30));
+    eprintln!("vitalwatch run stopped on SIGTERM: {status}");
 }

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use criterion::measurement::WallTime;
 use criterion::{BenchmarkGroup, Throughput};
-use vitalwatch::demo::ward::WARD_METRICS;
 use vitalwatch::rules::RuleSet;
+use vitalwatch::tools::ward::WARD_METRICS;
 use vitalwatch::vitals::{DecodeLimits, Metric, Observation, decode};
 
 /// The wall clock the decoder compares timestamps with.
@@ -116,7 +116,9 @@ fn invalid(n: usize, rng: &mut Lcg) -> Message {
 }
 
 fn limits_default_max() -> usize {
-    DecodeLimits::default().max_message_bytes
+    vitalwatch::settings::defaults()
+        .decode_limits()
+        .max_message_bytes
 }
 
 /// One input message: key (the patient id) and value.

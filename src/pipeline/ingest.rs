@@ -12,9 +12,9 @@
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, RebalanceProtocol};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{BorrowedHeaders, BorrowedMessage, Header, Message, OwnedHeaders};
+use rdkafka::message::OwnedHeaders;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
@@ -23,11 +23,15 @@ use tokio::sync::mpsc::error::TrySendError;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
+use super::commit;
 use super::offsets::{OffsetTracker, Source, Tp};
+use super::record::Record;
 use super::repartition::{self, Misplaced, Partitioner, Route};
 use super::sink::{Completed, Done, DoneKind};
-use super::worker::{Origin, Reading, Work, now_ms};
-use super::{Assignment, Status, WorkerProbe};
+use super::status::{Assignment, Status, WorkerProbe};
+use super::work::{Observed, Origin, Work};
+use crate::clock::Clock;
+use crate::deadletter;
 use crate::metrics::{self as m, PipelineMetrics, RebalanceEvent};
 use crate::telemetry::Episode;
 use crate::vitals::{DecodeError, DecodeLimits, decode_value};
@@ -40,48 +44,9 @@ pub const BATCH: usize = 256;
 pub const PAUSE_AFTER: Duration = Duration::from_millis(500);
 /// Poll timeout when idle: bounds how late a shutdown request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
-/// How often advanced offsets are stored (auto-commit picks them up).
-const STORE_EVERY: Duration = Duration::from_millis(100);
-/// How often the committed offsets of the repartition topic's partitions are committed
-/// again, unchanged: a group's offsets of a topic it does not subscribe to expire after
-/// the broker's `offsets.retention.minutes` (7 days by default) without a commit, and an
-/// idle repartition partition (producers that key by patient id) commits nothing new.
-const REFRESH_SHADOW_COMMITS: Duration = Duration::from_secs(3600);
 /// At most one warning per this interval about misplaced input (counted in a metric
 /// meanwhile).
 const MISPLACED_WARN_EVERY: Duration = Duration::from_secs(600);
-
-/// One input message as the router sees it, whatever it was read from: the ingest loop
-/// builds it from a Kafka message without copying ([`Record::from_message`]); in-process
-/// benchmarks build it from plain slices.
-#[derive(Clone, Copy)]
-pub struct Record<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
-    /// Creation or log-append time, Unix epoch milliseconds, when the broker gave one.
-    pub timestamp: Option<i64>,
-    pub key: Option<&'a [u8]>,
-    /// `None` for a tombstone (null value).
-    pub payload: Option<&'a [u8]>,
-    /// Read only for the repartition topic's copies (where the original was read).
-    pub headers: Option<&'a BorrowedHeaders>,
-}
-
-impl<'a> Record<'a> {
-    /// Borrows everything from `msg`: no copy, no allocation.
-    pub fn from_message(msg: &'a BorrowedMessage<'_>) -> Self {
-        Record {
-            topic: msg.topic(),
-            partition: msg.partition(),
-            offset: msg.offset(),
-            timestamp: msg.timestamp().to_millis(),
-            key: msg.key(),
-            payload: msg.payload(),
-            headers: msg.headers(),
-        }
-    }
-}
 
 /// A message on its way to another topic: an invalid one to the dead-letter topic, or a
 /// misplaced one's copy to its patient's home partition of the repartition topic.
@@ -205,41 +170,6 @@ pub struct IngestState {
     last_store: Instant,
     last_shadow_refresh: Instant,
     clock: Clock,
-}
-
-/// One clock read per message instead of five: the monotonic instant, and the wall
-/// clock in Unix milliseconds derived from it (re-read from the system every second, so
-/// it follows clock adjustments; the decoder only compares it with the skew and age bounds, minutes to days).
-struct Clock {
-    now: Instant,
-    wall_ms: i64,
-    base: Instant,
-    base_wall_ms: i64,
-}
-
-impl Clock {
-    fn new() -> Clock {
-        let now = Instant::now();
-        let wall_ms = now_ms();
-        Clock {
-            now,
-            wall_ms,
-            base: now,
-            base_wall_ms: wall_ms,
-        }
-    }
-
-    fn tick(&mut self) {
-        self.now = Instant::now();
-        let since = self.now.saturating_duration_since(self.base);
-        if since >= Duration::from_secs(1) {
-            self.base = self.now;
-            self.base_wall_ms = now_ms();
-            self.wall_ms = self.base_wall_ms;
-        } else {
-            self.wall_ms = self.base_wall_ms + since.as_millis() as i64;
-        }
-    }
 }
 
 pub struct IngestContext {
@@ -485,18 +415,7 @@ impl ConsumerContext for IngestContext {
         result: rdkafka::error::KafkaResult<()>,
         offsets: &TopicPartitionList,
     ) {
-        match result {
-            Ok(()) => {
-                for e in offsets.elements() {
-                    if let Offset::Offset(o) = e.offset() {
-                        m::committed_offset(e.topic(), e.partition(), o);
-                    }
-                }
-            }
-            // Nothing stored since the last commit: not an error.
-            Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
-            Err(e) => warn!(error = %e, "offset commit failed (retried at the next commit)"),
-        }
+        commit::committed(result, offsets);
     }
 }
 
@@ -647,70 +566,29 @@ impl IngestState {
         self.drain_done(status);
     }
 
-    /// Stores advanced offsets (at most every [`STORE_EVERY`] unless `now`).
+    /// Stores advanced offsets (at most every [`commit::STORE_EVERY`] unless `now`),
+    /// and refreshes the repartition partitions' commits every
+    /// [`commit::REFRESH_SHADOW_COMMITS`].
     fn store<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, now: bool) {
-        if !now && self.clock.now.saturating_duration_since(self.last_store) < STORE_EVERY {
+        if !now && self.clock.now.saturating_duration_since(self.last_store) < commit::STORE_EVERY {
             return;
         }
         self.last_store = self.clock.now;
         self.metrics
             .inflight
             .set(self.tracker.total_in_flight() as f64);
-        self.refresh_shadow_commits(consumer);
+        if let Some(topic) = &self.repartition_topic
+            && self
+                .clock
+                .now
+                .saturating_duration_since(self.last_shadow_refresh)
+                >= commit::REFRESH_SHADOW_COMMITS
+        {
+            self.last_shadow_refresh = self.clock.now;
+            commit::refresh(consumer, topic, &self.tracker);
+        }
         let advanced = self.tracker.take_advanced();
-        if advanced.is_empty() {
-            return;
-        }
-        let mut tpl = TopicPartitionList::with_capacity(advanced.len());
-        for (tp, offset) in advanced {
-            // Exactly the next offset to read: rd_kafka_offsets_store does not add one.
-            let topic = self.topic(tp.source);
-            if let Err(e) = tpl.add_partition_offset(topic, tp.partition, Offset::Offset(offset)) {
-                warn!(error = %e, partition = tp.partition, "cannot build offset list");
-            }
-        }
-        if let Err(e) = consumer.store_offsets(&tpl) {
-            // __STATE: the partition was revoked in between. Expected, not fatal.
-            debug!(error = %e, "storing offsets failed");
-        }
-    }
-
-    /// Commits the repartition partitions' positions again every
-    /// [`REFRESH_SHADOW_COMMITS`], so that the broker's offset retention never expires
-    /// the offsets of a partition that had nothing new to commit.
-    fn refresh_shadow_commits<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>) {
-        let Some(topic) = &self.repartition_topic else {
-            return;
-        };
-        if self
-            .clock
-            .now
-            .saturating_duration_since(self.last_shadow_refresh)
-            < REFRESH_SHADOW_COMMITS
-        {
-            return;
-        }
-        self.last_shadow_refresh = self.clock.now;
-        let Ok(positions) = consumer.position() else {
-            return;
-        };
-        let mut tpl = TopicPartitionList::new();
-        for e in positions.elements().iter().filter(|e| e.topic() == topic) {
-            // Only what is finished: the tracker's committable offset, or the position
-            // where nothing was read since the assignment.
-            let tp = Tp::repartition(e.partition());
-            let offset = match (self.tracker.committable(tp), e.offset()) {
-                (Some(c), _) => c,
-                (None, Offset::Offset(o)) => o,
-                _ => continue,
-            };
-            let _ = tpl.add_partition_offset(topic, e.partition(), Offset::Offset(offset));
-        }
-        if tpl.count() > 0
-            && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
-        {
-            debug!(error = %e, "refreshing the repartition topic's commits failed");
-        }
+        commit::store(consumer, advanced, |tp| self.topic(tp.source).to_owned());
     }
 
     /// Tries to hand every non-empty batch over. True when nothing waits.
@@ -802,7 +680,10 @@ impl IngestState {
             return;
         }
         let lineage = self.tracker.lineage(tp, offset);
-        self.metrics.consumed(source);
+        match source {
+            Source::Input => self.metrics.consumed_input.increment(1),
+            Source::Repartition => self.metrics.consumed_repartition.increment(1),
+        }
         if source == Source::Input {
             status.consumed();
         }
@@ -818,7 +699,7 @@ impl IngestState {
                 if source == Source::Input
                     && let Some(reason) = self.route.misplaced(msg, &obs.patient_id)
                 {
-                    self.metrics.misplaced(reason);
+                    self.metrics.misplaced(reason.as_str());
                     if let (Some(forward), Some(home)) =
                         (&mut self.forward, self.route.home(&obs.patient_id))
                     {
@@ -841,7 +722,7 @@ impl IngestState {
                     },
                 };
                 let worker = route(&obs.patient_id, self.workers.len());
-                let obs = Reading::new(&obs);
+                let obs = Observed::new(&obs);
                 self.workers[worker].batch.push(Work {
                     done: done(DoneKind::Evaluated),
                     obs,
@@ -996,11 +877,7 @@ impl IngestState {
                 );
             }
         }
-        if tpl.count() > 0
-            && let Err(e) = consumer.commit(&tpl, CommitMode::Sync)
-        {
-            warn!(error = %e, "commit on revoke failed: the next owner may re-read finished work");
-        }
+        commit::commit_revoked(consumer, &tpl);
         info!(partitions = ?input, drained_ms = started.elapsed().as_millis() as u64, "partitions revoked");
     }
 }
@@ -1010,36 +887,9 @@ pub fn route(patient_id: &str, workers: usize) -> usize {
     (xxhash_rust::xxh3::xxh3_64(patient_id.as_bytes()) % workers as u64) as usize
 }
 
+/// The headers of the dead letter of `msg`.
 fn dlq_headers(msg: &Record<'_>, error: &DecodeError) -> OwnedHeaders {
-    let message = error.to_string();
-    let partition = msg.partition.to_string();
-    let offset = msg.offset.to_string();
-    let timestamp = msg.timestamp.map(|t| t.to_string()).unwrap_or_default();
-    OwnedHeaders::new_with_capacity(6)
-        .insert(Header {
-            key: "vitalwatch.error.reason",
-            value: Some(error.reason()),
-        })
-        .insert(Header {
-            key: "vitalwatch.error.message",
-            value: Some(&message),
-        })
-        .insert(Header {
-            key: "vitalwatch.source.topic",
-            value: Some(msg.topic),
-        })
-        .insert(Header {
-            key: "vitalwatch.source.partition",
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: "vitalwatch.source.offset",
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: "vitalwatch.source.timestamp",
-            value: Some(&timestamp),
-        })
+    deadletter::headers(msg.from(), error)
 }
 
 /// How the ingest loop ended.
@@ -1156,11 +1006,7 @@ pub fn run(
     let committed = st.tracker.committable_all(Source::Input);
     st.closing = true;
     drop(st);
-    match consumer.commit_consumer_state(CommitMode::Sync) {
-        Ok(()) => {}
-        Err(KafkaError::ConsumerCommit(rdkafka::error::RDKafkaErrorCode::NoOffset)) => {}
-        Err(e) => warn!(error = %e, "final commit failed"),
-    }
+    commit::commit_final(&consumer);
     if unfinished > 0 {
         warn!(
             unfinished,

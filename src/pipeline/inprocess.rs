@@ -26,11 +26,15 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail, ensure};
 use tokio::sync::mpsc;
 
-use super::ingest::{IngestState, Record, Routing};
+use super::config::PipelineConfig;
+use super::hooks::Hooks;
+use super::ingest::{IngestState, Routing};
 use super::offsets::Source;
+use super::record::Record;
+use super::run::{Pool, spawn_pool};
 use super::sink::Publisher;
+use super::status::Status;
 use super::worker::WorkerShared;
-use super::{Hooks, Pool, Status, spawn_pool};
 use crate::metrics::PipelineMetrics;
 use crate::rules::RuleSet;
 use crate::rules::state::StateLimits;
@@ -53,15 +57,15 @@ pub struct InProcessConfig {
     pub timeout: Duration,
 }
 
-impl Default for InProcessConfig {
-    /// The service's defaults (`config/default.toml`).
-    fn default() -> Self {
+impl From<&PipelineConfig> for InProcessConfig {
+    /// The settings of `config` that matter without Kafka, and a minute per run.
+    fn from(config: &PipelineConfig) -> Self {
         InProcessConfig {
-            input_topic: "patient-data".to_owned(),
-            workers: 8,
-            queue_capacity: 1024,
-            limits: DecodeLimits::default(),
-            state_limits: StateLimits::default(),
+            input_topic: config.input_topic.clone(),
+            workers: config.workers,
+            queue_capacity: config.queue_capacity,
+            limits: config.limits,
+            state_limits: config.state_limits,
             timeout: Duration::from_secs(60),
         }
     }
@@ -248,7 +252,12 @@ fn partition_ends(records: &[Record<'_>]) -> anyhow::Result<BTreeMap<i32, i64>> 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::worker::now_ms;
+
+    /// The service's defaults, as `config/default.toml` sets them.
+    fn defaults() -> InProcessConfig {
+        InProcessConfig::from(&crate::settings::defaults().pipeline_config())
+    }
+    use crate::clock::now_ms;
 
     fn payload(patient: &str, metric: &str, value: f64) -> Vec<u8> {
         format!(
@@ -284,7 +293,7 @@ mod tests {
             workers: 2,
             // Batches of 2 and one slot per worker: exercises waiting for room.
             queue_capacity: 2,
-            ..InProcessConfig::default()
+            ..defaults()
         };
         let pipeline =
             InProcess::new(config, Arc::new(RuleSet::news2_red_flags().stateless())).unwrap();
@@ -315,11 +324,8 @@ mod tests {
             key: None,
             payload: Some(&p),
         };
-        let pipeline = InProcess::new(
-            InProcessConfig::default(),
-            Arc::new(RuleSet::news2_red_flags().stateless()),
-        )
-        .unwrap();
+        let pipeline =
+            InProcess::new(defaults(), Arc::new(RuleSet::news2_red_flags().stateless())).unwrap();
         assert!(pipeline.run(&[record(5), record(4)]).is_err());
     }
 }

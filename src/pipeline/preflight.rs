@@ -248,7 +248,7 @@ fn diagnose_certificate(config: &PipelineConfig) -> Option<String> {
     let ca = props.get("ssl.ca.location").copied();
     let server = config.bootstrap_servers.split(',').next()?.trim();
     let server = server.rsplit_once("://").map_or(server, |(_, s)| s);
-    let host = crate::settings::broker_host(server);
+    let host = crate::pipeline::broker_host(server);
 
     // verify: None = accept any certificate (to read its names), Some(check_host).
     let handshake = |verify: Option<bool>| -> Option<(X509VerifyResult, Vec<String>)> {

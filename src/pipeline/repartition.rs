@@ -21,7 +21,7 @@
 
 use rdkafka::message::{BorrowedHeaders, Header, Headers, OwnedHeaders};
 
-use super::ingest::Record;
+use super::record::Record;
 
 /// How the input's producers choose a partition from a key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -84,12 +84,9 @@ impl Misplaced {
         Misplaced::OtherPartition,
     ];
 
+    /// Its `reason` label (`metrics::MISPLACED_REASONS`, in this order).
     pub const fn as_str(self) -> &'static str {
-        match self {
-            Misplaced::NoKey => "no_key",
-            Misplaced::OtherKey => "other_key",
-            Misplaced::OtherPartition => "other_partition",
-        }
+        crate::metrics::MISPLACED_REASONS[self as usize]
     }
 }
 
@@ -125,44 +122,22 @@ impl Route {
     }
 }
 
-/// Headers of a forwarded copy: where the original was read. The same names as a dead
-/// letter's `vitalwatch.source.*`, so both say it alike.
-pub const SOURCE_PARTITION: &str = "vitalwatch.source.partition";
-pub const SOURCE_OFFSET: &str = "vitalwatch.source.offset";
-pub const SOURCE_TOPIC: &str = "vitalwatch.source.topic";
-pub const SOURCE_TIMESTAMP: &str = "vitalwatch.source.timestamp";
+/// Headers of a forwarded copy: where the original was read, as a dead letter says it
+/// (`crate::deadletter`), and its key.
+pub use crate::deadletter::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC};
 /// The original message's key, when it had one (the copy is keyed by patient id).
 pub const SOURCE_KEY: &str = "vitalwatch.source.key";
 
 /// The headers of the copy of `record`.
 pub fn copy_headers(record: &Record<'_>) -> OwnedHeaders {
-    let partition = record.partition.to_string();
-    let offset = record.offset.to_string();
-    let timestamp = record.timestamp.map(|t| t.to_string()).unwrap_or_default();
-    let mut h = OwnedHeaders::new_with_capacity(5)
-        .insert(Header {
-            key: SOURCE_TOPIC,
-            value: Some(record.topic),
-        })
-        .insert(Header {
-            key: SOURCE_PARTITION,
-            value: Some(&partition),
-        })
-        .insert(Header {
-            key: SOURCE_OFFSET,
-            value: Some(&offset),
-        })
-        .insert(Header {
-            key: SOURCE_TIMESTAMP,
-            value: Some(&timestamp),
-        });
-    if let Some(key) = record.key {
-        h = h.insert(Header {
+    let h = crate::deadletter::source_headers(OwnedHeaders::new_with_capacity(5), record.from());
+    match record.key {
+        Some(key) => h.insert(Header {
             key: SOURCE_KEY,
             value: Some(key),
-        });
+        }),
+        None => h,
     }
-    h
 }
 
 /// The input partition and offset a copy was made from, from its headers; `None` for a

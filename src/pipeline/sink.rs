@@ -16,12 +16,13 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
 use super::offsets::Claim;
+use crate::deadletter;
 use crate::metrics::{self, SinkKind};
 use crate::telemetry::Episode;
 
@@ -206,17 +207,9 @@ fn is_too_large(error: &KafkaError) -> bool {
 /// payload's size in a header: the record still says which offset failed and why, and
 /// one oversized message cannot wedge the DLQ (and so every partition's commits).
 fn omit_payload(retry: &mut Retry) {
-    let size = retry.payload.take().map_or(0, |p| p.len()).to_string();
-    let headers = retry.headers.take().unwrap_or_default().insert(Header {
-        key: PAYLOAD_OMITTED_HEADER,
-        value: Some(&size),
-    });
-    retry.headers = Some(headers);
+    let size = retry.payload.take().map_or(0, |p| p.len());
+    retry.headers = Some(deadletter::without_payload(retry.headers.take(), size));
 }
-
-/// Header set on a dead letter whose payload was too large for the DLQ topic: the
-/// payload's size in bytes.
-pub const PAYLOAD_OMITTED_HEADER: &str = "vitalwatch.error.payload_omitted_bytes";
 
 /// 100 ms doubling to 30 s, with jitter, without end: a failing sink is retried until
 /// it recovers or the process stops (and then the message is not committed).
@@ -262,7 +255,7 @@ impl Sink {
                 anyhow::anyhow!(
                     "cannot create the {} producer: {}",
                     kind.as_str(),
-                    super::client_config_error(&e, &Default::default())
+                    super::ClientConfigError::from_kafka(&e)
                 )
             })?;
         let sink = Sink {
@@ -347,14 +340,11 @@ impl Sink {
                 }
                 error if is_too_large(&error) && kind == SinkKind::Dlq && payload.is_some() => {
                     metrics::sink_error(kind);
-                    let size = payload.take().map_or(0, <[u8]>::len).to_string();
-                    headers = Some(headers.take().unwrap_or_default().insert(Header {
-                        key: PAYLOAD_OMITTED_HEADER,
-                        value: Some(&size),
-                    }));
+                    let size = payload.take().map_or(0, <[u8]>::len);
+                    headers = Some(deadletter::without_payload(headers.take(), size));
                     warn!(
                         sink = kind.as_str(),
-                        bytes = size.as_str(),
+                        bytes = size,
                         "dead letter too large for the producer: published without its payload"
                     );
                 }

@@ -5,106 +5,23 @@
 //! were read. A worker publishes the alerts an observation raises without waiting for
 //! their delivery; the observation is done when the last alert is acknowledged.
 
-use std::borrow::Cow;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-
-use compact_str::CompactString;
+use std::time::{Duration, Instant};
 
 use metrics::Counter;
 use tokio::sync::mpsc;
 
-use super::offsets::{Claim, Source as TopicSource};
+use super::hooks::Hooks;
+use super::offsets::Source as TopicSource;
 use super::sink::{Completed, Done, DoneTx, Publisher, Ticket};
-use super::{Assignment, Hooks, Status, WorkerProbe};
-use crate::alert::{Alert, News2Chart, Severity, Source, alert_id, resolved_id};
+use super::status::{Assignment, Status, WorkerProbe};
+use super::work::Work;
+use crate::alert::{Alert, Source};
 use crate::metrics::{self as m, PipelineMetrics};
 use crate::rules::live::LiveRules;
-use crate::rules::state::{self, AlertStatus, Evaluator, Event, StateLimits};
+use crate::rules::state::{Evaluator, StateLimits};
+use crate::rules::{AlertStatus, Event, Severity};
 use crate::rules::{News2Rule, RuleSet};
-use crate::vitals::{Metric, Observation};
-
-/// One valid observation on its way to evaluation.
-#[derive(Debug)]
-pub struct Work {
-    pub done: Done,
-    pub obs: Reading,
-    /// The partition's lineage at this offset (`OffsetTracker::lineage`): patient state
-    /// built under another lineage of the same partition is not trusted.
-    pub lineage: u64,
-    /// The message its alerts name as their source (and their `alertId` hashes).
-    pub origin: Origin,
-}
-
-/// Where an observation was first read: the input message, also for a copy read back
-/// from the repartition topic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Origin {
-    pub topic: TopicSource,
-    pub partition: i32,
-    pub offset: i64,
-}
-
-impl Origin {
-    pub const fn input(partition: i32, offset: i64) -> Origin {
-        Origin {
-            topic: TopicSource::Input,
-            partition,
-            offset,
-        }
-    }
-
-    /// A record on the repartition topic that does not say where it came from (not
-    /// written by vitalwatch): it names itself.
-    pub const fn repartition(partition: i32, offset: i64) -> Origin {
-        Origin {
-            topic: TopicSource::Repartition,
-            partition,
-            offset,
-        }
-    }
-}
-
-/// What evaluation needs of an observation. The patient id is stored inline when it is
-/// short (up to 24 bytes, as ids usually are): allocating it on the ingest thread and
-/// freeing it on a worker's cost ~110 ns of the ~850 ns ingest spends per message.
-#[derive(Debug, Clone)]
-pub struct Reading {
-    pub patient_id: CompactString,
-    pub metric: Metric,
-    pub value: f64,
-    pub timestamp: i64,
-}
-
-impl Reading {
-    pub fn new(obs: &Observation<'_>) -> Reading {
-        Reading {
-            patient_id: CompactString::new(&obs.patient_id),
-            metric: obs.metric,
-            value: obs.value,
-            timestamp: obs.timestamp,
-        }
-    }
-
-    /// The observation the rules look at (optional fields left out).
-    pub fn observation(&self) -> Observation<'_> {
-        Observation {
-            patient_id: Cow::Borrowed(self.patient_id.as_str()),
-            metric: self.metric,
-            value: self.value,
-            timestamp: self.timestamp,
-            unit: None,
-            device_id: None,
-            site_id: None,
-        }
-    }
-}
-
-impl Work {
-    pub fn claim(&self) -> Claim {
-        self.done.claim
-    }
-}
 
 /// What every worker shares.
 pub struct WorkerShared {
@@ -185,7 +102,7 @@ impl RuleCounters {
         let alerts = rules
             .rules()
             .iter()
-            .map(|r| m::alerts_emitted(&r.id, r.severity))
+            .map(|r| m::alerts_emitted(&r.id, r.severity.as_str()))
             .collect();
         let resolved = rules
             .rules()
@@ -195,8 +112,8 @@ impl RuleCounters {
         let news2 = rules.news2().map(|_| {
             (
                 [
-                    m::alerts_emitted(News2Rule::MEDIUM_ID, Severity::Medium),
-                    m::alerts_emitted(News2Rule::HIGH_ID, Severity::High),
+                    m::alerts_emitted(News2Rule::MEDIUM_ID, Severity::Medium.as_str()),
+                    m::alerts_emitted(News2Rule::HIGH_ID, Severity::High.as_str()),
                 ],
                 [
                     m::alerts_resolved(News2Rule::MEDIUM_ID),
@@ -210,6 +127,34 @@ impl RuleCounters {
             alerts,
             resolved,
             news2,
+        }
+    }
+}
+
+impl RuleCounters {
+    /// Counts `event` in `vitalwatch_alerts_emitted_total` or, for the end of an
+    /// episode, `vitalwatch_alerts_resolved_total`.
+    fn count(&self, event: &Event) {
+        match event {
+            Event::Threshold { rule, status } => match status {
+                AlertStatus::Firing => self.alerts[*rule].increment(1),
+                AlertStatus::Resolved => {
+                    if let Some(c) = &self.resolved[*rule] {
+                        c.increment(1);
+                    }
+                }
+            },
+            Event::News2 {
+                severity, status, ..
+            } => {
+                if let Some((emitted, resolved)) = &self.news2 {
+                    let by_status = match status {
+                        AlertStatus::Firing => emitted,
+                        AlertStatus::Resolved => resolved,
+                    };
+                    by_status[usize::from(*severity == Severity::High)].increment(1);
+                }
+            }
         }
     }
 }
@@ -260,7 +205,7 @@ pub async fn run(
             local.evaluator.set_rules(rules);
         }
         // One clock read per batch: a batch is evaluated within microseconds.
-        let now_ms = now_ms();
+        let now_ms = crate::clock::now_ms();
         let mono_ms = local.started.elapsed().as_millis() as i64;
         local.evaluator.expire(mono_ms);
         let mut quiet = Vec::with_capacity(n);
@@ -312,7 +257,7 @@ async fn evaluate(
     now_ms: i64,
     mono_ms: i64,
 ) -> Option<Done> {
-    let age_ms = (now_ms - work.obs.timestamp).max(0);
+    let age_ms = (now_ms - work.obs.reading.timestamp).max(0);
     shared
         .metrics
         .event_age
@@ -329,11 +274,7 @@ async fn evaluate(
     let claim = work.done.claim;
     evaluator.observe(
         &work.obs.patient_id,
-        state::Reading {
-            metric: work.obs.metric,
-            value: work.obs.value,
-            timestamp: work.obs.timestamp,
-        },
+        work.obs.reading,
         (claim.tp().key(), work.lineage),
         mono_ms,
         events,
@@ -352,78 +293,15 @@ async fn evaluate(
     };
     let rules = &*counters.rules;
     for event in events.iter() {
-        let alert = match event {
-            Event::Threshold { rule: i, status } => {
-                let rule = &rules.rules()[*i];
-                match status {
-                    AlertStatus::Firing => counters.alerts[*i].increment(1),
-                    AlertStatus::Resolved => {
-                        if let Some(c) = &counters.resolved[*i] {
-                            c.increment(1);
-                        }
-                    }
-                }
-                Alert {
-                    alert_id: match status {
-                        AlertStatus::Firing => alert_id(&source, &rule.id),
-                        AlertStatus::Resolved => resolved_id(&source, &rule.id),
-                    },
-                    patient_id: &work.obs.patient_id,
-                    rule_id: &rule.id,
-                    severity: rule.severity,
-                    status: *status,
-                    metric: rule.metric.as_str(),
-                    value: work.obs.value,
-                    threshold: rule.condition.threshold(),
-                    observed_at: work.obs.timestamp,
-                    emitted_at: now_ms,
-                    source,
-                    news2: None,
-                }
-            }
-            Event::News2 {
-                severity,
-                status,
-                breakdown,
-            } => {
-                let high = *severity == Severity::High;
-                let rule_id = if high {
-                    News2Rule::HIGH_ID
-                } else {
-                    News2Rule::MEDIUM_ID
-                };
-                if let Some((emitted, resolved)) = &counters.news2 {
-                    let by_status = match status {
-                        AlertStatus::Firing => emitted,
-                        AlertStatus::Resolved => resolved,
-                    };
-                    by_status[usize::from(high)].increment(1);
-                }
-                let total = breakdown.aggregate.total;
-                Alert {
-                    alert_id: match status {
-                        AlertStatus::Firing => alert_id(&source, rule_id),
-                        AlertStatus::Resolved => resolved_id(&source, rule_id),
-                    },
-                    patient_id: &work.obs.patient_id,
-                    rule_id,
-                    severity: *severity,
-                    status: *status,
-                    metric: "news2",
-                    value: f64::from(total),
-                    threshold: match (high, total) {
-                        (true, _) => 7.0,
-                        (false, 5..) => 5.0,
-                        // Medium on a single parameter scoring 3.
-                        (false, _) => 3.0,
-                    },
-                    observed_at: work.obs.timestamp,
-                    emitted_at: now_ms,
-                    source,
-                    news2: Some(News2Chart(breakdown)),
-                }
-            }
-        };
+        counters.count(event);
+        let alert = Alert::from_event(
+            event,
+            rules,
+            &work.obs.patient_id,
+            work.obs.reading,
+            source,
+            now_ms,
+        );
         buf.clear();
         alert.encode_into(buf);
         shared
@@ -449,11 +327,4 @@ async fn evaluate(
         );
     }
     None
-}
-
-pub fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -21,6 +21,7 @@ use tracing::{info, warn};
 
 use super::{RuleSet, RulesError};
 use crate::metrics as m;
+use crate::signals::Hangups;
 
 /// The rule set in force, shared by the workers and the reloader.
 #[derive(Clone)]
@@ -228,15 +229,14 @@ impl Reloader {
         Reload::Rejected(e)
     }
 
-    /// Starts reloading on SIGHUP and, unless `poll` is `None`, every `poll`, until
-    /// `shutdown`. The SIGHUP handler is installed before this returns (a SIGHUP without
-    /// one would terminate the process). Call inside a tokio runtime.
+    /// Starts reloading on each SIGHUP of `hangups` and, unless `poll` is `None`, every
+    /// `poll`, until `shutdown`. Call inside a tokio runtime.
     pub fn spawn(
         mut self,
         poll: Option<Duration>,
+        mut hangups: Hangups,
         shutdown: CancellationToken,
     ) -> tokio::task::JoinHandle<()> {
-        let mut hangup = hangup_signal();
         tokio::spawn(async move {
             let mut tick = poll.map(|p| {
                 let mut t = tokio::time::interval(p);
@@ -246,7 +246,7 @@ impl Reloader {
             loop {
                 let hangup = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    Some(()) = recv(&mut hangup) => {
+                    Some(()) = hangups.next() => {
                         info!("SIGHUP: reloading the rules file");
                         true
                     }
@@ -278,36 +278,6 @@ impl Reloader {
             }
         })
     }
-}
-
-#[cfg(unix)]
-fn hangup_signal() -> Option<tokio::signal::unix::Signal> {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::hangup()) {
-        Ok(s) => Some(s),
-        Err(e) => {
-            warn!(error = %e, "cannot listen for SIGHUP; the rules file is only polled");
-            None
-        }
-    }
-}
-
-#[cfg(unix)]
-async fn recv(s: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
-    match s {
-        Some(s) => s.recv().await,
-        None => std::future::pending().await,
-    }
-}
-
-#[cfg(not(unix))]
-fn hangup_signal() -> Option<()> {
-    None
-}
-
-#[cfg(not(unix))]
-async fn recv(_: &mut Option<()>) -> Option<()> {
-    std::future::pending().await
 }
 
 async fn tick_opt(t: &mut Option<tokio::time::Interval>) -> Option<tokio::time::Instant> {

@@ -33,10 +33,11 @@ use std::sync::Arc;
 use compact_str::CompactString;
 use hashbrown::HashMap;
 
-use super::news2::{self, Aggregate, Risk};
-use super::{Alarm, News2Rule, RuleSet};
-use crate::alert::Severity;
-use crate::vitals::Metric;
+use super::RuleSet;
+use super::event::{AlertStatus, Event};
+use super::news2::{self, News2State};
+use super::threshold::{self, RuleMemory};
+use crate::vitals::{Metric, Observation};
 
 /// Who delivered a patient's observations: a number naming the partition (of the input
 /// topic or of the repartition topic) and the lineage of its offsets. State built under
@@ -44,7 +45,9 @@ use crate::vitals::Metric;
 /// elsewhere in between.
 pub type Owner = (u64, u64);
 
-/// How much patient state a worker may keep.
+/// How much patient state a worker may keep (the service's are
+/// `Settings::state_limits`, from `rules.state_ttl_secs` and
+/// `rules.max_patients_per_worker`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateLimits {
     /// Forget a patient after this long without an observation (milliseconds of the
@@ -52,20 +55,6 @@ pub struct StateLimits {
     pub ttl_ms: i64,
     /// The most patients one worker remembers; the least recently seen goes first.
     pub capacity: NonZeroUsize,
-}
-
-impl StateLimits {
-    pub const DEFAULT_TTL_SECS: u64 = 3600;
-    pub const DEFAULT_CAPACITY: usize = 50_000;
-}
-
-impl Default for StateLimits {
-    fn default() -> Self {
-        StateLimits {
-            ttl_ms: Self::DEFAULT_TTL_SECS as i64 * 1000,
-            capacity: NonZeroUsize::new(Self::DEFAULT_CAPACITY).unwrap_or(NonZeroUsize::MIN),
-        }
-    }
 }
 
 /// One observation, as the evaluator needs it.
@@ -77,42 +66,16 @@ pub struct Reading {
     pub timestamp: i64,
 }
 
-/// Whether an event opens or repeats an alert, or ends one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertStatus {
-    Firing,
-    Resolved,
-}
-
-/// Something to publish.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Event {
-    /// A threshold rule, by index in [`RuleSet::rules`].
-    Threshold { rule: usize, status: AlertStatus },
-    /// The NEWS2 aggregate at `severity` (medium or high).
-    News2 {
-        severity: Severity,
-        status: AlertStatus,
-        breakdown: Breakdown,
-    },
-}
-
-/// The NEWS2 chart behind an event: every parameter's latest value and score.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Breakdown {
-    pub aggregate: Aggregate,
-    /// By [`news2::PARAMETERS`] position; `None` when never observed (missing).
-    pub parameters: [Option<Scored>; 7],
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Scored {
-    pub value: f64,
-    pub observed_at: i64,
-    pub score: u8,
-    /// Older than `max_age_secs`: shown, not counted in the aggregate.
-    pub stale: bool,
+impl Reading {
+    /// What the evaluator keeps of a decoded observation.
+    #[inline]
+    pub fn of(obs: &Observation<'_>) -> Reading {
+        Reading {
+            metric: obs.metric,
+            value: obs.value,
+            timestamp: obs.timestamp,
+        }
+    }
 }
 
 /// Evictions and resets since the last [`Evaluator::take_evictions`].
@@ -143,61 +106,11 @@ pub struct Evaluator {
     evictions: Evictions,
 }
 
-/// The latest observation of one NEWS2 parameter.
-#[derive(Debug, Clone, Copy)]
-struct Latest {
-    value: f64,
-    /// `i64::MIN` when never observed.
-    at: i64,
-    /// Its NEWS2 score, computed once when the reading is stored.
-    score: u8,
-}
-
-impl Latest {
-    const NONE: Latest = Latest {
-        value: 0.0,
-        at: i64::MIN,
-        score: 0,
-    };
-}
-
-/// An open alert episode of one rule.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct Episode {
-    /// The highest severity alerted in this episode.
-    severity: Severity,
-    /// Every severity alerted in this episode (bit per `Severity as u8`): each gets its
-    /// `resolved` event when the episode ends, so no downstream alarm stays open.
-    alerted: u8,
-    /// Observation time of the last alert (opening, reminder or escalation).
-    alerted_at: i64,
-}
-
-const fn bit(severity: Severity) -> u8 {
-    1 << severity as u8
-}
-
-/// One threshold rule's memory for a patient. Kept only while it holds something.
-#[derive(Debug, Clone, Copy, PartialEq)]
-struct RuleMemory {
-    /// Observation time of the first breaching observation of the current run.
-    breach_since: Option<i64>,
-    episode: Option<Episode>,
-}
-
-impl RuleMemory {
-    const EMPTY: RuleMemory = RuleMemory {
-        breach_since: None,
-        episode: None,
-    };
-}
-
 struct Patient {
     owner: Owner,
     /// The evaluator clock at the last observation.
     seen_ms: i64,
-    latest: [Latest; 7],
-    news2: Option<Episode>,
+    news2: News2State,
     /// Rules with a run or an open episode, by rule index; usually empty.
     rules: Vec<(u32, RuleMemory)>,
 }
@@ -207,8 +120,7 @@ impl Patient {
         Patient {
             owner,
             seen_ms: now_ms,
-            latest: [Latest::NONE; 7],
-            news2: None,
+            news2: News2State::NEW,
             rules: Vec::new(),
         }
     }
@@ -322,7 +234,13 @@ impl Evaluator {
                     state.rules.len() - 1
                 }
             };
-            if let Some(status) = step_threshold(&mut state.rules[slot].1, rule, true, reading) {
+            if let Some(status) = threshold::step(
+                &mut state.rules[slot].1,
+                rule,
+                true,
+                reading.value,
+                reading.timestamp,
+            ) {
                 out.push(Event::Threshold { rule: i, status });
             }
         }
@@ -334,7 +252,9 @@ impl Evaluator {
                 s += 1;
                 continue;
             }
-            if let Some(status) = step_threshold(&mut memory, rule, false, reading) {
+            if let Some(status) =
+                threshold::step(&mut memory, rule, false, reading.value, reading.timestamp)
+            {
                 out.push(Event::Threshold {
                     rule: i as usize,
                     status,
@@ -354,21 +274,13 @@ impl Evaluator {
         });
 
         if let (Some(param), Some(rule)) = (news2_param, rules.news2()) {
-            let latest = &mut state.latest[param];
-            // The latest by observation time, not by arrival.
-            if reading.timestamp >= latest.at {
-                *latest = Latest {
-                    value: reading.value,
-                    at: reading.timestamp,
-                    score: news2::score(reading.metric, reading.value).unwrap_or(0),
-                };
-            }
-            let chart = Chart {
-                latest: &state.latest,
-                t: reading.timestamp,
-                max_age_ms: rule.max_age_ms,
-            };
-            step_news2(&mut state.news2, rule, &chart, out);
+            state.news2.observe(
+                rule,
+                param,
+                (reading.metric, reading.value),
+                reading.timestamp,
+                out,
+            );
         }
     }
 
@@ -434,7 +346,7 @@ impl Evaluator {
                 None => false,
             });
             if !keep_news2 {
-                p.news2 = None;
+                p.news2.end_episode();
             }
         }
         self.rules = new;
@@ -461,186 +373,6 @@ fn evict_least_recent(patients: &mut HashMap<CompactString, Box<Patient>>) -> u6
         }
     });
     target as u64
-}
-
-/// One observation through a threshold rule's run and episode; what to publish.
-fn step_threshold(
-    memory: &mut RuleMemory,
-    rule: &super::ThresholdRule,
-    breach: bool,
-    reading: Reading,
-) -> Option<AlertStatus> {
-    let t = reading.timestamp;
-    if !breach {
-        // A late normal reading from before the run does not break it.
-        if memory.breach_since.is_some_and(|since| t >= since) {
-            memory.breach_since = None;
-        }
-        if memory.episode.is_some()
-            && rule
-                .condition
-                .cleared(reading.value, rule.alarm.clear_margin)
-        {
-            memory.episode = None;
-            return rule.alarm.emit_resolved.then_some(AlertStatus::Resolved);
-        }
-        return None;
-    }
-    let since = *memory.breach_since.get_or_insert(t);
-    if t.saturating_sub(since) < rule.for_ms {
-        return None;
-    }
-    open_or_repeat(&mut memory.episode, rule.severity, t, &rule.alarm)
-}
-
-/// A firing condition at `severity`: opens an episode, escalates it, or repeats it once
-/// the cooldown has passed. `Some(Firing)` when an alert is due.
-fn open_or_repeat(
-    episode: &mut Option<Episode>,
-    severity: Severity,
-    t: i64,
-    alarm: &Alarm,
-) -> Option<AlertStatus> {
-    match episode {
-        None => {
-            *episode = Some(Episode {
-                severity,
-                alerted: bit(severity),
-                alerted_at: t,
-            });
-            Some(AlertStatus::Firing)
-        }
-        Some(e) if severity > e.severity => {
-            e.severity = severity;
-            e.alerted |= bit(severity);
-            // A late reading never moves the reminder clock back.
-            e.alerted_at = e.alerted_at.max(t);
-            Some(AlertStatus::Firing)
-        }
-        Some(e) if t.saturating_sub(e.alerted_at) >= alarm.cooldown_ms => {
-            e.alerted |= bit(severity);
-            e.alerted_at = t;
-            Some(AlertStatus::Firing)
-        }
-        Some(_) => None,
-    }
-}
-
-/// A patient's NEWS2 chart as of observation time `t`.
-struct Chart<'a> {
-    latest: &'a [Latest; 7],
-    t: i64,
-    max_age_ms: i64,
-}
-
-impl Chart<'_> {
-    fn stale(&self, l: &Latest) -> bool {
-        self.t.saturating_sub(l.at) > self.max_age_ms
-    }
-
-    /// The aggregate of the fresh parameters, and whether any observed one is stale.
-    /// Evaluated for every reading: scores were computed when the readings were stored.
-    fn aggregate(&self) -> (Aggregate, bool) {
-        let mut aggregate = Aggregate::default();
-        let mut any_stale = false;
-        for l in self.latest.iter().filter(|l| l.at != i64::MIN) {
-            if self.stale(l) {
-                any_stale = true;
-            } else {
-                aggregate.add(l.score);
-            }
-        }
-        (aggregate, any_stale)
-    }
-
-    /// Whether a fresh parameter still holds the single-parameter trigger: it scores 3,
-    /// or its value is within its `single_clear_margin` of a 3-band. Only asked while an
-    /// episode is open (the hysteresis of its end), never to open one.
-    fn holds_single_three(&self, rule: &News2Rule) -> bool {
-        self.latest
-            .iter()
-            .zip(news2::PARAMETERS)
-            .zip(rule.single_clear_margin)
-            .any(|((l, metric), margin)| {
-                l.at != i64::MIN
-                    && !self.stale(l)
-                    && (l.score >= 3
-                        || (margin > 0.0
-                            && [l.value - margin, l.value + margin]
-                                .into_iter()
-                                .any(|v| news2::score(metric, v) == Some(3))))
-            })
-    }
-
-    /// The full breakdown, built only for an event to publish.
-    fn breakdown(&self, aggregate: Aggregate) -> Breakdown {
-        let parameters = self.latest.map(|l| {
-            (l.at != i64::MIN).then(|| Scored {
-                value: l.value,
-                observed_at: l.at,
-                score: l.score,
-                stale: self.stale(&l),
-            })
-        });
-        Breakdown {
-            aggregate,
-            parameters,
-        }
-    }
-}
-
-/// One evaluation of the NEWS2 aggregate through its episode; appends what to publish.
-fn step_news2(
-    episode: &mut Option<Episode>,
-    rule: &News2Rule,
-    chart: &Chart<'_>,
-    out: &mut Vec<Event>,
-) {
-    let (aggregate, any_stale) = chart.aggregate();
-    let t = chart.t;
-    let severity = match aggregate.risk() {
-        Risk::High => Some(Severity::High),
-        Risk::Medium => Some(Severity::Medium),
-        Risk::Low => None,
-    };
-    if let Some(severity) = severity {
-        if let Some(status) = open_or_repeat(episode, severity, t, &rule.alarm) {
-            // A reminder reports the current severity, which may be below the
-            // episode's highest.
-            out.push(Event::News2 {
-                severity,
-                status,
-                breakdown: chart.breakdown(aggregate),
-            });
-        }
-        return;
-    }
-    let Some(open) = *episode else {
-        return;
-    };
-    // Cleared: the aggregate back below the medium band by the margin, no parameter at
-    // 3 or within its margin of a 3 (a pulse hovering at 128-134 is one episode, as it is
-    // for `heart_rate_high`), and nothing stale — a chart that only looks better because
-    // readings aged out of it is not a recovery.
-    let cleared = f64::from(aggregate.total) <= 4.0 - rule.alarm.clear_margin
-        && aggregate.max_single < 3
-        && !chart.holds_single_three(rule)
-        && !any_stale;
-    if !cleared {
-        return;
-    }
-    *episode = None;
-    if rule.alarm.emit_resolved {
-        for severity in Severity::ALL {
-            if open.alerted & bit(severity) != 0 {
-                out.push(Event::News2 {
-                    severity,
-                    status: AlertStatus::Resolved,
-                    breakdown: chart.breakdown(aggregate),
-                });
-            }
-        }
-    }
 }
 
 #[cfg(test)]

@@ -2,7 +2,7 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use super::*;
-use crate::vitals::{DecodeLimits, decode};
+use crate::vitals::decode;
 
 const NOW: i64 = 1_763_798_400_000;
 
@@ -23,8 +23,12 @@ fn obs(metric: Metric, value: f64) -> Observation<'static> {
 fn fired(rules: &RuleSet, metric: Metric, value: &str) -> Vec<String> {
     let payload =
         format!(r#"{{"patientId":"P-1","metric":"{metric}","value":{value},"timestamp":{NOW}}}"#);
-    let obs = decode(payload.as_bytes(), &DecodeLimits::default(), NOW)
-        .unwrap_or_else(|e| panic!("{payload}: {e}"));
+    let obs = decode(
+        payload.as_bytes(),
+        &crate::settings::defaults().decode_limits(),
+        NOW,
+    )
+    .unwrap_or_else(|e| panic!("{payload}: {e}"));
     let ids: Vec<String> = rules.evaluate(&obs).map(|r| r.id.clone()).collect();
     let indexed: Vec<String> = rules
         .evaluate_indexed(&obs)
@@ -607,9 +611,18 @@ fn a_rules_file_is_loaded_from_disk() {
 #[test]
 fn line_index_agrees_with_counting_newlines() {
     let text = "a = 1\n\n[[threshold]]\nid = \"x\"\r\nmetric = \"spo2\"\nend";
-    let lines = Lines::new(text);
+    // The reference: count the newlines before the offset.
+    let line_of = |text: &str, at: usize| {
+        let at = at.min(text.len());
+        text.as_bytes()[..at]
+            .iter()
+            .filter(|&&b| b == b'\n')
+            .count()
+            + 1
+    };
+    let lines = parse::Source::new(Path::new("rules.toml"), text);
     for at in 0..=text.len() + 2 {
-        assert_eq!(lines.line_of(at), line_of(text, at), "offset {at}");
+        assert_eq!(lines.line_at(at), line_of(text, at), "offset {at}");
     }
 }
 

@@ -1,6 +1,16 @@
-//! Threshold rules: a metric strictly above or below a fixed value, optionally sustained.
+//! The threshold rule kind: a metric strictly above or below a fixed value, optionally
+//! sustained. Its `[[threshold]]` table in the rules file ([`parse`]), and what one
+//! observation does to a patient's run and episode of the rule ([`step`]).
 
-use crate::alert::Severity;
+use std::collections::HashMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::alarm::{Alarm, Episode, open_or_repeat};
+use super::event::{AlertStatus, Severity};
+use super::news2::News2Rule;
+use super::parse::{MAX_SPAN_SECS, RulesError, Source, alarm, rule_name, secs_to_ms};
 use crate::vitals::Metric;
 
 /// Relative tolerance of [`Condition::cleared`]: far below any clinical resolution, far
@@ -55,34 +65,6 @@ impl Condition {
     }
 }
 
-/// How an alert behaves once raised (alarm-fatigue control), per rule.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Alarm {
-    /// While the condition persists, the alert is repeated no more often than this
-    /// (observation time, milliseconds); 0 repeats it for every breaching observation.
-    pub cooldown_ms: i64,
-    /// How far past the threshold the value must return before the alert clears and
-    /// the rule re-arms (the rule's unit; NEWS2: score points).
-    pub clear_margin: f64,
-    /// Publish a `resolved` event when an active alert clears.
-    pub emit_resolved: bool,
-}
-
-impl Alarm {
-    /// The behaviour of a plain threshold: every breaching observation alerts, nothing
-    /// is remembered between observations.
-    pub const STATELESS: Alarm = Alarm {
-        cooldown_ms: 0,
-        clear_margin: 0.0,
-        emit_resolved: false,
-    };
-
-    /// Whether this alarm needs per-patient memory at all.
-    pub fn is_stateless(&self) -> bool {
-        *self == Self::STATELESS
-    }
-}
-
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdRule {
     pub id: String,
@@ -112,4 +94,212 @@ impl ThresholdRule {
     pub fn is_stateless(&self) -> bool {
         self.for_ms == 0 && self.alarm.is_stateless()
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawThreshold {
+    // Spans let every error point at the line of the key that is wrong.
+    id: Option<Spanned<String>>,
+    metric: Option<Spanned<String>>,
+    above: Option<Spanned<f64>>,
+    below: Option<Spanned<f64>>,
+    severity: Option<Spanned<String>>,
+    for_secs: Option<Spanned<u64>>,
+    cooldown_secs: Option<Spanned<u64>>,
+    clear_margin: Option<Spanned<f64>>,
+    emit_resolved: Option<Spanned<bool>>,
+}
+
+/// One `[[threshold]]` table, the `n`th of the file (0-based), over the `[defaults]`
+/// alarm; `ids` holds the line of every id accepted so far, to point a duplicate at the
+/// first definition.
+pub(super) fn parse(
+    spanned: Spanned<RawThreshold>,
+    n: usize,
+    defaults: &Alarm,
+    src: &Source<'_>,
+    ids: &mut HashMap<String, usize>,
+) -> Result<ThresholdRule, RulesError> {
+    let id_lines = ids;
+    let rule_line = src.line(spanned.span());
+    let raw = spanned.into_inner();
+    let name = rule_name(raw.id.as_ref().map(|id| id.get_ref().as_str()), n);
+    let fail = |line: usize, message: String| src.error(Some(line), Some(name.clone()), message);
+
+    let id = raw
+        .id
+        .ok_or_else(|| fail(rule_line, "`id` is missing".into()))?;
+    let id_line = src.line(id.span());
+    let id = id.into_inner();
+    if id.trim().is_empty() || id.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(fail(
+            id_line,
+            "`id` must be non-empty, without whitespace or control characters".into(),
+        ));
+    }
+    if id == News2Rule::MEDIUM_ID || id == News2Rule::HIGH_ID {
+        return Err(fail(
+            id_line,
+            "`news2_medium` and `news2_high` are the NEWS2 aggregate's ids ([news2])".into(),
+        ));
+    }
+    if let Some(first) = id_lines.get(&id) {
+        return Err(fail(
+            id_line,
+            format!("duplicate rule id, first defined at line {first} (ids must be unique)"),
+        ));
+    }
+    let metric_name = raw
+        .metric
+        .ok_or_else(|| fail(rule_line, "`metric` is missing".into()))?;
+    let metric = Metric::from_wire(metric_name.get_ref()).ok_or_else(|| {
+        fail(
+            src.line(metric_name.span()),
+            format!(
+                "unknown metric \"{}\" (known: {})",
+                metric_name.get_ref(),
+                Metric::ALL.map(Metric::as_str).join(", ")
+            ),
+        )
+    })?;
+    let (condition, threshold_line) = match (raw.above, raw.below) {
+        (Some(a), None) => (Condition::Above(*a.get_ref()), src.line(a.span())),
+        (None, Some(b)) => (Condition::Below(*b.get_ref()), src.line(b.span())),
+        (None, None) => {
+            return Err(fail(rule_line, "give one of `above` or `below`".into()));
+        }
+        (Some(a), Some(b)) => {
+            return Err(fail(
+                src.line(a.span()).max(src.line(b.span())),
+                "give only one of `above` or `below` (write two rules for a band)".into(),
+            ));
+        }
+    };
+    if !condition.threshold().is_finite() {
+        return Err(fail(
+            threshold_line,
+            "threshold must be a finite number".into(),
+        ));
+    }
+    if let Some(problem) = outside_plausible(metric, condition) {
+        return Err(fail(threshold_line, problem));
+    }
+    let severity_name = raw
+        .severity
+        .ok_or_else(|| fail(rule_line, "`severity` is missing".into()))?;
+    let severity = Severity::from_wire(severity_name.get_ref()).ok_or_else(|| {
+        fail(
+            src.line(severity_name.span()),
+            format!(
+                "unknown severity \"{}\" (use low, medium or high)",
+                severity_name.get_ref()
+            ),
+        )
+    })?;
+    let for_secs = match raw.for_secs {
+        Some(f) if *f.get_ref() > MAX_SPAN_SECS => {
+            return Err(fail(
+                src.line(f.span()),
+                format!("`for_secs` must be 0 to {MAX_SPAN_SECS}"),
+            ));
+        }
+        Some(f) => *f.get_ref(),
+        None => 0,
+    };
+    let margin_line = raw.clear_margin.as_ref().map(|m| src.line(m.span()));
+    let alarm = alarm(
+        (raw.cooldown_secs, raw.clear_margin, raw.emit_resolved),
+        defaults,
+    )
+    .map_err(|(span, m)| fail(src.line(span), m))?;
+    // A margin that puts the clear value outside what the metric can read would
+    // keep the first alert open for ever.
+    let (low, high) = metric.plausible_range();
+    let bound = condition.clear_bound(alarm.clear_margin);
+    if alarm.clear_margin > 0.0 && !(low..=high).contains(&bound) {
+        return Err(fail(
+            margin_line.unwrap_or(rule_line),
+            format!(
+                "`clear_margin` {} would clear at {bound}, outside {}'s range [{low}, {high}] {}",
+                alarm.clear_margin,
+                metric.as_str(),
+                metric.unit()
+            ),
+        ));
+    }
+    id_lines.insert(id.clone(), id_line);
+    Ok(ThresholdRule {
+        id,
+        metric,
+        condition,
+        severity,
+        for_ms: secs_to_ms(for_secs),
+        alarm,
+    })
+}
+
+/// A threshold that cannot mean what it says: every reading the decoder accepts breaches
+/// it (`spo2 below = 150`), or none can (`heart_rate above = 300`). Usually a unit slip.
+fn outside_plausible(metric: Metric, condition: Condition) -> Option<String> {
+    let (low, high) = metric.plausible_range();
+    let unit = metric.unit();
+    let m = metric.as_str();
+    let (always, never) = match condition {
+        Condition::Above(t) => (t < low, t >= high),
+        Condition::Below(t) => (t > high, t <= low),
+    };
+    let t = condition.threshold();
+    if always {
+        Some(format!(
+            "threshold {t} is outside {m}'s plausible range [{low}, {high}] {unit}: the rule would fire on every reading (a unit slip?)"
+        ))
+    } else if never {
+        Some(format!(
+            "threshold {t} leaves no plausible {m} reading ([{low}, {high}] {unit}) that could fire the rule"
+        ))
+    } else {
+        None
+    }
+}
+
+/// One threshold rule's memory for a patient. Kept only while it holds something.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct RuleMemory {
+    /// Observation time of the first breaching observation of the current run.
+    breach_since: Option<i64>,
+    episode: Option<Episode>,
+}
+
+impl RuleMemory {
+    pub const EMPTY: RuleMemory = RuleMemory {
+        breach_since: None,
+        episode: None,
+    };
+}
+
+/// One observation through a threshold rule's run and episode; what to publish.
+pub(super) fn step(
+    memory: &mut RuleMemory,
+    rule: &ThresholdRule,
+    breach: bool,
+    value: f64,
+    t: i64,
+) -> Option<AlertStatus> {
+    if !breach {
+        // A late normal reading from before the run does not break it.
+        if memory.breach_since.is_some_and(|since| t >= since) {
+            memory.breach_since = None;
+        }
+        if memory.episode.is_some() && rule.condition.cleared(value, rule.alarm.clear_margin) {
+            memory.episode = None;
+            return rule.alarm.emit_resolved.then_some(AlertStatus::Resolved);
+        }
+        return None;
+    }
+    let since = *memory.breach_since.get_or_insert(t);
+    if t.saturating_sub(since) < rule.for_ms {
+        return None;
+    }
+    open_or_repeat(&mut memory.episode, rule.severity, t, &rule.alarm)
 }

@@ -14,9 +14,11 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde::{Deserialize, Serialize};
 
+use crate::pipeline::{MANAGED_CLIENT_KEYS, PipelineConfig, broker_host};
 use crate::rules::RuleSet;
 use crate::rules::state::StateLimits;
 use crate::secret::ClientProps;
+pub use crate::telemetry::LogFormat;
 use crate::vitals::DecodeLimits;
 
 mod sources;
@@ -24,6 +26,19 @@ pub use sources::{KeySource, Origin};
 
 /// The shipped defaults.
 pub const DEFAULT_TOML: &str = include_str!("../../config/default.toml");
+
+/// The settings of [`DEFAULT_TOML`] alone (no file, no environment), parsed once: where
+/// the library, the tools and the tests take a default value from, so that each is
+/// written in `config/default.toml` only.
+pub fn defaults() -> &'static Settings {
+    static DEFAULTS: std::sync::OnceLock<Settings> = std::sync::OnceLock::new();
+    DEFAULTS.get_or_init(|| {
+        Settings::load_with_env(None, std::iter::empty())
+            // The file is compiled in and a unit test loads it: this cannot fail in a
+            // build whose tests passed.
+            .unwrap_or_else(|e| panic!("config/default.toml, as compiled in: {e:#}"))
+    })
+}
 
 /// Environment variable prefix: `VITALWATCH_<SECTION>__<KEY>`.
 pub const ENV_PREFIX: &str = "VITALWATCH";
@@ -110,26 +125,6 @@ pub struct AdminSettings {
 pub struct LogSettings {
     pub format: LogFormat,
     pub level: String,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    Json,
-    Pretty,
-}
-
-impl<'de> Deserialize<'de> for LogFormat {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        match s.to_ascii_lowercase().as_str() {
-            "json" => Ok(LogFormat::Json),
-            "pretty" => Ok(LogFormat::Pretty),
-            _ => Err(serde::de::Error::custom(format!(
-                "\"{s}\" is not a log format: use \"json\" (one JSON object per line) or \"pretty\""
-            ))),
-        }
-    }
 }
 
 impl LogSettings {
@@ -297,6 +292,41 @@ impl Settings {
             KeySource::Default => String::new(),
             KeySource::File { path, line } => format!(" (set in {} line {line})", path.display()),
             KeySource::Env(var) => format!(" (set by {var})"),
+        }
+    }
+
+    /// What the pipeline runs with.
+    pub fn pipeline_config(&self) -> PipelineConfig {
+        let k = &self.kafka;
+        PipelineConfig {
+            bootstrap_servers: k.bootstrap_servers.clone(),
+            group_id: k.group_id.clone(),
+            input_topic: k.input_topic.clone(),
+            alert_topic: k.alert_topic.clone(),
+            dlq_topic: k.dlq_topic.clone(),
+            repartition_topic: Some(k.repartition_topic.clone()).filter(|t| !t.is_empty()),
+            input_partitioner: k.input_partitioner,
+            client: k.client.clone(),
+            workers: self.pipeline.workers,
+            queue_capacity: self.pipeline.queue_capacity,
+            limits: self.decode_limits(),
+            state_limits: self.state_limits(),
+            shutdown_timeout: self.shutdown_timeout(),
+        }
+    }
+
+    /// What librdkafka would refuse when `run` creates its clients, found without
+    /// connecting; the error names the property and where it was set, never its value.
+    pub fn check_clients(&self) -> anyhow::Result<()> {
+        match self.pipeline_config().check_clients() {
+            Ok(()) => Ok(()),
+            Err(e) if e.property.is_empty() => bail!("{e}"),
+            Err(e) => bail!(
+                "kafka.client.\"{}\"{}: librdkafka refuses it: {}",
+                e.property,
+                self.set_at(&format!("kafka.client.{}", e.property)),
+                e.problem
+            ),
         }
     }
 
@@ -604,45 +634,12 @@ impl KafkaSettings {
     }
 }
 
-/// The host of a `bootstrap.servers` entry: `host:port`, `[v6]:port` or
-/// `PROTOCOL://host:port`.
-pub(crate) fn broker_host(server: &str) -> &str {
-    let s = server.rsplit_once("://").map_or(server, |(_, rest)| rest);
-    if let Some(v6) = s.strip_prefix('[') {
-        return v6.split(']').next().unwrap_or(v6);
-    }
-    match s.rsplit_once(':') {
-        Some((host, _port)) if !host.contains(':') => host,
-        _ => s,
-    }
-}
-
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost")
         || host
             .parse::<std::net::IpAddr>()
             .is_ok_and(|ip| ip.is_loopback())
 }
-
-/// librdkafka properties vitalwatch sets itself; overriding them would break
-/// at-least-once delivery, so the passthrough refuses them.
-pub const MANAGED_CLIENT_KEYS: &[&str] = &[
-    "bootstrap.servers",
-    "group.id",
-    // Offsets are stored only for finished work and committed by auto-commit plus the
-    // synchronous commits on revoke and shutdown; without auto-commit a crash would
-    // re-read everything since the last rebalance.
-    "enable.auto.commit",
-    "enable.auto.offset.store",
-    // A new group reads the topic from its start (nothing lost; the stale-age bound keeps
-    // old readings from paging); `latest` would skip what arrived before it joined.
-    "auto.offset.reset",
-    // A typo in a topic name must fail at start, not create a topic nobody reads.
-    "allow.auto.create.topics",
-    "enable.idempotence",
-    "acks",
-    "isolation.level",
-];
 
 fn valid_topic_name(t: &str) -> bool {
     (1..=249).contains(&t.len())
@@ -935,7 +932,7 @@ mod tests {
         let s = Settings::load_with_env(None, env(&[var])).unwrap();
         let exposed: BTreeMap<&str, &str> = s.kafka.client.expose().collect();
         assert_eq!(exposed["sasl.password"], "0123-MARKER");
-        let config = crate::pipeline::PipelineConfig::from_settings(&s);
+        let config = s.pipeline_config();
         for shown in [format!("{s:?}"), format!("{s:#?}"), format!("{config:?}")] {
             assert!(!shown.contains("MARKER"), "{shown}");
             assert!(shown.contains("sasl.password"), "{shown}");

@@ -3,11 +3,11 @@
 //! restart) is stopped for 20 s mid-run and started again on the same port. The same
 //! vitalwatch process rides it out, without a restart, and loses nothing.
 
-use std::process::Command;
+use crate::broker::OwnBroker;
 use std::time::{Duration, Instant};
 
 use crate::kafka::Topics;
-use crate::process::{self, Load, Loadgen, Vitalwatch, repo_root};
+use crate::process::{self, Load, Loadgen, Vitalwatch};
 use crate::summary::Scenario;
 use crate::wait::wait_for;
 use crate::{LONG, SHUTDOWN_TIMEOUT_SECS, service_env};
@@ -17,59 +17,12 @@ const RATE: u64 = 2_000;
 /// How long the broker stays down.
 const DOWN: Duration = Duration::from_secs(20);
 
-/// The persistent broker, on its own port; stopped when dropped.
-struct SqliteBroker {
-    port: String,
-}
-
-impl SqliteBroker {
-    fn script(&self, args: &[&str], fresh: bool) {
-        let status = Command::new("bash")
-            .arg(repo_root().join("scripts/broker.sh"))
-            .args(args)
-            .arg(&self.port)
-            .env("STORAGE", "sqlite")
-            .env("FRESH", if fresh { "1" } else { "0" })
-            .current_dir(repo_root())
-            .status()
-            .expect("run scripts/broker.sh");
-        assert!(
-            status.success(),
-            "scripts/broker.sh {args:?} {}: {status} (log target/e2e/broker-{}.log)",
-            self.port,
-            self.port
-        );
-    }
-
-    fn start(port: &str) -> SqliteBroker {
-        let b = SqliteBroker {
-            port: port.to_owned(),
-        };
-        b.script(&["start"], true);
-        b
-    }
-
-    fn brokers(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for SqliteBroker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_root().join("scripts/broker.sh"))
-            .args(["stop", &self.port])
-            .current_dir(repo_root())
-            .status();
-    }
-}
-
 #[test]
 #[ignore = "needs the nisshi broker: scripts/e2e.sh"]
 fn broker_down_for_20s_and_back_vitalwatch_recovers_without_restart_and_loses_nothing() {
     let mut sc = Scenario::begin("broker-restart");
     let port = std::env::var("VW_E2E_SQLITE_PORT").unwrap_or_else(|_| "19093".to_owned());
-    let broker = SqliteBroker::start(&port);
+    let broker = OwnBroker::start(&port);
     let brokers = broker.brokers();
     let topics = Topics::create(&brokers, "restart", 6);
     let logs = process::log_dir("broker-restart");
@@ -94,7 +47,7 @@ fn broker_down_for_20s_and_back_vitalwatch_recovers_without_restart_and_loses_no
         }
     });
     let committed_before = topics.committed();
-    broker.script(&["stop"], false);
+    broker.script(&["stop"], &[]);
     let down = Instant::now();
     sc.step(format!(
         "broker stopped (committed {committed_before:?}); down for {DOWN:?}"
@@ -114,7 +67,7 @@ fn broker_down_for_20s_and_back_vitalwatch_recovers_without_restart_and_loses_no
         std::thread::sleep(Duration::from_secs(1));
     }
     let ready_while_down = vw.readyz();
-    broker.script(&["start"], false);
+    broker.script(&["start"], &[]);
     sc.step(format!(
         "broker back after {:.1?}; /readyz just before: {ready_while_down:?}",
         down.elapsed()

@@ -13,10 +13,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use vitalwatch::alert::OwnedAlert;
+use vitalwatch::rules::Event;
 use vitalwatch::rules::RuleSet;
 use vitalwatch::rules::news2;
-use vitalwatch::rules::state::{Evaluator, Event, Reading, StateLimits};
-use vitalwatch::vitals::{DecodeLimits, Metric, decode};
+use vitalwatch::rules::state::{Evaluator, Reading};
+use vitalwatch::vitals::{Metric, decode};
 
 use crate::kafka::{self, Feeder, Topics};
 use crate::process::{self, Vitalwatch};
@@ -60,7 +61,7 @@ fn a_hovering_pulse_pages_once() {
     vw.wait_ready(LONG);
 
     let patient = "H-000001";
-    let t0 = vitalwatch::pipeline::worker::now_ms() - 600_000;
+    let t0 = vitalwatch::clock::now_ms() - 600_000;
     let feeder = Feeder::new(&topics.client, &topics.input);
     for (metric, value) in [
         (Metric::RespiratoryRate, 16.0),
@@ -92,22 +93,21 @@ fn a_hovering_pulse_pages_once() {
     // The oracle: vitalwatch's own evaluator over the input as the topic holds it.
     let input = kafka::read_all(&topics.client, &topics.input);
     let rules = Arc::new(RuleSet::news2_red_flags());
-    let mut eval = Evaluator::new(rules.clone(), StateLimits::default());
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let mut eval = Evaluator::new(
+        rules.clone(),
+        vitalwatch::settings::defaults().state_limits(),
+    );
+    let now = vitalwatch::clock::now_ms();
     let mut expected: Vec<String> = Vec::new();
     for r in &input {
         let obs = decode(
             r.payload.as_deref().unwrap_or_default(),
-            &DecodeLimits::default(),
+            &vitalwatch::settings::defaults().decode_limits(),
             now,
         )
         .expect("valid input");
         let mut out = Vec::new();
-        let reading = Reading {
-            metric: obs.metric,
-            value: obs.value,
-            timestamp: obs.timestamp,
-        };
+        let reading = Reading::of(&obs);
         eval.observe(
             &obs.patient_id,
             reading,
@@ -185,7 +185,7 @@ fn device_keyed_readings_meet_in_one_chart_across_two_replicas() {
     });
     sc.step(format!("partitions split {split:?} between vw-a and vw-b"));
 
-    let t0 = vitalwatch::pipeline::worker::now_ms() - 300_000;
+    let t0 = vitalwatch::clock::now_ms() - 300_000;
     let patients: Vec<String> = (0..PATIENTS).map(|i| format!("D-{i:06}")).collect();
     let send = |phase: &[(Metric, f64)], ts: i64| {
         let feeder = Feeder::new(&topics.client, &topics.input);
@@ -218,13 +218,13 @@ fn device_keyed_readings_meet_in_one_chart_across_two_replicas() {
 
     // The oracle: each patient's chart from the input's latest reading per parameter.
     let input = kafka::read_all(&topics.client, &topics.input);
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let mut charts: BTreeMap<String, BTreeMap<Metric, (i64, f64)>> = BTreeMap::new();
     let mut partitions_of: BTreeMap<String, BTreeSet<i32>> = BTreeMap::new();
     for r in &input {
         let obs = decode(
             r.payload.as_deref().unwrap_or_default(),
-            &DecodeLimits::default(),
+            &vitalwatch::settings::defaults().decode_limits(),
             now,
         )
         .expect("valid input");

@@ -17,11 +17,15 @@
 //!
 //! Every scenario appends a row to `target/e2e/summary.tsv` (`summary.rs`).
 
+#[path = "../support/mod.rs"]
+mod support;
+
+mod broker;
 mod kafka;
 mod oracle;
 mod process;
 mod summary;
-mod wait;
+use support::wait;
 
 mod broker_restart;
 mod charts;

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use vitalwatch::alert::{OwnedAlert, Source, alert_id};
-use vitalwatch::vitals::{DecodeLimits, decode};
+use vitalwatch::vitals::decode;
 
 use crate::every_breach_rules;
 use crate::kafka::Record;
@@ -46,8 +46,8 @@ impl Expected {
     /// limits (the suite never changes `pipeline.max_message_bytes` or the skew).
     pub fn from_input(input_topic: &str, input: &[Record]) -> Expected {
         let rules = every_breach_rules();
-        let limits = DecodeLimits::default();
-        let now = vitalwatch::pipeline::worker::now_ms();
+        let limits = vitalwatch::settings::defaults().decode_limits();
+        let now = vitalwatch::clock::now_ms();
         let mut e = Expected {
             input_topic: input_topic.to_owned(),
             messages: input.len(),

@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use vitalwatch::vitals::{DecodeError, DecodeLimits, decode};
+use vitalwatch::vitals::{DecodeError, decode};
 
 use crate::kafka::{self, Feeder, Topics};
 use crate::oracle::{self, Expected};
@@ -331,10 +331,10 @@ fn neighbour(n: usize, ts: i64) -> (String, Vec<u8>) {
 #[ignore = "needs the nisshi broker: scripts/e2e.sh"]
 fn every_hostile_message_is_dead_lettered_with_its_reason_and_neighbours_are_alerted() {
     let mut sc = Scenario::begin("poison");
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let cases = cases(now);
     // The decoder agrees with each case's label (else the case tests something else).
-    let limits = DecodeLimits::default();
+    let limits = vitalwatch::settings::defaults().decode_limits();
     for c in &cases {
         let got = decode(c.payload.as_deref().unwrap_or_default(), &limits, now)
             .err()
@@ -370,9 +370,8 @@ fn every_hostile_message_is_dead_lettered_with_its_reason_and_neighbours_are_ale
     assert!(matches!(health, Ok((200, _))), "/healthz {health:?}");
     let invalid_metric: BTreeMap<String, f64> = vw
         .metrics()
-        .series("vitalwatch_messages_invalid_total")
-        .into_iter()
-        .filter_map(|(labels, v)| Some((labels.get("reason")?.clone(), v)))
+        .matching("vitalwatch_messages_invalid_total", &[])
+        .filter_map(|s| Some((s.labels.get("reason")?.clone(), s.value)))
         .filter(|(_, v)| *v > 0.0)
         .collect();
     let (status, took) = vw.terminate(Duration::from_secs(SHUTDOWN_TIMEOUT_SECS + 10));
@@ -446,7 +445,7 @@ fn a_message_just_under_the_broker_limit_is_dead_lettered_and_blocks_nothing_els
     let brokers = kafka::brokers();
     let topics = Topics::create(&brokers, "poison-1mb", 2);
     let logs = process::log_dir("poison-1MB");
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let mut vw = Vitalwatch::start("vw", &service_env(&topics, &[]), &logs);
     let send = |partition: i32, hostile: &[u8]| {
         let feeder = Feeder::new(&brokers, &topics.input);

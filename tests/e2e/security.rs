@@ -22,8 +22,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use vitalwatch::pipeline::worker::now_ms;
+use vitalwatch::clock::now_ms;
 
+use crate::broker::OwnBroker;
 use crate::kafka::{Client, Feeder, Topics};
 use crate::process::{self, Exited, Vitalwatch, repo_root, run_to_exit};
 use crate::summary::Scenario;
@@ -167,68 +168,27 @@ fn make_pki() -> Pki {
     }
 }
 
-/// The scenario's broker on its own port, through `scripts/broker.sh`; stopped when
-/// dropped.
-struct SecureBroker {
-    port: String,
-}
-
-impl SecureBroker {
-    fn script(&self, args: &[&str], env: &[(&str, &Path)]) {
-        let mut cmd = Command::new("bash");
-        cmd.arg(repo_root().join("scripts/broker.sh"))
-            .arg(args[0])
-            .arg(&self.port)
-            .args(&args[1..])
-            .env("STORAGE", "sqlite")
-            .current_dir(repo_root());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let status = cmd.status().expect("run scripts/broker.sh");
-        assert!(
-            status.success(),
-            "scripts/broker.sh {} {}: {status} (log target/e2e/broker-{}.log)",
-            args[0],
-            self.port,
-            self.port
-        );
-    }
-
-    /// Starts in plaintext on fresh data, creates the SCRAM user and the scenario's
-    /// topics, and restarts on the same port and data with TLS and authentication.
-    fn start(port: &str, pki: &Pki) -> (SecureBroker, Topics) {
-        let b = SecureBroker {
-            port: port.to_owned(),
-        };
-        b.script(&["start"], &[("FRESH", Path::new("1"))]);
-        b.script(
-            &["add-user", USER, &pki.password_file.display().to_string()],
-            &[],
-        );
-        let topics = Topics::create(format!("127.0.0.1:{port}").as_str(), "security", PARTITIONS);
-        b.script(&["stop"], &[]);
-        b.script(
-            &["start"],
-            &[
-                ("AUTH", Path::new("1")),
-                ("TLS_CERT", &pki.broker_cert),
-                ("TLS_KEY", &pki.broker_key),
-                ("ADVERTISED_HOST", Path::new("localhost")),
-            ],
-        );
-        (b, topics)
-    }
-}
-
-impl Drop for SecureBroker {
-    fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(repo_root().join("scripts/broker.sh"))
-            .args(["stop", &self.port])
-            .current_dir(repo_root())
-            .status();
-    }
+/// The scenario's broker: started in plaintext on fresh data, given the SCRAM user and
+/// the scenario's topics, and restarted on the same port and data with TLS and
+/// authentication.
+fn start_secure(port: &str, pki: &Pki) -> (OwnBroker, Topics) {
+    let b = OwnBroker::start(port);
+    b.script(
+        &["add-user", USER, &pki.password_file.display().to_string()],
+        &[],
+    );
+    let topics = Topics::create(format!("127.0.0.1:{port}").as_str(), "security", PARTITIONS);
+    b.script(&["stop"], &[]);
+    b.script(
+        &["start"],
+        &[
+            ("AUTH", Path::new("1")),
+            ("TLS_CERT", &pki.broker_cert),
+            ("TLS_KEY", &pki.broker_key),
+            ("ADVERTISED_HOST", Path::new("localhost")),
+        ],
+    );
+    (b, topics)
 }
 
 /// The librdkafka properties of a TLS + SCRAM-SHA-512 client trusting `ca` (the
@@ -326,7 +286,7 @@ fn security_tls_and_sasl_scram_process_everything_and_bad_certificate_host_or_pa
     let mut sc = Scenario::begin("security");
     let pki = make_pki();
     let port = std::env::var("VW_E2E_TLS_PORT").unwrap_or_else(|_| "19094".to_owned());
-    let (broker, topics) = SecureBroker::start(&port, &pki);
+    let (broker, topics) = start_secure(&port, &pki);
     let secure = format!("localhost:{}", broker.port);
     let mut client = Client::new(&secure).with("sasl.password", PASSWORD);
     for (k, v) in secure_props(&pki.ca) {

@@ -342,7 +342,7 @@ async fn hostile_input_is_dead_lettered_with_its_reason_and_never_alerts() {
     let t0 = Instant::now();
     let hwm_before = vm_hwm_kib();
     let cluster = Cluster::new(4);
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let hostile = hostile_messages(now);
 
     // Valid traffic: every third message breaches heart_rate_high.
@@ -393,11 +393,11 @@ async fn hostile_input_is_dead_lettered_with_its_reason_and_never_alerts() {
     // test cap, which the 20 KB tolerated ones exceed.)
     let limits = DecodeLimits {
         max_message_bytes: MAX_BYTES,
-        ..DecodeLimits::default()
+        ..vitalwatch::settings::defaults().decode_limits()
     };
     let mut expected_alerts: BTreeSet<String> = BTreeSet::new();
     for r in &evaluated {
-        let obs = decode(&r.payload, &limits, now)
+        let obs = decode(r.value(), &limits, now)
             .unwrap_or_else(|e| panic!("{:?} failed to decode: {e}", r.key));
         let source = Source {
             topic: &cluster.input,

@@ -1,5 +1,8 @@
 //! Pipeline integration tests on librdkafka's in-process mock cluster.
 
+#[path = "../support/mod.rs"]
+mod support;
+
 mod helpers;
 mod hostile;
 mod repartition;
@@ -79,7 +82,7 @@ async fn end_to_end_exact_alerts_dlq_and_commits() {
     let reasons: BTreeSet<&str> = got_dlq.values().map(String::as_str).collect();
     assert_eq!(
         reasons.len(),
-        10,
+        vitalwatch::vitals::DecodeError::REASONS.len(),
         "every reason code exercised: {reasons:?}"
     );
 
@@ -105,7 +108,7 @@ impl Recorder {
     fn hook(
         self: &Arc<Self>,
         name: &'static str,
-        delay: impl Fn(&vitalwatch::pipeline::worker::Work) -> Option<Duration> + Send + Sync + 'static,
+        delay: impl Fn(&vitalwatch::pipeline::Work) -> Option<Duration> + Send + Sync + 'static,
     ) -> Hooks {
         let me = self.clone();
         Hooks {
@@ -427,9 +430,9 @@ async fn alert_sink_outage_blocks_commits_then_recovers_every_alert() {
                 .filter(|r| r.partition == p)
                 .find(|r| {
                     let obs = vitalwatch::vitals::decode(
-                        &r.payload,
+                        r.value(),
                         &test_limits(),
-                        vitalwatch::pipeline::worker::now_ms(),
+                        vitalwatch::clock::now_ms(),
                     )
                     .unwrap();
                     rules().evaluate(&obs).next().is_some()
@@ -565,7 +568,7 @@ async fn graceful_shutdown_drains_queued_work_and_commits() {
     let evaluated_first = rec.seen().len();
     // Everything read was evaluated and committed.
     assert_eq!(evaluated_first as u64, report.counts.consumed);
-    // -1001: a partition the first run never read has no committed offset.
+    // -1: a partition the first run never read has no committed offset.
     let committed_total: i64 = committed.iter().map(|&c| c.max(0)).sum();
     assert_eq!(committed_total, report.counts.consumed as i64);
 

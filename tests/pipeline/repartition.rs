@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use vitalwatch::clock::now_ms;
 use vitalwatch::pipeline::Hooks;
-use vitalwatch::pipeline::worker::now_ms;
 use vitalwatch::rules::RuleSet;
 use vitalwatch::rules::news2;
 use vitalwatch::vitals::Metric;
@@ -212,10 +212,8 @@ async fn liveness_holds_through_a_long_revoke_drain() {
     let breaching: Vec<(String, Vec<u8>)> = (0..20)
         .map(|i| {
             let p = format!("L-{i}");
-            let payload = format!(
-                r#"{{"patientId":"{p}","metric":"heart_rate","value":150,"timestamp":{now}}}"#
-            );
-            (p, payload.into_bytes())
+            let payload = observation(&p, "heart_rate", 150, now);
+            (p, payload)
         })
         .collect();
     cluster.produce(&breaching).await;
@@ -362,5 +360,5 @@ async fn a_copy_that_fails_on_reading_back_is_dead_lettered_as_its_original() {
     assert_eq!(d.headers["vitalwatch.source.offset"], "41");
     assert_eq!(d.headers["vitalwatch.source.timestamp"], "1764000000000");
     assert_eq!(d.key.as_deref(), Some(&b"monitor-9"[..]));
-    assert_eq!(d.payload, payload.as_bytes());
+    assert_eq!(d.value(), payload.as_bytes());
 }

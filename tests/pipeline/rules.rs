@@ -54,7 +54,7 @@ const SICK: [f64; 7] = [23.0, 93.0, 0.0, 105.0, 115.0, 0.0, 38.6];
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deteriorating_patient_raises_news2_medium_then_high_and_a_stable_one_nothing() {
     let cluster = Cluster::new(2);
-    let start = vitalwatch::pipeline::worker::now_ms() - 3 * 60 * MIN;
+    let start = vitalwatch::clock::now_ms() - 3 * 60 * MIN;
     let mut msgs = Vec::new();
     for i in 0..18 {
         let at = start + i * 10 * MIN;
@@ -160,7 +160,11 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
     let live = LiveRules::new(Arc::new(RuleSet::load(&file).unwrap()));
     let reloader = Reloader::new(&file, live.clone(), Box::new(|_| Ok(())));
     let stop_reloader = CancellationToken::new();
-    reloader.spawn(Some(Duration::from_millis(50)), stop_reloader.clone());
+    reloader.spawn(
+        Some(Duration::from_millis(50)),
+        vitalwatch::signals::Hangups::none(),
+        stop_reloader.clone(),
+    );
     let running = start_pipeline(&cluster, "reload", live.clone());
 
     // Phase 1 under load: a backlog being worked through while the file is replaced.
@@ -169,7 +173,7 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
         let phase1 = phase1.clone();
         let cluster_producer = cluster.producer();
         let topic = cluster.input.clone();
-        tokio::spawn(async move { produce_with(&cluster_producer, &topic, &phase1).await })
+        tokio::spawn(async move { produce(&cluster_producer, &topic, &phase1).await })
     };
     assert!(
         running
@@ -206,10 +210,10 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
         Duration::from_secs(30),
     );
     let limits = test_limits();
-    let now = vitalwatch::pipeline::worker::now_ms();
+    let now = vitalwatch::clock::now_ms();
     let valid = input
         .iter()
-        .filter(|r| decode(&r.payload, &limits, now).is_ok())
+        .filter(|r| decode(r.value(), &limits, now).is_ok())
         .count() as u64;
     assert!(
         running
@@ -248,7 +252,7 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
         alert_id(&source, "pulse_watch").to_string()
     };
     let is_pulse = |r: &Record| {
-        decode(&r.payload, &limits, now)
+        decode(r.value(), &limits, now)
             .is_ok_and(|o| o.metric == vitalwatch::vitals::Metric::HeartRate)
     };
     // Phase 2 and 3 messages: the last phase2+phase3 records of each partition by
@@ -265,7 +269,7 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
             assert!(!watch_ids.contains(&pulse_id(r)));
             continue;
         }
-        if later.contains(r.payload.as_slice()) {
+        if later.contains(r.value()) {
             later_pulses += 1;
             assert!(
                 watch_ids.contains(&pulse_id(r)),
@@ -288,10 +292,10 @@ async fn hot_reload_under_load_swaps_between_messages_and_rejects_a_bad_file() {
     // a batch that began before the swap.
     let mut by_patient: BTreeMap<String, Vec<bool>> = BTreeMap::new();
     for r in by_partition_offset.values() {
-        if !is_pulse(r) || later.contains(r.payload.as_slice()) {
+        if !is_pulse(r) || later.contains(r.value()) {
             continue;
         }
-        if let Ok(o) = decode(&r.payload, &limits, now) {
+        if let Ok(o) = decode(r.value(), &limits, now) {
             by_patient
                 .entry(o.patient_id.into_owned())
                 .or_default()
@@ -344,7 +348,7 @@ fn tempdir() -> std::path::PathBuf {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!(
         "reload-{}-{}",
         std::process::id(),
-        vitalwatch::pipeline::worker::now_ms()
+        vitalwatch::clock::now_ms()
     ));
     std::fs::create_dir_all(&dir).unwrap();
     dir

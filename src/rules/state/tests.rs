@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use super::*;
+use crate::rules::Severity;
 use crate::vitals::Metric::*;
 
 const T0: i64 = 1_763_798_400_000;
@@ -55,7 +56,7 @@ fn seconds(published: &[(i64, Vec<Event>)]) -> Vec<i64> {
 fn a_stateless_rule_alerts_every_breaching_observation() {
     let set = hr_high("cooldown_secs = 0");
     assert!(set.is_stateless());
-    let mut eval = Evaluator::new(set, StateLimits::default());
+    let mut eval = Evaluator::new(set, crate::settings::defaults().state_limits());
     let got = feed(
         &mut eval,
         HeartRate,
@@ -67,7 +68,10 @@ fn a_stateless_rule_alerts_every_breaching_observation() {
 
 #[test]
 fn for_secs_fires_only_after_the_full_span_of_breaching_observations() {
-    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    let mut eval = Evaluator::new(
+        hr_high("for_secs = 60"),
+        crate::settings::defaults().state_limits(),
+    );
     // Breaching every 15 s from t=0: the span reaches 60 s at t=60, not before.
     let series: Vec<(i64, f64)> = (0..=6).map(|i| (i * 15, 140.0)).collect();
     let got = feed(&mut eval, HeartRate, &series);
@@ -77,7 +81,10 @@ fn for_secs_fires_only_after_the_full_span_of_breaching_observations() {
 
 #[test]
 fn one_normal_observation_restarts_the_sustained_span() {
-    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    let mut eval = Evaluator::new(
+        hr_high("for_secs = 60"),
+        crate::settings::defaults().state_limits(),
+    );
     let got = feed(
         &mut eval,
         HeartRate,
@@ -96,7 +103,10 @@ fn one_normal_observation_restarts_the_sustained_span() {
 #[test]
 fn the_span_is_observation_time_not_arrival_time() {
     // A backlog read in one burst: arrival order, but timestamps 20 s apart.
-    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    let mut eval = Evaluator::new(
+        hr_high("for_secs = 60"),
+        crate::settings::defaults().state_limits(),
+    );
     let mut out = Vec::new();
     for i in 0..4 {
         let reading = Reading {
@@ -126,7 +136,10 @@ fn a_noisy_value_around_the_threshold_raises_one_alert_not_dozens() {
     assert!(breaching >= 50, "{breaching}");
 
     let stateless = feed(
-        &mut Evaluator::new(hr_high("cooldown_secs = 0"), StateLimits::default()),
+        &mut Evaluator::new(
+            hr_high("cooldown_secs = 0"),
+            crate::settings::defaults().state_limits(),
+        ),
         HeartRate,
         &series,
     );
@@ -136,14 +149,20 @@ fn a_noisy_value_around_the_threshold_raises_one_alert_not_dozens() {
         "without alarm control: one per breach"
     );
 
-    let mut eval = Evaluator::new(hr_high("clear_margin = 5"), StateLimits::default());
+    let mut eval = Evaluator::new(
+        hr_high("clear_margin = 5"),
+        crate::settings::defaults().state_limits(),
+    );
     let got = feed(&mut eval, HeartRate, &series);
     assert_eq!(seconds(&got), [2], "one alert, at the first breach");
 }
 
 #[test]
 fn a_persisting_condition_is_repeated_only_after_the_cooldown() {
-    let mut eval = Evaluator::new(hr_high("cooldown_secs = 300"), StateLimits::default());
+    let mut eval = Evaluator::new(
+        hr_high("cooldown_secs = 300"),
+        crate::settings::defaults().state_limits(),
+    );
     let series: Vec<(i64, f64)> = (0..=20).map(|i| (i * 30, 140.0)).collect();
     let got = feed(&mut eval, HeartRate, &series);
     assert_eq!(seconds(&got), [0, 300, 600]);
@@ -153,7 +172,7 @@ fn a_persisting_condition_is_repeated_only_after_the_cooldown() {
 fn after_clearing_by_the_margin_the_rule_rearms_and_a_new_episode_alerts_at_once() {
     let mut eval = Evaluator::new(
         hr_high("clear_margin = 5\nemit_resolved = true"),
-        StateLimits::default(),
+        crate::settings::defaults().state_limits(),
     );
     let got = feed(
         &mut eval,
@@ -185,7 +204,7 @@ clear_margin = 2
 emit_resolved = true
 "#,
     );
-    let mut eval = Evaluator::new(set, StateLimits::default());
+    let mut eval = Evaluator::new(set, crate::settings::defaults().state_limits());
     let got = feed(
         &mut eval,
         Spo2,
@@ -236,7 +255,7 @@ fn severities(events: &[Event]) -> Vec<(Severity, AlertStatus, u8)> {
 fn a_day_of_memory() -> StateLimits {
     StateLimits {
         ttl_ms: 86_400_000,
-        ..StateLimits::default()
+        ..crate::settings::defaults().state_limits()
     }
 }
 
@@ -252,7 +271,7 @@ const HEALTHY: [(Metric, f64); 7] = [
 
 #[test]
 fn a_rise_from_medium_to_high_raises_a_second_alert_and_medium_again_does_not() {
-    let mut eval = Evaluator::new(news2_only(), StateLimits::default());
+    let mut eval = Evaluator::new(news2_only(), crate::settings::defaults().state_limits());
     assert!(chart_at(&mut eval, 0, &HEALTHY).is_empty());
     // RR 22 (2), SpO2 95 (1), HR 105 (1), temperature 38.5 (1): aggregate 5, medium.
     let medium = [
@@ -327,7 +346,7 @@ clear_margin = 1
 emit_resolved = true
 "#,
     );
-    let mut eval = Evaluator::new(set, StateLimits::default());
+    let mut eval = Evaluator::new(set, crate::settings::defaults().state_limits());
     let got = chart_at(&mut eval, 0, &[(RespiratoryRate, 26.0)]);
     assert_eq!(
         severities(&got),
@@ -410,7 +429,10 @@ cooldown_secs = 3600
 
 #[test]
 fn state_from_an_earlier_assignment_of_the_partition_is_not_trusted() {
-    let mut eval = Evaluator::new(hr_high("cooldown_secs = 3600"), StateLimits::default());
+    let mut eval = Evaluator::new(
+        hr_high("cooldown_secs = 3600"),
+        crate::settings::defaults().state_limits(),
+    );
     let mut out = Vec::new();
     let hr = Reading {
         metric: HeartRate,
@@ -449,7 +471,7 @@ above = 135
 severity = "high"
 "#,
     );
-    let mut eval = Evaluator::new(before, StateLimits::default());
+    let mut eval = Evaluator::new(before, crate::settings::defaults().state_limits());
     let mut out = Vec::new();
     let hr = |v: f64| Reading {
         metric: HeartRate,
@@ -486,7 +508,7 @@ severity = "medium"
 fn readings_of_one_patient_from_two_partitions_share_the_state() {
     // Keyed by device, not patient: the pulse oximeter's and the cuff's readings come
     // from different partitions. The NEWS2 chart still adds them up.
-    let mut eval = Evaluator::new(news2_only(), StateLimits::default());
+    let mut eval = Evaluator::new(news2_only(), crate::settings::defaults().state_limits());
     let mut out = Vec::new();
     let at = |metric, value| Reading {
         metric,
@@ -506,7 +528,10 @@ fn readings_of_one_patient_from_two_partitions_share_the_state() {
 
 #[test]
 fn a_late_normal_reading_from_before_the_run_does_not_restart_it() {
-    let mut eval = Evaluator::new(hr_high("for_secs = 60"), StateLimits::default());
+    let mut eval = Evaluator::new(
+        hr_high("for_secs = 60"),
+        crate::settings::defaults().state_limits(),
+    );
     let got = feed(
         &mut eval,
         HeartRate,
@@ -518,7 +543,7 @@ fn a_late_normal_reading_from_before_the_run_does_not_restart_it() {
 #[test]
 fn news2_ends_an_escalated_episode_with_a_resolved_event_per_severity_alerted() {
     let set = rules("[news2]\nclear_margin = 0\nemit_resolved = true\n");
-    let mut eval = Evaluator::new(set, StateLimits::default());
+    let mut eval = Evaluator::new(set, crate::settings::defaults().state_limits());
     let unwell = [
         (RespiratoryRate, 22.0),
         (Spo2, 95.0),
@@ -598,7 +623,7 @@ fn every_shipped_red_flag_clears_exactly_at_the_documented_value() {
 #[test]
 fn a_pulse_hovering_at_the_news2_three_band_is_one_episode() {
     let set = Arc::new(RuleSet::news2_red_flags());
-    let mut eval = Evaluator::new(set.clone(), StateLimits::default());
+    let mut eval = Evaluator::new(set.clone(), crate::settings::defaults().state_limits());
     let normal = [
         (RespiratoryRate, 16.0),
         (Spo2, 97.0),
@@ -643,7 +668,7 @@ fn the_single_parameter_hysteresis_follows_its_margin_and_can_be_switched_off() 
     // With emit_resolved the end is visible: at 126 (within 5 of 131) the episode holds,
     // at 125 it ends.
     let hold = rules("[news2]\nemit_resolved = true\n");
-    let mut eval = Evaluator::new(hold, StateLimits::default());
+    let mut eval = Evaluator::new(hold, crate::settings::defaults().state_limits());
     assert_eq!(chart_at(&mut eval, 0, &[(HeartRate, 135.0)]).len(), 1);
     assert!(chart_at(&mut eval, 20, &[(HeartRate, 126.0)]).is_empty());
     let ended = chart_at(&mut eval, 40, &[(HeartRate, 125.0)]);
@@ -654,7 +679,7 @@ fn the_single_parameter_hysteresis_follows_its_margin_and_can_be_switched_off() 
 
     // single_clear_margin.heart_rate = 0: the old behaviour, the end at the first 2.
     let off = rules("[news2]\nemit_resolved = true\nsingle_clear_margin = { heart_rate = 0 }\n");
-    let mut eval = Evaluator::new(off, StateLimits::default());
+    let mut eval = Evaluator::new(off, crate::settings::defaults().state_limits());
     assert_eq!(chart_at(&mut eval, 0, &[(HeartRate, 135.0)]).len(), 1);
     let ended = chart_at(&mut eval, 20, &[(HeartRate, 130.0)]);
     assert_eq!(
@@ -665,7 +690,7 @@ fn the_single_parameter_hysteresis_follows_its_margin_and_can_be_switched_off() 
     // The low side too: SpO2 91 (3) holds until 93 (92 + 1).
     let mut eval = Evaluator::new(
         rules("[news2]\nemit_resolved = true\n"),
-        StateLimits::default(),
+        crate::settings::defaults().state_limits(),
     );
     assert_eq!(chart_at(&mut eval, 0, &[(Spo2, 91.0)]).len(), 1);
     assert!(chart_at(&mut eval, 20, &[(Spo2, 92.5)]).is_empty());

@@ -349,8 +349,10 @@ fn observation(patient: &str, metric: Metric, value: f64, ts: i64) -> Observatio
     }
 }
 
-/// A malformed message of the given DLQ reason, shaped like a real feed's mistake.
-fn malformed(reason: &str, patient: &str, ts: i64, too_large_bytes: usize) -> Vec<u8> {
+/// A malformed message of the given DLQ reason (one of [`DecodeError::REASONS`]), shaped
+/// like a real feed's mistake; a `too_large` one is `too_large_bytes` long. The ward,
+/// loadgen and the tests draw their malformed input from here.
+pub fn malformed(reason: &str, patient: &str, ts: i64, too_large_bytes: usize) -> Vec<u8> {
     let head = format!(r#"{{"patientId":"{patient}","metric":"#);
     match reason {
         "too_large" => {
@@ -407,7 +409,7 @@ fn malformed(reason: &str, patient: &str, ts: i64, too_large_bytes: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vitals::{DecodeLimits, decode};
+    use crate::vitals::decode;
 
     const T0: i64 = 1_763_798_400_000;
 
@@ -441,7 +443,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_carry_the_reason_they_claim() {
-        let limits = DecodeLimits::default();
+        let limits = crate::settings::defaults().decode_limits();
         for reason in DecodeError::REASONS {
             let payload = malformed(reason, "P-000001", T0, limits.max_message_bytes + 1);
             let err = decode(&payload, &limits, T0).expect_err(reason);
@@ -463,7 +465,7 @@ mod tests {
                 70_000,
             )
         });
-        let limits = DecodeLimits::default();
+        let limits = crate::settings::defaults().decode_limits();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..24 {
             let m = w.next(T0);

@@ -24,9 +24,7 @@ macro_rules! say {
     }};
 }
 
-pub mod scrape;
 mod terminal;
-pub mod ward;
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -42,17 +40,21 @@ use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer};
 use tokio_util::sync::CancellationToken;
 
-use crate::cli::DemoArgs;
+use super::scrape::Scrape;
+use super::ward::{Course, Ward, WardConfig};
+use crate::clock::now_ms;
 use crate::metrics::{PROCESSING_DURATION, WORKER_QUEUE_DEPTH};
-use crate::pipeline::worker::now_ms;
 use crate::pipeline::{self, Counts, Hooks, PipelineConfig, Status};
-use crate::rules::state::{AlertStatus, Evaluator, Event, Reading, StateLimits};
-use crate::rules::{News2Rule, RuleSet};
-use crate::settings::{LogFormat, LogSettings, Settings};
+use crate::rules::RuleSet;
+use crate::rules::state::{Evaluator, Reading, StateLimits};
+use crate::rules::{AlertStatus, Event};
+use crate::settings::Settings;
+use crate::signals::Signals;
+use crate::telemetry::LogFormat;
+use crate::tools::cli::DemoArgs;
 use crate::vitals::{DecodeLimits, decode};
-use crate::{app, http, telemetry};
+use crate::{http, telemetry};
 use terminal::{Console, Reader, Tally, Topic};
-use ward::{Course, Ward, WardConfig};
 
 /// Partitions of the alert and dead-letter topics on the in-process cluster.
 const ALERT_PARTITIONS: i32 = 3;
@@ -85,10 +87,7 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     let (rules, rules_source) = demo_rules(&settings)?;
     // Service logs stay out of the way of the console (stderr, warnings only) unless
     // RUST_LOG asks for more.
-    telemetry::init(&LogSettings {
-        format: LogFormat::Pretty,
-        level: "warn".into(),
-    });
+    telemetry::init(LogFormat::Pretty, "warn");
 
     // Not Send: it stays on this thread, alive until the runtime has shut down. The
     // cluster belongs to a client of its own so that its group coordinator can be told
@@ -123,7 +122,7 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
         mock.create_topic(topic, partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the in-process cluster"))?;
     }
-    let mut config = PipelineConfig::from_settings(&settings);
+    let mut config = settings.pipeline_config();
     config.bootstrap_servers = mock.bootstrap_servers();
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -177,6 +176,7 @@ async fn demo(
     rules_source: String,
 ) -> anyhow::Result<bool> {
     let started = Instant::now();
+    let signals = Signals::install();
     let status = Status::new();
     let http_stop = CancellationToken::new();
     let (metrics_addr, fallback) = serve_metrics(
@@ -294,6 +294,7 @@ async fn demo(
     let interrupted = Arc::new(AtomicBool::new(false));
     tokio::spawn(stop_after(
         args.duration,
+        signals,
         stop.clone(),
         interrupted.clone(),
         console.clone(),
@@ -373,7 +374,8 @@ async fn demo(
     let rendered = http::metrics_handle()
         .map(|h| crate::metrics::render_collected(&h))
         .unwrap_or_default();
-    let latency = [0.5, 0.99].map(|q| scrape::quantile(&rendered, PROCESSING_DURATION, q));
+    let scraped = Scrape::parse(&rendered).unwrap_or_default();
+    let latency = [0.5, 0.99].map(|q| scraped.quantile(PROCESSING_DURATION, q));
     let ok = summary(&Summary {
         ran: started.elapsed(),
         interrupted: interrupted.load(Ordering::Relaxed),
@@ -443,11 +445,11 @@ fn abbreviate(items: &[&str], max: usize) -> String {
 /// Cancels `stop` after `duration` seconds (0: never) or on Ctrl-C/SIGTERM.
 async fn stop_after(
     duration: u64,
+    signals: Signals,
     stop: CancellationToken,
     interrupted: Arc<AtomicBool>,
     console: Console,
 ) {
-    let signal = CancellationToken::new();
     let timer = async {
         match duration {
             0 => std::future::pending().await,
@@ -455,16 +457,15 @@ async fn stop_after(
         }
     };
     tokio::select! {
-        _ = app::stop_on_signal(signal.clone()) => {
+        () = signals.interrupts(1) => {
             interrupted.store(true, Ordering::Relaxed);
             console.line(format!(
                 "{} stopping the ward, draining the pipeline (Ctrl-C again to quit at once)",
                 style("interrupted:").bold()
             ));
-            tokio::spawn(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    std::process::exit(130);
-                }
+            tokio::spawn(async move {
+                signals.interrupts(2).await;
+                std::process::exit(130);
             });
         }
         _ = timer => {}
@@ -496,8 +497,8 @@ fn feed(
         },
     );
     let mut events = Vec::new();
-    let mut pump = crate::loadgen::Pump::new(brokers, topic, "vitalwatch-demo-ward")?;
-    let pacer = crate::loadgen::Pacer::new(rate);
+    let mut pump = crate::tools::loadgen::Pump::new(brokers, topic, "vitalwatch-demo-ward")?;
+    let pacer = crate::tools::loadgen::Pacer::new(rate);
     let mut fed = Fed::default();
     let mut n = 0;
     while !stop.is_cancelled() {
@@ -507,11 +508,7 @@ fn feed(
         match decode(&msg.payload, &limits, now) {
             Ok(obs) => {
                 events.clear();
-                let reading = Reading {
-                    metric: obs.metric,
-                    value: obs.value,
-                    timestamp: obs.timestamp,
-                };
+                let reading = Reading::of(&obs);
                 // One owner for everyone: the demo's partitions are never reassigned.
                 evaluator.observe(&obs.patient_id, reading, (0, 0), 0, &mut events);
                 for event in &events {
@@ -535,22 +532,12 @@ fn feed(
 
 /// How the summary counts an event: its rule id, `… resolved` for the end of an episode.
 fn event_key(rules: &RuleSet, event: &Event) -> String {
-    let (id, status) = match event {
-        Event::Threshold { rule, status } => (rules.rules()[*rule].id.as_str(), *status),
-        Event::News2 {
-            severity, status, ..
-        } => (
-            if *severity == crate::alert::Severity::High {
-                News2Rule::HIGH_ID
-            } else {
-                News2Rule::MEDIUM_ID
-            },
-            *status,
-        ),
-    };
-    match status {
-        AlertStatus::Firing => id.to_owned(),
-        AlertStatus::Resolved => format!("{id} resolved"),
+    let id = rules.event_rule_id(event);
+    match event {
+        Event::Threshold { status, .. } | Event::News2 { status, .. } => match status {
+            AlertStatus::Firing => id.to_owned(),
+            AlertStatus::Resolved => format!("{id} resolved"),
+        },
     }
 }
 
@@ -574,7 +561,9 @@ async fn status_ticker(
         let rendered = http::metrics_handle()
             .map(|h| crate::metrics::render_collected(&h))
             .unwrap_or_default();
-        let queue = scrape::sum(&rendered, WORKER_QUEUE_DEPTH);
+        let queue = Scrape::parse(&rendered)
+            .map(|s| s.sum(WORKER_QUEUE_DEPTH, &[]))
+            .unwrap_or(0.0);
         let joining = if status.assigned_partitions() == 0 {
             "  (consumer group joining)"
         } else {

@@ -8,7 +8,7 @@ use anyhow::Context;
 use plotters::prelude::*;
 use serde::Serialize;
 
-use super::{DEFAULT_WORKERS, Drain, Results};
+use super::{Drain, Results, default_workers};
 
 /// The machine a run was measured on.
 #[derive(Debug, Clone, Serialize)]
@@ -93,8 +93,8 @@ fn select<'a>(
 
 /// The worker count the headline ratios use: the default when it was measured.
 fn headline_workers(results: &Results) -> usize {
-    if results.plan.workers.contains(&DEFAULT_WORKERS) {
-        DEFAULT_WORKERS
+    if results.plan.workers.contains(&default_workers()) {
+        default_workers()
     } else {
         results.plan.workers.iter().copied().max().unwrap_or(1)
     }
@@ -310,7 +310,8 @@ pub fn markdown(r: &Results) -> String {
     if let Some(max) = r.saturated_rate {
         let _ = writeln!(
             s,
-            "### Maximum with the producer beside it\n\n{max:.0} msg/s produced and processed at once (vitalwatch at {DEFAULT_WORKERS} workers; the bench's producer and the broker share the machine). The latency run offers half of it.\n"
+            "### Maximum with the producer beside it\n\n{max:.0} msg/s produced and processed at once (vitalwatch at {} workers; the bench's producer and the broker share the machine). The latency run offers half of it.\n",
+            default_workers()
         );
     }
     if let Some(l) = &r.latency {

@@ -15,8 +15,8 @@
 //! the broker (librdkafka's mock cluster by default) lives in this process. Results go to
 //! `target/bench/` as JSON, a markdown table and SVG plots. See `docs/benchmarks.md`.
 
+mod brokerless;
 mod child;
-mod inproc;
 mod latency;
 mod report;
 
@@ -36,13 +36,15 @@ pub use child::raw_main;
 use child::{Drained, Subject};
 pub use latency::Latency;
 
-use crate::cli::{BaseTimestamp, BenchArgs, LoadgenArgs};
-use crate::demo::ward::{WARD_METRICS, Ward, WardConfig};
-use crate::pipeline::worker::now_ms;
+use crate::clock::now_ms;
+use crate::tools::cli::{BaseTimestamp, BenchArgs, LoadgenArgs};
+use crate::tools::ward::{WARD_METRICS, Ward, WardConfig};
 
 /// vitalwatch's default worker count (`pipeline.workers` in config/default.toml): the
 /// configuration the headline ratios are taken at.
-pub const DEFAULT_WORKERS: usize = 8;
+pub fn default_workers() -> usize {
+    crate::settings::defaults().pipeline.workers
+}
 /// Patients in the generated traffic.
 const PATIENTS: u32 = 10_000;
 
@@ -144,7 +146,7 @@ pub struct Results {
     pub machine: report::Machine,
     pub broker: String,
     pub plan: Plan,
-    pub inprocess: Vec<inproc::InProcessRun>,
+    pub inprocess: Vec<brokerless::InProcessRun>,
     pub drains: Vec<Drain>,
     pub cpu_bound: Vec<Drain>,
     /// Messages/s vitalwatch sustained while the bench produced them (the latency run's
@@ -203,7 +205,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     stage(&format!(
         "in-process: bare decode loop vs the pipeline without Kafka, {n} messages"
     ));
-    results.inprocess = inproc::run(n, &plan.workers, plan.rounds, PATIENTS)?;
+    results.inprocess = brokerless::run(n, &plan.workers, plan.rounds, PATIENTS)?;
     save(&mut results, &out, started)?;
 
     stage(&format!(
@@ -269,7 +271,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
             ));
             let topics = broker.topics("saturate", n)?;
             let group = broker.group("saturate");
-            let subject = topics.subject(&exe, &broker, &group, DEFAULT_WORKERS, None, &logs);
+            let subject = topics.subject(&exe, &broker, &group, default_workers(), None, &logs);
             let max = latency::saturate(&subject, topics.partitions, n, PATIENTS)?;
             eprintln!("  {max:.0} msg/s, produced and processed at once");
             results.saturated_rate = Some(max);
@@ -298,7 +300,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         &exe,
         &broker,
         &group,
-        DEFAULT_WORKERS,
+        default_workers(),
         Some(&every_breach),
         &logs,
     );
@@ -336,12 +338,12 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         let ends = broker.load(&topics, n)?;
         let group = broker.group("mem");
         let d = topics
-            .subject(&exe, &broker, &group, DEFAULT_WORKERS, None, &logs)
+            .subject(&exe, &broker, &group, default_workers(), None, &logs)
             .drain(&ends)?;
         results.memory.push(Drain::new(
             "vitalwatch",
             "shipped",
-            Some(DEFAULT_WORKERS),
+            Some(default_workers()),
             1,
             d,
         ));
@@ -407,7 +409,10 @@ pub(crate) fn traffic(seed: u64, patients: u32) -> Ward {
         course: None,
         abnormal_ratio: 0.05,
         invalid_ratio: 0.01,
-        too_large_bytes: crate::vitals::DecodeLimits::default().max_message_bytes + 1,
+        too_large_bytes: crate::settings::defaults()
+            .decode_limits()
+            .max_message_bytes
+            + 1,
     })
 }
 
@@ -588,7 +593,7 @@ impl Broker {
             seed: 1,
             base_timestamp: BaseTimestamp::Now,
         };
-        let s = crate::loadgen::run(&args)?;
+        let s = crate::tools::loadgen::run(&args)?;
         eprintln!(
             "  loaded {} messages into {topic} ({} partitions) at {:.0} msg/s",
             s.produced,

@@ -1,10 +1,11 @@
-//! NEWS2 (Royal College of Physicians, 2017) single-parameter scores and aggregate risk.
+//! The NEWS2 chart (Royal College of Physicians, 2017): single-parameter scores and
+//! aggregate risk.
 //!
 //! The National Early Warning Score 2 scores seven bedside observations 0–3 each and adds
 //! them up; the total and the highest single score decide how urgently a clinician should
 //! review the patient. This module holds the chart itself, as pure functions over one
 //! value or one set of values. Keeping each patient's latest values and deciding when to
-//! alert belongs to the worker, which owns the patient's state.
+//! alert is the rule's ([`super`]).
 //!
 //! The chart prints integer bands (respiration rate 9–11, 12–20, …) but monitors report
 //! fractions (20.5 /min, 36.05 °C), so the tables here extend every band to all real
@@ -173,6 +174,13 @@ pub enum Risk {
     High,
 }
 
+/// The aggregate from which risk is high (emergency response).
+pub const HIGH_AT: u8 = 7;
+/// The aggregate from which risk is medium (urgent ward-based response).
+pub const MEDIUM_AT: u8 = 5;
+/// A single parameter's score that alone makes risk medium (a red flag).
+pub const RED_FLAG_SCORE: u8 = 3;
+
 /// A running NEWS2 total and the highest single-parameter score that went into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Aggregate {
@@ -191,12 +199,22 @@ impl Aggregate {
     /// RCP thresholds: High when total >= 7; Medium when total 5-6 or any single
     /// parameter scores 3; else Low.
     pub fn risk(&self) -> Risk {
-        if self.total >= 7 {
+        if self.total >= HIGH_AT {
             Risk::High
-        } else if self.total >= 5 || self.max_single >= 3 {
+        } else if self.total >= MEDIUM_AT || self.max_single >= RED_FLAG_SCORE {
             Risk::Medium
         } else {
             Risk::Low
+        }
+    }
+
+    /// What put the chart in its band, as an alert's `threshold`: the aggregate that
+    /// starts the band (7, 5), or the single parameter's 3 of a medium aggregate below 5.
+    pub fn band_threshold(&self) -> f64 {
+        match self.risk() {
+            Risk::High => f64::from(HIGH_AT),
+            _ if self.total >= MEDIUM_AT => f64::from(MEDIUM_AT),
+            _ => f64::from(RED_FLAG_SCORE),
         }
     }
 }

@@ -20,11 +20,10 @@ use serde::Serialize;
 
 use super::child::Subject;
 use crate::alert::OwnedAlert;
-use crate::demo::scrape;
-use crate::demo::ward::{Kind, Ward, WardConfig};
-use crate::loadgen::{Pacer, Pump};
-use crate::pipeline::worker::now_ms;
-use crate::vitals::DecodeLimits;
+use crate::clock::now_ms;
+use crate::tools::loadgen::{Pacer, Pump};
+use crate::tools::scrape;
+use crate::tools::ward::{Kind, Ward, WardConfig};
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -106,7 +105,8 @@ pub fn run(
         std::thread::sleep(Duration::from_millis(50));
     }
     let received = reader.stop();
-    let metrics = running.metrics().unwrap_or_default();
+    // A scrape the exporter garbled reads as no latency figures, not a failed run.
+    let metrics = scrape::Scrape::parse(&running.metrics().unwrap_or_default()).unwrap_or_default();
     let peak_rss = super::child::Sample::of(running.pid())?.peak_rss;
 
     // Whole latency, and its two halves by wall clock (millisecond resolution): send →
@@ -145,8 +145,8 @@ pub fn run(
         to_alert_p99_ms: quantile(&to_emit, 0.99),
         alert_to_read_p50_ms: quantile(&from_emit, 0.5),
         alert_to_read_p99_ms: quantile(&from_emit, 0.99),
-        processing_p50_ms: scrape::quantile(&metrics, name, 0.50).map(|s| s * 1e3),
-        processing_p99_ms: scrape::quantile(&metrics, name, 0.99).map(|s| s * 1e3),
+        processing_p50_ms: metrics.quantile(name, 0.50).map(|s| s * 1e3),
+        processing_p99_ms: metrics.quantile(name, 0.99).map(|s| s * 1e3),
         peak_rss,
         cdf: thin_cdf(&ms, 2000),
     })
@@ -194,7 +194,10 @@ fn warm_up(pump: &mut Pump, patients: u32, timestamp: i64) -> anyhow::Result<()>
         course: None,
         abnormal_ratio: 0.0,
         invalid_ratio: 0.0,
-        too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
+        too_large_bytes: crate::settings::defaults()
+            .decode_limits()
+            .max_message_bytes
+            + 1,
     });
     let msg = ward.next(timestamp);
     pump.send(msg.key.as_bytes(), &msg.payload)?;

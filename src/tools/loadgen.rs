@@ -1,6 +1,6 @@
 //! `vitalwatch loadgen`: synthetic vital signs for any broker.
 //!
-//! The messages come from the demo's ward simulator ([`crate::demo::ward`]) without
+//! The messages come from the demo's ward simulator ([`crate::tools::ward`]) without
 //! deteriorating patients: `--abnormal-ratio` injects red-flag readings and
 //! `--invalid-ratio` malformed messages. Output is deterministic: the same seed and flags
 //! give the same sequence of (key, payload); with a fixed `--base-timestamp` the
@@ -24,13 +24,12 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message};
 
-use crate::cli::{BaseTimestamp, LoadgenArgs};
-use crate::demo::ward::{Kind, Ward, WardConfig};
+use crate::clock::now_ms;
 use crate::pipeline::repartition::Partitioner;
-use crate::pipeline::worker::now_ms;
 use crate::secret::ClientProps;
 use crate::settings::Settings;
-use crate::vitals::DecodeLimits;
+use crate::tools::cli::{BaseTimestamp, LoadgenArgs};
+use crate::tools::ward::{Kind, Ward, WardConfig};
 
 /// How long to wait for the brokers to answer before producing anything.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -116,7 +115,10 @@ fn produce(brokers: &str, client: &ClientProps, args: &LoadgenArgs) -> anyhow::R
         course: None,
         abnormal_ratio: args.abnormal_ratio,
         invalid_ratio: args.invalid_ratio,
-        too_large_bytes: DecodeLimits::default().max_message_bytes + 1,
+        too_large_bytes: crate::settings::defaults()
+            .decode_limits()
+            .max_message_bytes
+            + 1,
     });
     let mut pump = Pump::with_client(brokers, &args.topic, "vitalwatch-loadgen", client)?;
     pump.connect(CONNECT_TIMEOUT)

@@ -15,7 +15,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::cli::BenchRawArgs;
+use crate::http;
+use crate::tools::cli::BenchRawArgs;
 
 /// How long a child may take to join the group and see its first message.
 const START_TIMEOUT: Duration = Duration::from_secs(90);
@@ -209,7 +210,7 @@ impl Running {
                     self.log.display()
                 );
             }
-            if http_get(self.http, "/readyz").is_ok_and(|(code, _)| code == 200) {
+            if http::get(self.http, "/readyz", HTTP_TIMEOUT).is_ok_and(|r| r.status == 200) {
                 return Ok(());
             }
             if Instant::now() >= deadline {
@@ -223,11 +224,11 @@ impl Running {
     }
 
     pub fn metrics(&self) -> anyhow::Result<String> {
-        let (code, body) = http_get(self.http, "/metrics")?;
-        if code != 200 {
-            bail!("/metrics answered {code}");
+        let r = http::get(self.http, "/metrics", HTTP_TIMEOUT)?;
+        if r.status != 200 {
+            bail!("/metrics answered {}", r.status);
         }
-        Ok(body)
+        Ok(r.text())
     }
 }
 
@@ -385,10 +386,8 @@ fn free_port() -> anyhow::Result<SocketAddr> {
     Ok(l.local_addr()?)
 }
 
-/// A minimal HTTP/1.0 GET: status code and body.
-pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
-    crate::http::http_get(addr, path, Duration::from_secs(10))
-}
+/// Bound on one GET of the child's listener.
+const HTTP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// `vitalwatch bench-raw`: the raw-consume limit. Reads `--messages` messages in a
 /// consumer group and touches every payload, nothing else; says `first` and `done` on

@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::pipeline::ingest::Record;
+use crate::clock::now_ms;
+use crate::pipeline::Record;
 use crate::pipeline::inprocess::{InProcess, InProcessConfig};
-use crate::pipeline::worker::now_ms;
 use crate::rules::RuleSet;
-use crate::vitals::{DecodeLimits, decode};
+use crate::vitals::decode;
 
 /// Partitions the records are spread over (by key), as a consumer would deliver them.
 const PARTITIONS: u64 = 8;
@@ -56,7 +56,7 @@ pub fn run(
         })
         .collect();
     let rules = Arc::new(RuleSet::news2_red_flags());
-    let limits = DecodeLimits::default();
+    let limits = crate::settings::defaults().decode_limits();
     let mut out = Vec::new();
     for round in 1..=rounds {
         let t = Instant::now();
@@ -72,7 +72,7 @@ pub fn run(
             let pipeline = InProcess::new(
                 InProcessConfig {
                     workers: w,
-                    ..InProcessConfig::default()
+                    ..InProcessConfig::from(&crate::settings::defaults().pipeline_config())
                 },
                 rules.clone(),
             )?;

@@ -1,0 +1,337 @@
+//! The NEWS2 rule kind: the aggregate early-warning score over each patient's latest
+//! reading of every parameter, alerting `news2_medium` and `news2_high`. The chart's
+//! bands and risk are [`score`]'s (pure); this module holds the rule ([`News2Rule`]), its
+//! `[news2]` table in the rules file ([`parse`]), and a patient's chart and episode with
+//! what one reading does to them ([`News2State::observe`]).
+
+mod score;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use toml::Spanned;
+
+pub use score::*;
+
+use super::alarm::{Alarm, Episode, bit, open_or_repeat};
+use super::event::{AlertStatus, Breakdown, Event, Scored, Severity};
+use super::parse::{MAX_SPAN_SECS, RulesError, Source, alarm, secs_to_ms};
+use crate::vitals::Metric;
+
+/// The NEWS2 aggregate-score rule: alerts `news2_medium` and `news2_high`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct News2Rule {
+    /// A parameter's latest observation counts while it is at most this old, relative to
+    /// the observation being evaluated (observation time, milliseconds).
+    pub max_age_ms: i64,
+    /// Cooldown and re-arming; `clear_margin` is in score points below the medium band.
+    pub alarm: Alarm,
+    /// Hysteresis of the single-parameter trigger, per parameter in
+    /// [`PARAMETERS`] order and in the parameter's unit: a parameter that scores
+    /// 3 keeps a `news2_medium` episode open until its value is this far back inside the
+    /// next band, as `clear_margin` does for a threshold rule. 0 for the coded
+    /// parameters (oxygen, consciousness), whose values have nothing in between.
+    pub single_clear_margin: [f64; 7],
+}
+
+impl News2Rule {
+    pub const MEDIUM_ID: &str = "news2_medium";
+    pub const HIGH_ID: &str = "news2_high";
+
+    /// The rule id of a NEWS2 alert at `severity`: `news2_high` or `news2_medium`.
+    pub const fn id(severity: Severity) -> &'static str {
+        match severity {
+            Severity::High => Self::HIGH_ID,
+            Severity::Medium | Severity::Low => Self::MEDIUM_ID,
+        }
+    }
+
+    /// The margin of `metric`'s single-parameter 3 (0 when NEWS2 does not score it).
+    pub fn single_clear_margin(&self, metric: Metric) -> f64 {
+        parameter_index(metric).map_or(0.0, |i| self.single_clear_margin[i])
+    }
+}
+
+/// `[news2] single_clear_margin` when the file does not give one, in
+/// [`PARAMETERS`] order: the `clear_margin`s of the shipped red-flag rules, which
+/// are NEWS2's 3-bands (for respiration and pulse the wider of their two sides).
+pub const DEFAULT_SINGLE_CLEAR_MARGIN: [f64; 7] = [2.0, 1.0, 0.0, 5.0, 5.0, 0.0, 0.2];
+
+/// NEWS2 freshness window when `[news2]` does not set `max_age_secs`.
+pub const DEFAULT_NEWS2_MAX_AGE_SECS: u64 = 3600;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawNews2 {
+    enabled: Option<bool>,
+    max_age_secs: Option<Spanned<u64>>,
+    // Not `#[serde(flatten)]` with RawAlarm: flattening loses spans and unknown-key errors.
+    cooldown_secs: Option<Spanned<u64>>,
+    clear_margin: Option<Spanned<f64>>,
+    emit_resolved: Option<Spanned<bool>>,
+    /// Metric name → margin; metrics not given keep their default.
+    single_clear_margin: Option<BTreeMap<Spanned<String>, Spanned<f64>>>,
+}
+
+/// The `[news2]` table over the `[defaults]` alarm: the rule, or `None` when the table is
+/// absent or says `enabled = false`.
+pub(super) fn parse(
+    raw: Option<RawNews2>,
+    defaults: &Alarm,
+    src: &Source<'_>,
+) -> Result<Option<News2Rule>, RulesError> {
+    let n = match raw {
+        Some(n) if n.enabled != Some(false) => n,
+        _ => return Ok(None),
+    };
+    let max_age_secs = match n.max_age_secs {
+        Some(age) => {
+            let secs = *age.get_ref();
+            if secs == 0 || secs > MAX_SPAN_SECS {
+                return Err(src.table_error(
+                    "news2",
+                    age.span(),
+                    format!("`max_age_secs` must be 1 to {MAX_SPAN_SECS}"),
+                ));
+            }
+            secs
+        }
+        None => DEFAULT_NEWS2_MAX_AGE_SECS,
+    };
+    let margin_span = n.clear_margin.as_ref().map(|m| m.span());
+    // The margin is in score points here, not a vital sign's unit: it is not
+    // taken from [defaults].
+    let news2_defaults = Alarm {
+        clear_margin: 0.0,
+        ..*defaults
+    };
+    let alarm = alarm(
+        (n.cooldown_secs, n.clear_margin, n.emit_resolved),
+        &news2_defaults,
+    )
+    .map_err(|(span, m)| src.table_error("news2", span, m))?;
+    // The medium band starts at an aggregate of 5: a margin past 4 could
+    // never clear.
+    if alarm.clear_margin > 4.0 || alarm.clear_margin.fract() != 0.0 {
+        let span = margin_span.unwrap_or(0..0);
+        return Err(src.table_error(
+            "news2",
+            span,
+            "`clear_margin` is in whole score points, 0 to 4".into(),
+        ));
+    }
+    let mut single_clear_margin = DEFAULT_SINGLE_CLEAR_MARGIN;
+    for (metric, margin) in n.single_clear_margin.into_iter().flatten() {
+        let name = metric.get_ref();
+        let scored = Metric::from_wire(name)
+            .filter(|m| !m.is_binary())
+            .and_then(parameter_index);
+        let Some(i) = scored else {
+            return Err(src.table_error(
+                "news2",
+                metric.span(),
+                format!(
+                    "`single_clear_margin` has no parameter \"{name}\" (NEWS2 measures: {})",
+                    PARAMETERS
+                        .iter()
+                        .filter(|m| !m.is_binary())
+                        .map(|m| m.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        };
+        let v = *margin.get_ref();
+        if !v.is_finite() || v < 0.0 {
+            return Err(src.table_error(
+                "news2",
+                margin.span(),
+                format!("`single_clear_margin.{name}` must be a finite number, 0 or more"),
+            ));
+        }
+        single_clear_margin[i] = v;
+    }
+    Ok(Some(News2Rule {
+        max_age_ms: secs_to_ms(max_age_secs),
+        alarm,
+        single_clear_margin,
+    }))
+}
+
+/// The latest observation of one NEWS2 parameter.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Latest {
+    value: f64,
+    /// `i64::MIN` when never observed.
+    at: i64,
+    /// Its NEWS2 score, computed once when the reading is stored.
+    score: u8,
+}
+
+impl Latest {
+    const NONE: Latest = Latest {
+        value: 0.0,
+        at: i64::MIN,
+        score: 0,
+    };
+}
+
+/// One patient's NEWS2 memory: the latest reading of each parameter and the open
+/// episode, if any.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct News2State {
+    latest: [Latest; 7],
+    episode: Option<Episode>,
+}
+
+impl News2State {
+    pub const NEW: News2State = News2State {
+        latest: [Latest::NONE; 7],
+        episode: None,
+    };
+
+    /// Forgets the open episode (the rule was switched off), keeping the chart.
+    pub fn end_episode(&mut self) {
+        self.episode = None;
+    }
+
+    /// A reading of parameter `param` (its [`PARAMETERS`] index) at observation time `t`:
+    /// the chart updated, then evaluated; appends what to publish.
+    pub fn observe(
+        &mut self,
+        rule: &News2Rule,
+        param: usize,
+        reading: (Metric, f64),
+        t: i64,
+        out: &mut Vec<Event>,
+    ) {
+        let (metric, value) = reading;
+        let latest = &mut self.latest[param];
+        // The latest by observation time, not by arrival.
+        if t >= latest.at {
+            *latest = Latest {
+                value,
+                at: t,
+                score: score(metric, value).unwrap_or(0),
+            };
+        }
+        let chart = Chart {
+            latest: &self.latest,
+            t,
+            max_age_ms: rule.max_age_ms,
+        };
+        step(&mut self.episode, rule, &chart, out);
+    }
+}
+
+/// A patient's NEWS2 chart as of observation time `t`.
+struct Chart<'a> {
+    latest: &'a [Latest; 7],
+    t: i64,
+    max_age_ms: i64,
+}
+
+impl Chart<'_> {
+    fn stale(&self, l: &Latest) -> bool {
+        self.t.saturating_sub(l.at) > self.max_age_ms
+    }
+
+    /// The aggregate of the fresh parameters, and whether any observed one is stale.
+    /// Evaluated for every reading: scores were computed when the readings were stored.
+    fn aggregate(&self) -> (Aggregate, bool) {
+        let mut aggregate = Aggregate::default();
+        let mut any_stale = false;
+        for l in self.latest.iter().filter(|l| l.at != i64::MIN) {
+            if self.stale(l) {
+                any_stale = true;
+            } else {
+                aggregate.add(l.score);
+            }
+        }
+        (aggregate, any_stale)
+    }
+
+    /// Whether a fresh parameter still holds the single-parameter trigger: it scores 3,
+    /// or its value is within its `single_clear_margin` of a 3-band. Only asked while an
+    /// episode is open (the hysteresis of its end), never to open one.
+    fn holds_single_three(&self, rule: &News2Rule) -> bool {
+        self.latest
+            .iter()
+            .zip(PARAMETERS)
+            .zip(rule.single_clear_margin)
+            .any(|((l, metric), margin)| {
+                l.at != i64::MIN
+                    && !self.stale(l)
+                    && (l.score >= 3
+                        || (margin > 0.0
+                            && [l.value - margin, l.value + margin]
+                                .into_iter()
+                                .any(|v| score(metric, v) == Some(3))))
+            })
+    }
+
+    /// The full breakdown, built only for an event to publish.
+    fn breakdown(&self, aggregate: Aggregate) -> Breakdown {
+        let parameters = self.latest.map(|l| {
+            (l.at != i64::MIN).then(|| Scored {
+                value: l.value,
+                observed_at: l.at,
+                score: l.score,
+                stale: self.stale(&l),
+            })
+        });
+        Breakdown {
+            aggregate,
+            parameters,
+        }
+    }
+}
+
+/// One evaluation of the NEWS2 aggregate through its episode; appends what to publish.
+fn step(episode: &mut Option<Episode>, rule: &News2Rule, chart: &Chart<'_>, out: &mut Vec<Event>) {
+    let (aggregate, any_stale) = chart.aggregate();
+    let t = chart.t;
+    let severity = match aggregate.risk() {
+        Risk::High => Some(Severity::High),
+        Risk::Medium => Some(Severity::Medium),
+        Risk::Low => None,
+    };
+    if let Some(severity) = severity {
+        if let Some(status) = open_or_repeat(episode, severity, t, &rule.alarm) {
+            // A reminder reports the current severity, which may be below the
+            // episode's highest.
+            out.push(Event::News2 {
+                severity,
+                status,
+                breakdown: chart.breakdown(aggregate),
+            });
+        }
+        return;
+    }
+    let Some(open) = *episode else {
+        return;
+    };
+    // Cleared: the aggregate back below the medium band by the margin, no parameter at
+    // 3 or within its margin of a 3 (a pulse hovering at 128-134 is one episode, as it is
+    // for `heart_rate_high`), and nothing stale — a chart that only looks better because
+    // readings aged out of it is not a recovery.
+    let cleared = f64::from(aggregate.total) <= 4.0 - rule.alarm.clear_margin
+        && aggregate.max_single < 3
+        && !chart.holds_single_three(rule)
+        && !any_stale;
+    if !cleared {
+        return;
+    }
+    *episode = None;
+    if rule.alarm.emit_resolved {
+        for severity in Severity::ALL {
+            if open.alerted & bit(severity) != 0 {
+                out.push(Event::News2 {
+                    severity,
+                    status: AlertStatus::Resolved,
+                    breakdown: chart.breakdown(aggregate),
+                });
+            }
+        }
+    }
+}
