@@ -24,11 +24,11 @@ use tracing::{info, warn};
 
 /// Samples per second per thread. Not a round number, so sampling does not run in
 /// lockstep with timers in the code being measured (the pprof default as well).
-pub const FREQUENCY: i32 = 99;
+pub(crate) const FREQUENCY: i32 = 99;
 /// Duration when the request names none (the Go tools' default).
-pub const DEFAULT_SECONDS: u64 = 30;
+pub(crate) const DEFAULT_SECONDS: u64 = 30;
 /// Longest profile one request may ask for.
-pub const MAX_SECONDS: u64 = 300;
+pub(crate) const MAX_SECONDS: u64 = 300;
 /// Libraries not to unwind through from the signal handler: unwinding inside them can
 /// deadlock (pprof-rs's advice).
 const BLOCKLIST: &[&str] = &["libc", "libgcc", "pthread", "vdso"];
@@ -43,7 +43,7 @@ struct ProfileParams {
 
 /// The routes, for serving or for calling in-process. A profile in progress ends early
 /// when `shutdown` is cancelled.
-pub fn router(shutdown: CancellationToken) -> Router {
+pub(crate) fn router(shutdown: CancellationToken) -> Router {
     Router::new()
         .route("/debug/pprof/profile", get(profile))
         .route("/debug/pprof/flamegraph", get(flamegraph))

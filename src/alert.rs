@@ -37,7 +37,7 @@ pub fn alert_id(source: &Source<'_>, rule_id: &str) -> AlertId {
 
 /// The id of the `resolved` event that ends `rule_id`'s alert at `source`. A rule id
 /// never contains a control character, so no rule's firing alert can share it.
-pub fn resolved_id(source: &Source<'_>, rule_id: &str) -> AlertId {
+pub(crate) fn resolved_id(source: &Source<'_>, rule_id: &str) -> AlertId {
     let mut tagged = String::with_capacity(rule_id.len() + 9);
     tagged.push_str(rule_id);
     tagged.push_str("\u{0}resolved");
@@ -63,28 +63,28 @@ impl Serialize for AlertId {
 /// One alert as published. Borrows everything from the observation and the rule.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 #[serde(rename_all = "camelCase")]
-pub struct Alert<'a> {
-    pub alert_id: AlertId,
-    pub patient_id: &'a str,
-    pub rule_id: &'a str,
-    pub severity: Severity,
+pub(crate) struct Alert<'a> {
+    pub(crate) alert_id: AlertId,
+    pub(crate) patient_id: &'a str,
+    pub(crate) rule_id: &'a str,
+    pub(crate) severity: Severity,
     /// `firing` for an alert (first or repeated), `resolved` when it cleared.
-    pub status: AlertStatus,
+    pub(crate) status: AlertStatus,
     /// The observation's metric; `news2` for the aggregate score.
-    pub metric: &'a str,
+    pub(crate) metric: &'a str,
     /// The observed value; the aggregate score for NEWS2.
-    pub value: f64,
+    pub(crate) value: f64,
     /// The rule's `above`/`below`; for NEWS2 the aggregate that starts the band (5, 7),
     /// or 3 when a single parameter scoring 3 raised a medium alert.
-    pub threshold: f64,
+    pub(crate) threshold: f64,
     /// The observation's timestamp, Unix epoch milliseconds.
-    pub observed_at: i64,
+    pub(crate) observed_at: i64,
     /// When vitalwatch raised the alert, Unix epoch milliseconds.
-    pub emitted_at: i64,
-    pub source: Source<'a>,
+    pub(crate) emitted_at: i64,
+    pub(crate) source: Source<'a>,
     /// The NEWS2 chart behind a `news2_*` alert.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub news2: Option<News2Chart<'a>>,
+    pub(crate) news2: Option<News2Chart<'a>>,
 }
 
 /// A NEWS2 breakdown as JSON: `{"score":7,"parameters":{"respiratory_rate":{"value":22,
@@ -92,7 +92,7 @@ pub struct Alert<'a> {
 /// `parameters` holds what the score counts; `missing` were never observed for the
 /// patient (since the state was built), `stale` only longer ago than `max_age_secs`.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct News2Chart<'a>(pub &'a Breakdown);
+pub(crate) struct News2Chart<'a>(pub &'a Breakdown);
 
 impl Serialize for News2Chart<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -143,7 +143,7 @@ impl Serialize for News2Chart<'_> {
 impl<'a> Alert<'a> {
     /// The alert that `event` (of `rules`) raises for `patient_id`'s `reading`, read at
     /// `source`, published at `emitted_at`.
-    pub fn from_event(
+    pub(crate) fn from_event(
         event: &'a Event,
         rules: &'a RuleSet,
         patient_id: &'a str,
@@ -197,12 +197,13 @@ impl<'a> Alert<'a> {
     }
 
     /// Appends the JSON encoding to `out` (reuse one buffer across alerts).
-    pub fn encode_into(&self, out: &mut Vec<u8>) {
+    pub(crate) fn encode_into(&self, out: &mut Vec<u8>) {
         // Writing plain strings and finite numbers into a Vec cannot fail.
         let _ = serde_json::to_writer(out, self);
     }
 
-    pub fn to_json(&self) -> Vec<u8> {
+    #[cfg(test)]
+    pub(crate) fn to_json(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
         self.encode_into(&mut out);
         out

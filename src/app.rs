@@ -45,7 +45,7 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
 
 /// Settings and rules, validated, or the first problem found: everything `run` checks
 /// before it connects (`check-config` runs exactly this).
-pub fn load(config: Option<&Path>) -> anyhow::Result<(Settings, RuleSet)> {
+pub(crate) fn load(config: Option<&Path>) -> anyhow::Result<(Settings, RuleSet)> {
     let settings = Settings::load(config)?;
     let rules = RuleSet::load(&settings.rules.file).map_err(|e| {
         if e.line.is_none() && !settings.rules.file.is_file() {

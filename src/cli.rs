@@ -49,20 +49,20 @@ pub enum Command {
 pub struct CheckConfigArgs {
     /// Configuration file layered over the built-in defaults.
     #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Print the effective configuration (every key, credentials as [redacted]) instead
     /// of the summary.
     #[arg(long)]
-    pub print: bool,
+    pub(crate) print: bool,
     /// Do not contact the brokers (by default, when they answer within 5 s, the TLS and
     /// SASL settings and every topic are checked as `run` checks them at start).
     #[arg(long)]
-    pub offline: bool,
+    pub(crate) offline: bool,
 }
 
 #[derive(Debug, Args)]
 pub struct ConfigArg {
     /// Configuration file layered over the built-in defaults.
     #[arg(short, long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
 }

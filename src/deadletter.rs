@@ -13,28 +13,28 @@ use rdkafka::message::{Header, OwnedHeaders};
 
 use crate::vitals::DecodeError;
 
-pub const REASON: &str = "vitalwatch.error.reason";
-pub const MESSAGE: &str = "vitalwatch.error.message";
-pub const SOURCE_TOPIC: &str = "vitalwatch.source.topic";
-pub const SOURCE_PARTITION: &str = "vitalwatch.source.partition";
-pub const SOURCE_OFFSET: &str = "vitalwatch.source.offset";
-pub const SOURCE_TIMESTAMP: &str = "vitalwatch.source.timestamp";
+pub(crate) const REASON: &str = "vitalwatch.error.reason";
+pub(crate) const MESSAGE: &str = "vitalwatch.error.message";
+pub(crate) const SOURCE_TOPIC: &str = "vitalwatch.source.topic";
+pub(crate) const SOURCE_PARTITION: &str = "vitalwatch.source.partition";
+pub(crate) const SOURCE_OFFSET: &str = "vitalwatch.source.offset";
+pub(crate) const SOURCE_TIMESTAMP: &str = "vitalwatch.source.timestamp";
 /// Set on a dead letter whose payload was too large for the DLQ topic: the payload's size
 /// in bytes.
-pub const PAYLOAD_OMITTED: &str = "vitalwatch.error.payload_omitted_bytes";
+pub(crate) const PAYLOAD_OMITTED: &str = "vitalwatch.error.payload_omitted_bytes";
 
 /// Where a message was read: the `vitalwatch.source.*` headers.
 #[derive(Debug, Clone, Copy)]
-pub struct From<'a> {
-    pub topic: &'a str,
-    pub partition: i32,
-    pub offset: i64,
+pub(crate) struct From<'a> {
+    pub(crate) topic: &'a str,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
     /// The broker's timestamp of the message, when it had one ("" otherwise).
-    pub timestamp: Option<i64>,
+    pub(crate) timestamp: Option<i64>,
 }
 
 /// `headers` with the `vitalwatch.source.*` headers of `from` appended.
-pub fn source_headers(headers: OwnedHeaders, from: From<'_>) -> OwnedHeaders {
+pub(crate) fn source_headers(headers: OwnedHeaders, from: From<'_>) -> OwnedHeaders {
     let partition = from.partition.to_string();
     let offset = from.offset.to_string();
     let timestamp = from.timestamp.map(|t| t.to_string()).unwrap_or_default();
@@ -58,7 +58,7 @@ pub fn source_headers(headers: OwnedHeaders, from: From<'_>) -> OwnedHeaders {
 }
 
 /// The headers of the dead letter of the message at `from`, refused for `error`.
-pub fn headers(from: From<'_>, error: &DecodeError) -> OwnedHeaders {
+pub(crate) fn headers(from: From<'_>, error: &DecodeError) -> OwnedHeaders {
     let message = error.to_string();
     let headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
@@ -73,7 +73,7 @@ pub fn headers(from: From<'_>, error: &DecodeError) -> OwnedHeaders {
 }
 
 /// A dead letter's headers for sending it without its payload of `payload_len` bytes.
-pub fn without_payload(headers: Option<OwnedHeaders>, payload_len: usize) -> OwnedHeaders {
+pub(crate) fn without_payload(headers: Option<OwnedHeaders>, payload_len: usize) -> OwnedHeaders {
     let size = payload_len.to_string();
     headers.unwrap_or_default().insert(Header {
         key: PAYLOAD_OMITTED,

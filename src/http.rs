@@ -39,7 +39,7 @@ struct AppState {
 }
 
 /// The routes, for serving or for calling in-process.
-pub fn router(status: Arc<Status>, metrics: PrometheusHandle) -> Router {
+pub(crate) fn router(status: Arc<Status>, metrics: PrometheusHandle) -> Router {
     Router::new()
         .route("/metrics", routing::get(render_metrics))
         .route("/healthz", routing::get(healthz))
@@ -99,7 +99,7 @@ async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
 pub struct Response {
     pub status: u16,
     /// Header names as sent, in order.
-    pub headers: Vec<(String, String)>,
+    pub(crate) headers: Vec<(String, String)>,
     pub body: Vec<u8>,
 }
 

@@ -22,34 +22,34 @@ use metrics_exporter_prometheus::{BuildError, Matcher, PrometheusBuilder, Promet
 
 use crate::vitals::DecodeError;
 
-pub const MESSAGES_CONSUMED: &str = "vitalwatch_messages_consumed_total";
-pub const MESSAGES_INVALID: &str = "vitalwatch_messages_invalid_total";
-pub const ALERTS_EMITTED: &str = "vitalwatch_alerts_emitted_total";
-pub const DLQ_PUBLISHED: &str = "vitalwatch_dlq_published_total";
-pub const SINK_ERRORS: &str = "vitalwatch_sink_errors_total";
+pub(crate) const MESSAGES_CONSUMED: &str = "vitalwatch_messages_consumed_total";
+pub(crate) const MESSAGES_INVALID: &str = "vitalwatch_messages_invalid_total";
+pub(crate) const ALERTS_EMITTED: &str = "vitalwatch_alerts_emitted_total";
+pub(crate) const DLQ_PUBLISHED: &str = "vitalwatch_dlq_published_total";
+pub(crate) const SINK_ERRORS: &str = "vitalwatch_sink_errors_total";
 pub const PROCESSING_DURATION: &str = "vitalwatch_processing_duration_seconds";
-pub const EVENT_AGE: &str = "vitalwatch_event_age_seconds";
+pub(crate) const EVENT_AGE: &str = "vitalwatch_event_age_seconds";
 pub const WORKER_QUEUE_DEPTH: &str = "vitalwatch_worker_queue_depth";
-pub const INFLIGHT_MESSAGES: &str = "vitalwatch_inflight_messages";
-pub const CONSUMER_LAG: &str = "vitalwatch_consumer_lag";
-pub const COMMITTED_OFFSET: &str = "vitalwatch_committed_offset";
-pub const REBALANCES: &str = "vitalwatch_rebalances_total";
-pub const WORKERS: &str = "vitalwatch_workers";
-pub const BUILD_INFO: &str = "vitalwatch_build_info";
+pub(crate) const INFLIGHT_MESSAGES: &str = "vitalwatch_inflight_messages";
+pub(crate) const CONSUMER_LAG: &str = "vitalwatch_consumer_lag";
+pub(crate) const COMMITTED_OFFSET: &str = "vitalwatch_committed_offset";
+pub(crate) const REBALANCES: &str = "vitalwatch_rebalances_total";
+pub(crate) const WORKERS: &str = "vitalwatch_workers";
+pub(crate) const BUILD_INFO: &str = "vitalwatch_build_info";
 // Beyond the original contract's table (docs/architecture.md, "Additions to the contract").
-pub const ALERTS_RESOLVED: &str = "vitalwatch_alerts_resolved_total";
-pub const RULES_RELOADS: &str = "vitalwatch_rules_reloads_total";
-pub const RULES_LOADED: &str = "vitalwatch_rules_loaded";
-pub const RULES_FILE_REJECTED: &str = "vitalwatch_rules_file_rejected";
-pub const PATIENT_STATES: &str = "vitalwatch_patient_states";
-pub const PATIENT_STATE_EVICTIONS: &str = "vitalwatch_patient_state_evictions_total";
-pub const MESSAGES_MISPLACED: &str = "vitalwatch_messages_misplaced_total";
-pub const ASSIGNED_PARTITIONS: &str = "vitalwatch_assigned_partitions";
-pub const COMMIT_ERRORS: &str = "vitalwatch_commit_errors_total";
+pub(crate) const ALERTS_RESOLVED: &str = "vitalwatch_alerts_resolved_total";
+pub(crate) const RULES_RELOADS: &str = "vitalwatch_rules_reloads_total";
+pub(crate) const RULES_LOADED: &str = "vitalwatch_rules_loaded";
+pub(crate) const RULES_FILE_REJECTED: &str = "vitalwatch_rules_file_rejected";
+pub(crate) const PATIENT_STATES: &str = "vitalwatch_patient_states";
+pub(crate) const PATIENT_STATE_EVICTIONS: &str = "vitalwatch_patient_state_evictions_total";
+pub(crate) const MESSAGES_MISPLACED: &str = "vitalwatch_messages_misplaced_total";
+pub(crate) const ASSIGNED_PARTITIONS: &str = "vitalwatch_assigned_partitions";
+pub(crate) const COMMIT_ERRORS: &str = "vitalwatch_commit_errors_total";
 
 /// The `reason` label values of [`MESSAGES_MISPLACED`] (`pipeline::repartition` says what
 /// each means).
-pub const MISPLACED_REASONS: [&str; 3] = ["no_key", "other_key", "other_partition"];
+pub(crate) const MISPLACED_REASONS: [&str; 3] = ["no_key", "other_key", "other_partition"];
 
 /// A Prometheus metric type, as written on the `# TYPE` line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,23 +59,13 @@ pub enum Kind {
     Histogram,
 }
 
-impl Kind {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Kind::Counter => "counter",
-            Kind::Gauge => "gauge",
-            Kind::Histogram => "histogram",
-        }
-    }
-}
-
 /// One exported metric: what the contract in design.md lists, plus its help text.
 #[derive(Debug, Clone, Copy)]
 pub struct MetricDef {
     pub name: &'static str,
     pub kind: Kind,
     pub labels: &'static [&'static str],
-    pub help: &'static str,
+    pub(crate) help: &'static str,
 }
 
 const fn def(
@@ -235,14 +225,14 @@ pub const RULE_STATE_METRICS: [MetricDef; 9] = [
 
 /// Buckets of [`PROCESSING_DURATION`]: a healthy message is done in milliseconds (one
 /// broker round trip); seconds mean a slow or failing sink, minutes an outage.
-pub const PROCESSING_BUCKETS: &[f64] = &[
+pub(crate) const PROCESSING_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
     60.0, 300.0,
 ];
 
 /// Buckets of [`EVENT_AGE`]: bedside feeds arrive within a second, wearables and ePRO
 /// uploads can be minutes to hours old; the top buckets separate "late" from "backlog".
-pub const EVENT_AGE_BUCKETS: &[f64] = &[
+pub(crate) const EVENT_AGE_BUCKETS: &[f64] = &[
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 21600.0,
     86400.0,
 ];
@@ -253,7 +243,7 @@ pub const EVENT_AGE_BUCKETS: &[f64] = &[
 const UPKEEP_EVERY: Duration = Duration::from_millis(250);
 
 /// The recorder configuration: real histograms for both timing metrics.
-pub fn recorder_builder() -> Result<PrometheusBuilder, BuildError> {
+pub(crate) fn recorder_builder() -> Result<PrometheusBuilder, BuildError> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Full(PROCESSING_DURATION.to_owned()),
@@ -346,7 +336,7 @@ fn register_all() {
 
 /// Which producer a sink metric is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SinkKind {
+pub(crate) enum SinkKind {
     Alerts,
     Dlq,
     /// Copies of misplaced observations for the repartition topic.
@@ -354,7 +344,7 @@ pub enum SinkKind {
 }
 
 impl SinkKind {
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             SinkKind::Alerts => "alerts",
             SinkKind::Dlq => "dlq",
@@ -430,14 +420,14 @@ impl PartitionTable {
 
 /// Rebalance events, the `event` label of [`REBALANCES`].
 #[derive(Debug, Clone, Copy)]
-pub enum RebalanceEvent {
+pub(crate) enum RebalanceEvent {
     Assign,
     Revoke,
     Lost,
 }
 
 impl RebalanceEvent {
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             RebalanceEvent::Assign => "assign",
             RebalanceEvent::Revoke => "revoke",
@@ -448,21 +438,21 @@ impl RebalanceEvent {
 
 /// Handles for the per-message metrics, resolved once when the pipeline starts.
 #[derive(Clone)]
-pub struct PipelineMetrics {
+pub(crate) struct PipelineMetrics {
     /// Messages read from the input topic.
-    pub consumed_input: Counter,
+    pub(crate) consumed_input: Counter,
     /// Messages read from the repartition topic (the input's counter when it is off).
-    pub consumed_repartition: Counter,
+    pub(crate) consumed_repartition: Counter,
     misplaced: [Counter; MISPLACED_REASONS.len()],
     invalid: [Counter; DecodeError::REASONS.len()],
-    pub dlq_published: Counter,
-    pub processing_duration: Histogram,
-    pub event_age: Histogram,
-    pub inflight: Gauge,
+    pub(crate) dlq_published: Counter,
+    pub(crate) processing_duration: Histogram,
+    pub(crate) event_age: Histogram,
+    pub(crate) inflight: Gauge,
 }
 
 impl PipelineMetrics {
-    pub fn new(input_topic: &str, repartition_topic: Option<&str>) -> Self {
+    pub(crate) fn new(input_topic: &str, repartition_topic: Option<&str>) -> Self {
         let input = counter!(MESSAGES_CONSUMED, "topic" => input_topic.to_owned());
         PipelineMetrics {
             consumed_input: input.clone(),
@@ -481,13 +471,13 @@ impl PipelineMetrics {
 
     /// An observation not on its patient's partition, by its `reason` label (one of
     /// [`MISPLACED_REASONS`]).
-    pub fn misplaced(&self, reason: &str) {
+    pub(crate) fn misplaced(&self, reason: &str) {
         if let Some(i) = MISPLACED_REASONS.iter().position(|&r| r == reason) {
             self.misplaced[i].increment(1);
         }
     }
 
-    pub fn invalid(&self, error: &DecodeError) {
+    pub(crate) fn invalid(&self, error: &DecodeError) {
         let reason = error.reason();
         if let Some(i) = DecodeError::REASONS.iter().position(|&r| r == reason) {
             self.invalid[i].increment(1);
@@ -497,21 +487,21 @@ impl PipelineMetrics {
 
 /// Counter handle for alerts of one rule and severity (`low`, `medium`, `high`), resolved
 /// per rule at start.
-pub fn alerts_emitted(rule: &str, severity: &'static str) -> Counter {
+pub(crate) fn alerts_emitted(rule: &str, severity: &'static str) -> Counter {
     counter!(ALERTS_EMITTED, "rule" => rule.to_owned(), "severity" => severity)
 }
 
-pub fn sink_error(sink: SinkKind) {
+pub(crate) fn sink_error(sink: SinkKind) {
     counter!(SINK_ERRORS, "sink" => sink.as_str()).increment(1);
 }
 
-pub fn worker_queue_depth(worker: usize) -> Gauge {
+pub(crate) fn worker_queue_depth(worker: usize) -> Gauge {
     gauge!(WORKER_QUEUE_DEPTH, "worker" => worker.to_string())
 }
 
 /// Lag of one partition from librdkafka's statistics (callers skip its `-1`, "unknown").
 /// Only partitions assigned here are shown (statistics may still mention others).
-pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
+pub(crate) fn consumer_lag(topic: &str, partition: i32, lag: i64) {
     partitions().with(|rows| {
         if let Some(row) = rows.get_mut(&(topic.to_owned(), partition)) {
             row.0 = Some(lag);
@@ -524,7 +514,7 @@ pub fn consumer_lag(topic: &str, partition: i32, lag: i64) {
 /// replicas counts each partition once, at its owner. Called at each assignment rather
 /// than at revocation: an eager rebalance revokes everything and assigns most of it back,
 /// and a partition kept keeps its last committed offset.
-pub fn partitions_assigned(assigned: &[(&str, i32)]) {
+pub(crate) fn partitions_assigned(assigned: &[(&str, i32)]) {
     partitions().with(|rows| {
         rows.retain(|(topic, p), _| assigned.contains(&(topic.as_str(), *p)));
         for &(topic, p) in assigned {
@@ -534,7 +524,7 @@ pub fn partitions_assigned(assigned: &[(&str, i32)]) {
 }
 
 /// A successful commit of `partition` (shown while it is assigned here).
-pub fn committed_offset(topic: &str, partition: i32, offset: i64) {
+pub(crate) fn committed_offset(topic: &str, partition: i32, offset: i64) {
     partitions().with(|rows| {
         if let Some(row) = rows.get_mut(&(topic.to_owned(), partition)) {
             row.1 = Some(offset);
@@ -543,24 +533,24 @@ pub fn committed_offset(topic: &str, partition: i32, offset: i64) {
 }
 
 /// An offset commit failed.
-pub fn commit_error() {
+pub(crate) fn commit_error() {
     counter!(COMMIT_ERRORS).increment(1);
 }
 
 /// How many partitions of `topic` are assigned here.
-pub fn assigned_partitions(topic: &str, n: usize) {
+pub(crate) fn assigned_partitions(topic: &str, n: usize) {
     gauge!(ASSIGNED_PARTITIONS, "topic" => topic.to_owned()).set(n as f64);
 }
 
-pub fn rebalance(event: RebalanceEvent) {
+pub(crate) fn rebalance(event: RebalanceEvent) {
     counter!(REBALANCES, "event" => event.as_str()).increment(1);
 }
 
-pub fn workers(n: usize) {
+pub(crate) fn workers(n: usize) {
     gauge!(WORKERS).set(n as f64);
 }
 
-pub fn build_info() {
+pub(crate) fn build_info() {
     gauge!(BUILD_INFO, "version" => env!("CARGO_PKG_VERSION")).set(1.0);
     for result in ["applied", "rejected"] {
         counter!(RULES_RELOADS, "result" => result).absolute(0);
@@ -572,35 +562,35 @@ pub fn build_info() {
 }
 
 /// The `reason` label values of [`PATIENT_STATE_EVICTIONS`].
-pub const EVICTION_REASONS: [&str; 3] = ["ttl", "capacity", "reassigned"];
+pub(crate) const EVICTION_REASONS: [&str; 3] = ["ttl", "capacity", "reassigned"];
 
 /// Counter handle for resolved events of one rule.
-pub fn alerts_resolved(rule: &str) -> Counter {
+pub(crate) fn alerts_resolved(rule: &str) -> Counter {
     counter!(ALERTS_RESOLVED, "rule" => rule.to_owned())
 }
 
 /// A rules-file reload, applied or rejected, and the rules in force after it.
-pub fn rules_reloaded(applied: bool, rules_in_force: usize) {
+pub(crate) fn rules_reloaded(applied: bool, rules_in_force: usize) {
     let result = if applied { "applied" } else { "rejected" };
     counter!(RULES_RELOADS, "result" => result).increment(1);
     rules_loaded(rules_in_force);
 }
 
 /// Whether the rules file on disk is one that was rejected.
-pub fn rules_file_rejected(rejected: bool) {
+pub(crate) fn rules_file_rejected(rejected: bool) {
     gauge!(RULES_FILE_REJECTED).set(if rejected { 1.0 } else { 0.0 });
 }
 
-pub fn rules_loaded(rules_in_force: usize) {
+pub(crate) fn rules_loaded(rules_in_force: usize) {
     gauge!(RULES_LOADED).set(rules_in_force as f64);
 }
 
-pub fn patient_states(worker: usize) -> Gauge {
+pub(crate) fn patient_states(worker: usize) -> Gauge {
     gauge!(PATIENT_STATES, "worker" => worker.to_string())
 }
 
 /// Eviction counters by reason, in [`EVICTION_REASONS`] order.
-pub fn patient_state_evictions() -> [Counter; 3] {
+pub(crate) fn patient_state_evictions() -> [Counter; 3] {
     EVICTION_REASONS.map(|reason| counter!(PATIENT_STATE_EVICTIONS, "reason" => reason))
 }
 

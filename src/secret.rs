@@ -12,15 +12,15 @@ use std::fmt;
 
 /// A credential. `Debug` shows `[redacted]`; there is deliberately no `Display`.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub(crate) struct Secret(String);
 
 impl Secret {
-    pub fn new(value: impl Into<String>) -> Secret {
+    pub(crate) fn new(value: impl Into<String>) -> Secret {
         Secret(value.into())
     }
 
     /// The value, for the one place that must pass it on (the librdkafka configuration).
-    pub fn expose(&self) -> &str {
+    pub(crate) fn expose(&self) -> &str {
         &self.0
     }
 }
@@ -33,7 +33,7 @@ impl fmt::Debug for Secret {
 
 /// Whether a librdkafka property holds a credential: passwords, private keys, OAuth
 /// client secrets and configurations (which may embed one).
-pub fn is_sensitive(property: &str) -> bool {
+pub(crate) fn is_sensitive(property: &str) -> bool {
     let p = property.to_ascii_lowercase();
     p.contains("password")
         || p.contains("secret")
@@ -63,7 +63,7 @@ impl ClientProps {
     }
 
     /// A property that is not a credential (credentials answer `None`; see [`Self::has`]).
-    pub fn get(&self, property: &str) -> Option<&str> {
+    pub(crate) fn get(&self, property: &str) -> Option<&str> {
         self.plain.get(property).map(String::as_str)
     }
 
@@ -72,12 +72,13 @@ impl ClientProps {
         self.plain.contains_key(property) || self.secret.contains_key(property)
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_empty(&self) -> bool {
         self.plain.is_empty() && self.secret.is_empty()
     }
 
     /// Every property name, credentials included.
-    pub fn names(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn names(&self) -> impl Iterator<Item = &str> {
         self.plain
             .keys()
             .chain(self.secret.keys())

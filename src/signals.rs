@@ -24,7 +24,7 @@ pub struct Hangups(watch::Receiver<u64>);
 
 impl Hangups {
     /// Waits for the next SIGHUP; `None` once the handler is gone.
-    pub async fn next(&mut self) -> Option<()> {
+    pub(crate) async fn next(&mut self) -> Option<()> {
         self.0.changed().await.ok()
     }
 

@@ -33,7 +33,11 @@ impl<'de> Deserialize<'de> for LogFormat {
 
 /// Builds the subscriber with `filter` (a `log.level` the settings validated; `info` if
 /// tracing refuses it). `RUST_LOG`, when set, overrides it.
-pub fn subscriber<W>(format: LogFormat, filter: &str, sink: W) -> Box<dyn Subscriber + Send + Sync>
+pub(crate) fn subscriber<W>(
+    format: LogFormat,
+    filter: &str,
+    sink: W,
+) -> Box<dyn Subscriber + Send + Sync>
 where
     W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
 {
@@ -85,7 +89,7 @@ pub fn init(format: LogFormat, filter: &str) {
 /// of one patient without naming them. Keyed with a random 128-bit SipHash key drawn
 /// from the operating system once per process, so it cannot be looked up in a table of
 /// hashed ids built elsewhere, and the same patient gets another tag after a restart.
-pub fn patient_hash(patient_id: &str) -> String {
+pub(crate) fn patient_hash(patient_id: &str) -> String {
     use std::hash::BuildHasher;
     use std::sync::OnceLock;
     static KEY: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
@@ -134,13 +138,13 @@ impl<'a> MakeWriter<'a> for Capture {
 /// when it starts and once when it ends rather than on every occurrence: librdkafka
 /// reports an unreachable broker many times a second.
 #[derive(Debug, Default)]
-pub struct Episode {
+pub(crate) struct Episode {
     active: std::sync::atomic::AtomicBool,
     occurrences: std::sync::atomic::AtomicU64,
 }
 
 impl Episode {
-    pub const fn new() -> Episode {
+    pub(crate) const fn new() -> Episode {
         Episode {
             active: std::sync::atomic::AtomicBool::new(false),
             occurrences: std::sync::atomic::AtomicU64::new(0),
@@ -149,7 +153,7 @@ impl Episode {
 
     /// Records one occurrence. True only for the first of an episode: log that one at
     /// warn, the rest at debug.
-    pub fn occurred(&self) -> bool {
+    pub(crate) fn occurred(&self) -> bool {
         use std::sync::atomic::Ordering;
         self.occurrences.fetch_add(1, Ordering::Relaxed);
         !self.active.swap(true, Ordering::AcqRel)
@@ -157,7 +161,7 @@ impl Episode {
 
     /// Ends the episode, if one was going on: returns how many occurrences it had (log
     /// the recovery then), `None` when there was nothing to end.
-    pub fn cleared(&self) -> Option<u64> {
+    pub(crate) fn cleared(&self) -> Option<u64> {
         use std::sync::atomic::Ordering;
         if self.active.swap(false, Ordering::AcqRel) {
             Some(self.occurrences.swap(0, Ordering::Relaxed))

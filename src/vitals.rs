@@ -21,7 +21,7 @@ use serde::{Serialize, Serializer};
 pub const MIN_TIMESTAMP_MS: i64 = 946_684_800_000;
 
 /// Longest accepted patient id, in bytes.
-pub const MAX_PATIENT_ID_BYTES: usize = 128;
+pub(crate) const MAX_PATIENT_ID_BYTES: usize = 128;
 
 /// A vital sign the decoder knows, with its unit and plausible range.
 ///
@@ -45,7 +45,7 @@ pub enum Metric {
 }
 
 impl Metric {
-    pub const ALL: [Metric; 8] = [
+    pub(crate) const ALL: [Metric; 8] = [
         Metric::HeartRate,
         Metric::RespiratoryRate,
         Metric::Spo2,
@@ -56,7 +56,7 @@ impl Metric {
         Metric::Consciousness,
     ];
     /// Number of metrics, for per-metric lookup tables.
-    pub const COUNT: usize = Self::ALL.len();
+    pub(crate) const COUNT: usize = Self::ALL.len();
 
     /// The wire name, as in the `metric` field.
     pub const fn as_str(self) -> &'static str {
@@ -103,14 +103,14 @@ impl Metric {
 
     /// Whether the value is a yes/no code (0 or 1) rather than a measurement. A 0.5 there
     /// is no reading between two states but a broken feed, so it is rejected, not rounded.
-    pub const fn is_binary(self) -> bool {
+    pub(crate) const fn is_binary(self) -> bool {
         matches!(self, Metric::SupplementalOxygen | Metric::Consciousness)
     }
 
     /// Whether `value` is a valid reading of this metric: finite, inside the plausible
     /// range and, for a binary metric, exactly 0 or 1. The decoder rejects anything else
     /// as `out_of_range`.
-    pub fn accepts(self, value: f64) -> bool {
+    pub(crate) fn accepts(self, value: f64) -> bool {
         let (min, max) = self.plausible_range();
         // JSON cannot spell NaN or infinity, but callers other than the decoder can.
         value.is_finite()
@@ -192,7 +192,7 @@ pub enum Field {
 }
 
 impl Field {
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Field::PatientId => "patientId",
             Field::Metric => "metric",
@@ -336,7 +336,7 @@ pub struct DecodeLimits {
 }
 
 /// As [`decode`], for a Kafka record's value, which may be absent (a tombstone).
-pub fn decode_value<'a>(
+pub(crate) fn decode_value<'a>(
     payload: Option<&'a [u8]>,
     limits: &DecodeLimits,
     now_ms: i64,

@@ -644,10 +644,7 @@ async fn admin_serves_a_pprof_profile_and_a_flamegraph() {
     let spun = busy.stop();
 
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        r.header("content-type"),
-        Some("application/octet-stream")
-    );
+    assert_eq!(r.header("content-type"), Some("application/octet-stream"));
     let profile = pprof::protos::Profile::decode(r.body.as_slice()).expect("a pprof protobuf");
     let strings = &profile.string_table;
     let types: Vec<(&str, &str)> = profile

@@ -24,7 +24,7 @@ use super::offsets::{OffsetTracker, Tp};
 use crate::metrics as m;
 
 /// How often librdkafka commits the stored offsets.
-pub const AUTO_COMMIT_INTERVAL_MS: u32 = 1000;
+pub(crate) const AUTO_COMMIT_INTERVAL_MS: u32 = 1000;
 
 /// How often advanced offsets are stored (auto-commit picks them up).
 pub(crate) const STORE_EVERY: Duration = Duration::from_millis(100);
@@ -38,7 +38,7 @@ pub(crate) const REFRESH_SHADOW_COMMITS: Duration = Duration::from_secs(3600);
 /// librdkafka properties vitalwatch sets itself; overriding them would break
 /// at-least-once delivery (or the topic checks), so the `[kafka.client]` passthrough
 /// refuses them.
-pub const MANAGED_CLIENT_KEYS: &[&str] = &[
+pub(crate) const MANAGED_CLIENT_KEYS: &[&str] = &[
     "bootstrap.servers",
     "group.id",
     // Offsets are stored only for finished work and committed by auto-commit plus the
@@ -157,6 +157,27 @@ pub(crate) fn committed(result: KafkaResult<()>, offsets: &TopicPartitionList) {
         Err(e) => {
             m::commit_error();
             warn!(error = %e, "offset commit failed (retried at the next commit)");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the policy sets and depends on cannot be overridden by `[kafka.client]`
+    /// (field report: `enable.auto.commit` could be, silently). Only the commit interval
+    /// may: it changes how much a crash re-reads, not what is committed.
+    #[test]
+    fn every_property_the_policy_depends_on_is_managed() {
+        let mut c = rdkafka::config::ClientConfig::new();
+        consumer_properties(&mut c);
+        for (key, _) in c.config_map().iter() {
+            let key: &str = key;
+            assert!(
+                MANAGED_CLIENT_KEYS.contains(&key) || key == "auto.commit.interval.ms",
+                "{key} is set by the commit policy but [kafka.client] may override it"
+            );
         }
     }
 }

@@ -36,7 +36,7 @@ pub struct PipelineConfig {
 impl PipelineConfig {
     /// Consumer settings: the commit policy's ([`commit::consumer_properties`]), the
     /// prefetch tuning, then `[kafka.client]`.
-    pub fn consumer_config(&self) -> ClientConfig {
+    pub(crate) fn consumer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("group.id", &self.group_id)
@@ -52,7 +52,7 @@ impl PipelineConfig {
 
     /// Producer settings: idempotent, acknowledged by all in-sync replicas, and a
     /// delivery timeout short enough that a failing broker shows in readiness quickly.
-    pub fn producer_config(&self) -> ClientConfig {
+    pub(crate) fn producer_config(&self) -> ClientConfig {
         let mut c = ClientConfig::new();
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", "vitalwatch")
@@ -72,7 +72,7 @@ impl PipelineConfig {
     }
 
     /// Every topic vitalwatch reads or writes, by its config key.
-    pub fn topics(&self) -> Vec<(&'static str, &str)> {
+    pub(crate) fn topics(&self) -> Vec<(&'static str, &str)> {
         let mut v = vec![
             ("kafka.input_topic", self.input_topic.as_str()),
             ("kafka.alert_topic", self.alert_topic.as_str()),
@@ -87,7 +87,7 @@ impl PipelineConfig {
     /// Builds the consumer's and the producers' librdkafka configurations without
     /// creating a client (nothing connects): what librdkafka would refuse at start-up
     /// (an unknown property, a value it cannot take).
-    pub fn check_clients(&self) -> Result<(), ClientConfigError> {
+    pub(crate) fn check_clients(&self) -> Result<(), ClientConfigError> {
         for config in [self.consumer_config(), self.producer_config()] {
             if let Err(e) = config.create_native_config() {
                 return Err(ClientConfigError::from_kafka(&e));
@@ -112,13 +112,13 @@ impl PipelineConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClientConfigError {
     /// The librdkafka property (empty when the error names none).
-    pub property: String,
+    pub(crate) property: String,
     /// What librdkafka says is wrong, the value replaced by `[value not shown]`.
-    pub problem: String,
+    pub(crate) problem: String,
 }
 
 impl ClientConfigError {
-    pub fn from_kafka(e: &KafkaError) -> ClientConfigError {
+    pub(crate) fn from_kafka(e: &KafkaError) -> ClientConfigError {
         match e {
             KafkaError::ClientConfig(_, description, key, value) => ClientConfigError {
                 property: key.clone(),

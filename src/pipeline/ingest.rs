@@ -41,7 +41,7 @@ use crate::vitals::{DecodeError, DecodeLimits, decode_value};
 /// the consumer has nothing more to give, so a larger batch adds no latency.
 pub const BATCH: usize = 256;
 /// How long a full queue is waited on before partitions are paused.
-pub const PAUSE_AFTER: Duration = Duration::from_millis(500);
+pub(crate) const PAUSE_AFTER: Duration = Duration::from_millis(500);
 /// Poll timeout when idle: bounds how late a shutdown request is noticed.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 /// At most one warning per this interval about misplaced input (counted in a metric
@@ -50,28 +50,28 @@ const MISPLACED_WARN_EVERY: Duration = Duration::from_secs(600);
 
 /// A message on its way to another topic: an invalid one to the dead-letter topic, or a
 /// misplaced one's copy to its patient's home partition of the repartition topic.
-pub struct Outgoing {
-    pub done: Done,
-    pub key: Option<Vec<u8>>,
+pub(crate) struct Outgoing {
+    pub(crate) done: Done,
+    pub(crate) key: Option<Vec<u8>>,
     /// `None` for a tombstone (null value), kept as such.
-    pub payload: Option<Vec<u8>>,
-    pub headers: OwnedHeaders,
+    pub(crate) payload: Option<Vec<u8>>,
+    pub(crate) headers: OwnedHeaders,
     /// The partition to write to; `None` lets the producer choose.
-    pub partition: Option<i32>,
+    pub(crate) partition: Option<i32>,
 }
 
 /// The topics ingest reads, and where misplaced observations go.
-pub struct Routing {
-    pub input_topic: String,
+pub(crate) struct Routing {
+    pub(crate) input_topic: String,
     /// `kafka.repartition_topic` with the outbox of its producer task; `None` when off.
-    pub repartition: Option<(String, Outbox<Outgoing>)>,
+    pub(crate) repartition: Option<(String, Outbox<Outgoing>)>,
     /// `kafka.input_partitioner`.
-    pub partitioner: Partitioner,
+    pub(crate) partitioner: Partitioner,
 }
 
 impl Routing {
     /// The input topic alone (repartitioning off).
-    pub fn input_only(input_topic: &str) -> Routing {
+    pub(crate) fn input_only(input_topic: &str) -> Routing {
         Routing {
             input_topic: input_topic.to_owned(),
             repartition: None,
@@ -81,7 +81,7 @@ impl Routing {
 }
 
 /// A bounded channel and the batch being filled for it.
-pub struct Outbox<T> {
+pub(crate) struct Outbox<T> {
     tx: Option<mpsc::Sender<Vec<T>>>,
     batch: Vec<T>,
     max_batch: usize,
@@ -90,7 +90,7 @@ pub struct Outbox<T> {
 }
 
 impl<T> Outbox<T> {
-    pub fn new(
+    pub(crate) fn new(
         tx: mpsc::Sender<Vec<T>>,
         max_batch: usize,
         probe: Option<Arc<WorkerProbe>>,
@@ -147,12 +147,12 @@ impl<T> Outbox<T> {
 /// offset tracker and the completion channel. Locked only by that thread: by the main loop
 /// between polls and by rebalance callbacks inside a poll. Nothing here but `store` and
 /// `revoke` needs a consumer, so [`super::inprocess`] drives the same state without Kafka.
-pub struct IngestState {
-    pub tracker: OffsetTracker,
-    pub workers: Vec<Outbox<Work>>,
-    pub dlq: Outbox<Outgoing>,
+pub(crate) struct IngestState {
+    pub(crate) tracker: OffsetTracker,
+    pub(crate) workers: Vec<Outbox<Work>>,
+    pub(crate) dlq: Outbox<Outgoing>,
     /// Copies of misplaced observations for the repartition topic (`None`: off).
-    pub forward: Option<Outbox<Outgoing>>,
+    pub(crate) forward: Option<Outbox<Outgoing>>,
     input_topic: String,
     repartition_topic: Option<String>,
     /// Each patient's home partition; its partition count is learnt at each assignment.
@@ -160,13 +160,13 @@ pub struct IngestState {
     /// Misplaced input since the last warning about it, and when that was.
     misplaced_unwarned: u64,
     misplaced_warned: Option<Instant>,
-    pub done_rx: mpsc::UnboundedReceiver<Completed>,
-    pub metrics: PipelineMetrics,
-    pub runtime: tokio::runtime::Handle,
-    pub limits: DecodeLimits,
-    pub paused: bool,
+    pub(crate) done_rx: mpsc::UnboundedReceiver<Completed>,
+    pub(crate) metrics: PipelineMetrics,
+    pub(crate) runtime: tokio::runtime::Handle,
+    pub(crate) limits: DecodeLimits,
+    pub(crate) paused: bool,
     /// Set once shutdown has drained: a revoke during close must not wait again.
-    pub closing: bool,
+    pub(crate) closing: bool,
     last_store: Instant,
     last_shadow_refresh: Instant,
     clock: Clock,
@@ -191,7 +191,7 @@ pub struct IngestContext {
 
 impl IngestContext {
     /// The consumer's context around the router `state`.
-    pub fn new(
+    pub(crate) fn new(
         state: IngestState,
         status: Arc<Status>,
         drain_timeout: Duration,
@@ -422,7 +422,7 @@ impl ConsumerContext for IngestContext {
 impl IngestState {
     /// A state with no partition assigned. `runtime` runs the workers; the ingest thread
     /// blocks on it (never from inside it) to wait for room or completions.
-    pub fn new(
+    pub(crate) fn new(
         workers: Vec<Outbox<Work>>,
         dlq: Outbox<Outgoing>,
         routing: Routing,
@@ -883,7 +883,7 @@ impl IngestState {
 }
 
 /// The worker that owns `patient_id`: stable for the life of the process.
-pub fn route(patient_id: &str, workers: usize) -> usize {
+pub(crate) fn route(patient_id: &str, workers: usize) -> usize {
     (xxhash_rust::xxh3::xxh3_64(patient_id.as_bytes()) % workers as u64) as usize
 }
 

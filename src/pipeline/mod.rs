@@ -17,12 +17,12 @@ pub mod preflight;
 mod record;
 pub mod repartition;
 mod run;
-pub mod sink;
+pub(crate) mod sink;
 mod status;
 mod work;
-pub mod worker;
+pub(crate) mod worker;
 
-pub use commit::MANAGED_CLIENT_KEYS;
+pub(crate) use commit::MANAGED_CLIENT_KEYS;
 pub use config::{ClientConfigError, PipelineConfig, broker_host, fetch_tuning};
 pub use hooks::Hooks;
 pub use record::Record;

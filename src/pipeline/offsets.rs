@@ -19,7 +19,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 
 /// Which of the topics vitalwatch reads a partition belongs to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Source {
+pub(crate) enum Source {
     /// `kafka.input_topic`, assigned by the consumer group.
     Input,
     /// `kafka.repartition_topic`: its partition p is assigned with the input's partition
@@ -30,19 +30,19 @@ pub enum Source {
 /// One partition of one of the topics vitalwatch reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Tp {
-    pub source: Source,
-    pub partition: i32,
+    pub(crate) source: Source,
+    pub(crate) partition: i32,
 }
 
 impl Tp {
-    pub const fn input(partition: i32) -> Tp {
+    pub(crate) const fn input(partition: i32) -> Tp {
         Tp {
             source: Source::Input,
             partition,
         }
     }
 
-    pub const fn repartition(partition: i32) -> Tp {
+    pub(crate) const fn repartition(partition: i32) -> Tp {
         Tp {
             source: Source::Repartition,
             partition,
@@ -50,7 +50,7 @@ impl Tp {
     }
 
     /// The same partition number of the other topic: what is assigned and revoked with it.
-    pub const fn shadow(self) -> Tp {
+    pub(crate) const fn shadow(self) -> Tp {
         Tp {
             source: match self.source {
                 Source::Input => Source::Repartition,
@@ -61,7 +61,7 @@ impl Tp {
     }
 
     /// A number unique per partition of either topic (patient state remembers it).
-    pub const fn key(self) -> u64 {
+    pub(crate) const fn key(self) -> u64 {
         ((self.source as u64) << 32) | self.partition as u32 as u64
     }
 }
@@ -104,13 +104,13 @@ type PartitionMap<V> = HashMap<Tp, V, BuildHasherDefault<PartitionHasher>>;
 /// Identifies one assignment of one partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Claim {
-    pub source: Source,
+    pub(crate) source: Source,
     pub partition: i32,
     pub epoch: u64,
 }
 
 impl Claim {
-    pub const fn tp(self) -> Tp {
+    pub(crate) const fn tp(self) -> Tp {
         Tp {
             source: self.source,
             partition: self.partition,
@@ -203,7 +203,7 @@ impl OffsetTracker {
 
     /// Stops tracking `partition`. Returns its committable offset at this moment (only
     /// finished work is below it) so the caller can commit it before letting go.
-    pub fn revoke(&mut self, tp: impl Into<Tp>) -> Option<i64> {
+    pub(crate) fn revoke(&mut self, tp: impl Into<Tp>) -> Option<i64> {
         let tp = tp.into();
         self.dirty.retain(|&p| p != tp);
         self.partitions.remove(&tp).and_then(|s| s.committable())
@@ -243,7 +243,7 @@ impl OffsetTracker {
     /// crash). Per-patient rule state built from one lineage is valid for the next
     /// message only within the same lineage; unlike the epoch, a lineage survives a
     /// rebalance that hands a partition back where this instance left off.
-    pub fn lineage(&mut self, tp: impl Into<Tp>, offset: i64) -> u64 {
+    pub(crate) fn lineage(&mut self, tp: impl Into<Tp>, offset: i64) -> u64 {
         let next = &mut self.next_lineage;
         let entry = self.lineages.entry(tp.into()).or_insert_with(|| {
             *next += 1;
@@ -291,7 +291,7 @@ impl OffsetTracker {
     }
 
     /// Partitions whose committable offset moved since the last call, with that offset.
-    pub fn take_advanced(&mut self) -> Vec<(Tp, i64)> {
+    pub(crate) fn take_advanced(&mut self) -> Vec<(Tp, i64)> {
         let mut out = Vec::with_capacity(self.dirty.len());
         for p in self.dirty.drain(..) {
             if let Some(state) = self.partitions.get_mut(&p)
@@ -306,7 +306,7 @@ impl OffsetTracker {
     }
 
     /// Messages read and not done on `tp`.
-    pub fn in_flight(&self, tp: impl Into<Tp>) -> usize {
+    pub(crate) fn in_flight(&self, tp: impl Into<Tp>) -> usize {
         self.partitions.get(&tp.into()).map_or(0, |s| s.in_flight)
     }
 
@@ -317,7 +317,7 @@ impl OffsetTracker {
 
     /// Assigned partitions of `source` with their committable offsets (those that read
     /// anything).
-    pub fn committable_all(&self, source: Source) -> Vec<(i32, i64)> {
+    pub(crate) fn committable_all(&self, source: Source) -> Vec<(i32, i64)> {
         let mut v: Vec<(i32, i64)> = self
             .partitions
             .iter()
@@ -328,7 +328,7 @@ impl OffsetTracker {
         v
     }
 
-    pub fn assigned(&self) -> impl Iterator<Item = Tp> + '_ {
+    pub(crate) fn assigned(&self) -> impl Iterator<Item = Tp> + '_ {
         self.partitions.keys().copied()
     }
 }

@@ -176,7 +176,7 @@ pub fn check(config: &PipelineConfig, wait: Duration) -> anyhow::Result<Outcome>
 
 /// [`check`], logged: `Ok` when vitalwatch should go on starting; an error for a TLS or
 /// login failure and for a missing topic.
-pub fn check_and_log(config: &PipelineConfig, wait: Duration) -> anyhow::Result<()> {
+pub(crate) fn check_and_log(config: &PipelineConfig, wait: Duration) -> anyhow::Result<()> {
     let outcome = check(config, wait)?;
     match &outcome {
         Outcome::Connected { .. } => {

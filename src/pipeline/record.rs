@@ -22,7 +22,7 @@ pub struct Record<'a> {
 
 impl<'a> Record<'a> {
     /// Borrows everything from `msg`: no copy, no allocation.
-    pub fn from_message(msg: &'a BorrowedMessage<'_>) -> Self {
+    pub(crate) fn from_message(msg: &'a BorrowedMessage<'_>) -> Self {
         Record {
             topic: msg.topic(),
             partition: msg.partition(),
@@ -37,7 +37,7 @@ impl<'a> Record<'a> {
 
 impl Record<'_> {
     /// Where it was read, as dead letters and re-keyed copies name it.
-    pub fn from(&self) -> crate::deadletter::From<'_> {
+    pub(crate) fn from(&self) -> crate::deadletter::From<'_> {
         crate::deadletter::From {
             topic: self.topic,
             partition: self.partition,

@@ -37,7 +37,7 @@ pub enum Partitioner {
 
 impl Partitioner {
     /// The partition `key` goes to among `partitions` (at least 1).
-    pub fn partition(self, key: &[u8], partitions: i32) -> i32 {
+    pub(crate) fn partition(self, key: &[u8], partitions: i32) -> i32 {
         let n = partitions.max(1) as u32;
         let h = match self {
             Partitioner::Murmur2 => murmur2::murmur2(key, murmur2::KAFKA_SEED) & 0x7fff_ffff,
@@ -54,19 +54,12 @@ impl Partitioner {
             Partitioner::Crc32 => "consistent_random",
         }
     }
-
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Partitioner::Murmur2 => "murmur2",
-            Partitioner::Crc32 => "crc32",
-        }
-    }
 }
 
 /// Why an observation is not at its patient's home: the `reason` label of
 /// `vitalwatch_messages_misplaced_total`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Misplaced {
+pub(crate) enum Misplaced {
     /// The message has no key.
     NoKey,
     /// Its key is not the payload's `patientId` (a device id, say).
@@ -78,29 +71,23 @@ pub enum Misplaced {
 }
 
 impl Misplaced {
-    pub const ALL: [Misplaced; 3] = [
-        Misplaced::NoKey,
-        Misplaced::OtherKey,
-        Misplaced::OtherPartition,
-    ];
-
     /// Its `reason` label (`metrics::MISPLACED_REASONS`, in this order).
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         crate::metrics::MISPLACED_REASONS[self as usize]
     }
 }
 
 /// Where a patient's observations meet, and how to tell which are elsewhere.
 #[derive(Debug, Clone)]
-pub struct Route {
-    pub partitioner: Partitioner,
+pub(crate) struct Route {
+    pub(crate) partitioner: Partitioner,
     /// Partitions of the input topic (and of the repartition topic): 0 until known.
-    pub partitions: i32,
+    pub(crate) partitions: i32,
 }
 
 impl Route {
     /// The home partition of `patient`, when the partition count is known.
-    pub fn home(&self, patient: &str) -> Option<i32> {
+    pub(crate) fn home(&self, patient: &str) -> Option<i32> {
         (self.partitions > 0).then(|| {
             self.partitioner
                 .partition(patient.as_bytes(), self.partitions)
@@ -109,7 +96,7 @@ impl Route {
 
     /// Why the input message `record` of `patient` is not where it belongs (`None`: it is
     /// at home, or the partition count is not known yet and only the key can tell).
-    pub fn misplaced(&self, record: &Record<'_>, patient: &str) -> Option<Misplaced> {
+    pub(crate) fn misplaced(&self, record: &Record<'_>, patient: &str) -> Option<Misplaced> {
         match record.key {
             None => return Some(Misplaced::NoKey),
             Some(k) if k != patient.as_bytes() => return Some(Misplaced::OtherKey),
@@ -124,12 +111,12 @@ impl Route {
 
 /// Headers of a forwarded copy: where the original was read, as a dead letter says it
 /// (`crate::deadletter`), and its key.
-pub use crate::deadletter::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP, SOURCE_TOPIC};
+pub(crate) use crate::deadletter::{SOURCE_OFFSET, SOURCE_PARTITION, SOURCE_TIMESTAMP};
 /// The original message's key, when it had one (the copy is keyed by patient id).
-pub const SOURCE_KEY: &str = "vitalwatch.source.key";
+pub(crate) const SOURCE_KEY: &str = "vitalwatch.source.key";
 
 /// The headers of the copy of `record`.
-pub fn copy_headers(record: &Record<'_>) -> OwnedHeaders {
+pub(crate) fn copy_headers(record: &Record<'_>) -> OwnedHeaders {
     let h = crate::deadletter::source_headers(OwnedHeaders::new_with_capacity(5), record.from());
     match record.key {
         Some(key) => h.insert(Header {
@@ -142,7 +129,7 @@ pub fn copy_headers(record: &Record<'_>) -> OwnedHeaders {
 
 /// The input partition and offset a copy was made from, from its headers; `None` for a
 /// record vitalwatch did not write (its own coordinates then name it).
-pub fn origin(headers: Option<&BorrowedHeaders>) -> Option<(i32, i64)> {
+pub(crate) fn origin(headers: Option<&BorrowedHeaders>) -> Option<(i32, i64)> {
     let headers = headers?;
     let mut partition = None;
     let mut offset = None;
@@ -160,7 +147,7 @@ pub fn origin(headers: Option<&BorrowedHeaders>) -> Option<(i32, i64)> {
 /// The input message a copy was made from, as a record whose coordinates, timestamp and
 /// key are the original's (its payload is the copy's: the same bytes). `None` when the
 /// headers do not say (a record vitalwatch did not write).
-pub fn original<'a>(copy: &Record<'a>, input_topic: &'a str) -> Option<Record<'a>> {
+pub(crate) fn original<'a>(copy: &Record<'a>, input_topic: &'a str) -> Option<Record<'a>> {
     let (partition, offset) = origin(copy.headers)?;
     let headers = copy.headers?;
     let mut timestamp = None;
@@ -191,6 +178,7 @@ pub fn original<'a>(copy: &Record<'a>, input_topic: &'a str) -> Option<Record<'a
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::deadletter::SOURCE_TOPIC;
 
     #[test]
     fn murmur2_matches_the_java_client() {

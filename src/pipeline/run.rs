@@ -26,8 +26,6 @@ use crate::rules::live::LiveRules;
 #[derive(Debug, Clone)]
 pub struct Report {
     pub counts: Counts,
-    /// Committable offset per input partition at the end (next offset to read).
-    pub committed: Vec<(i32, i64)>,
     /// Every message read was finished and committed within the deadline.
     pub clean: bool,
     /// Stopped through the crash hook.
@@ -48,7 +46,6 @@ pub async fn run(
         // Stopped before it started (SIGTERM during the broker check): nothing was read.
         return Ok(Report {
             counts: status.counts(),
-            committed: Vec::new(),
             clean: true,
             crashed: false,
         });
@@ -192,7 +189,6 @@ pub async fn run(
             shutdown_started.abort();
             Ok(Report {
                 counts,
-                committed: Vec::new(),
                 clean: false,
                 crashed: true,
             })
@@ -239,7 +235,6 @@ pub async fn run(
             );
             Ok(Report {
                 counts,
-                committed,
                 clean,
                 crashed: false,
             })

@@ -32,14 +32,14 @@ pub struct Done {
     pub claim: Claim,
     pub offset: i64,
     /// When ingest read the message, for the processing-duration histogram.
-    pub received: Instant,
+    pub(crate) received: Instant,
     /// What finishing it means.
-    pub kind: DoneKind,
+    pub(crate) kind: DoneKind,
 }
 
 /// How a message is finished.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DoneKind {
+pub(crate) enum DoneKind {
     /// Evaluated, with every alert it raised acknowledged.
     Evaluated,
     /// Invalid, with its dead letter acknowledged.
@@ -50,7 +50,7 @@ pub enum DoneKind {
 
 /// What comes back to ingest on the completion channel.
 #[derive(Debug)]
-pub enum Completed {
+pub(crate) enum Completed {
     /// Messages a worker evaluated without raising an alert, one send per worker batch
     /// (one channel operation per batch instead of per message). The worker already
     /// recorded their processing duration.
@@ -59,17 +59,17 @@ pub enum Completed {
     Acked(Done),
 }
 
-pub type DoneTx = mpsc::UnboundedSender<Completed>;
+pub(crate) type DoneTx = mpsc::UnboundedSender<Completed>;
 
 /// The outstanding records of one input message. The last acknowledgement reports it done.
-pub struct Ticket {
+pub(crate) struct Ticket {
     done: Done,
     remaining: AtomicU32,
     tx: DoneTx,
 }
 
 impl Ticket {
-    pub fn new(done: Done, records: u32, tx: DoneTx) -> Arc<Ticket> {
+    pub(crate) fn new(done: Done, records: u32, tx: DoneTx) -> Arc<Ticket> {
         Arc::new(Ticket {
             done,
             remaining: AtomicU32::new(records),
@@ -87,7 +87,7 @@ impl Ticket {
 }
 
 /// What travels with one record through librdkafka.
-pub struct Delivery {
+pub(crate) struct Delivery {
     ticket: Arc<Ticket>,
     /// Present once the record failed: the delays of its next attempts.
     backoff: Option<ExponentialBackoff>,
@@ -107,12 +107,12 @@ struct Retry {
 /// delivered); readiness reads it. Counting records rather than remembering the last
 /// delivery keeps one permanently stuck record from hiding behind later successes.
 #[derive(Debug, Default)]
-pub struct SinkHealth {
+pub(crate) struct SinkHealth {
     failing: AtomicUsize,
 }
 
 impl SinkHealth {
-    pub fn is_failing(&self) -> bool {
+    pub(crate) fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed) > 0
     }
 
@@ -134,7 +134,7 @@ impl SinkHealth {
     }
 }
 
-pub struct SinkContext {
+pub(crate) struct SinkContext {
     kind: SinkKind,
     /// Records go to a partition the sender chose (the repartition topic), which a retry
     /// must keep.
@@ -224,7 +224,7 @@ fn retry_backoff() -> ExponentialBackoff {
 
 /// A producer bound to one topic.
 #[derive(Clone)]
-pub struct Sink {
+pub(crate) struct Sink {
     inner: Arc<SinkInner>,
 }
 
@@ -240,7 +240,7 @@ const QUEUE_FULL_WAIT: Duration = Duration::from_millis(2);
 
 impl Sink {
     /// Creates the producer and spawns its retry task on the current runtime.
-    pub fn new(kind: SinkKind, topic: &str, config: &ClientConfig) -> anyhow::Result<Sink> {
+    pub(crate) fn new(kind: SinkKind, topic: &str, config: &ClientConfig) -> anyhow::Result<Sink> {
         let health = Arc::new(SinkHealth::default());
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let context = SinkContext {
@@ -271,20 +271,20 @@ impl Sink {
     }
 
     /// Drops everything queued or in flight without delivering it (crash simulation).
-    pub fn purge(&self) {
+    pub(crate) fn purge(&self) {
         use rdkafka::producer::PurgeConfig;
         self.inner
             .producer
             .purge(PurgeConfig::default().queue().inflight());
     }
 
-    pub fn health(&self) -> Arc<SinkHealth> {
+    pub(crate) fn health(&self) -> Arc<SinkHealth> {
         self.inner.health.clone()
     }
 
     /// Hands one record to librdkafka; waits only while its queue is full. A `None`
     /// payload is sent as a null value (a tombstone stays a tombstone in the DLQ).
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         partition: Option<i32>,
         key: Option<&[u8]>,
@@ -368,16 +368,11 @@ impl Sink {
     }
 
     /// Waits up to `timeout` for every queued record to be delivered.
-    pub fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
+    pub(crate) fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
         self.inner
             .producer
             .flush(timeout)
             .map_err(|e| anyhow::anyhow!("{} producer flush: {e}", self.inner.kind.as_str()))
-    }
-
-    /// Records queued or in flight in librdkafka.
-    pub fn in_flight(&self) -> i32 {
-        self.inner.producer.in_flight_count()
     }
 }
 
@@ -389,7 +384,7 @@ impl Sink {
 /// record at once, as if the broker had. An enum rather than a trait object keeps the
 /// per-record call static, with no boxed future on the hot path.
 #[derive(Clone)]
-pub enum Publisher {
+pub(crate) enum Publisher {
     Kafka(Sink),
     /// Acknowledges every record immediately and sends nothing.
     Discard,
@@ -398,7 +393,7 @@ pub enum Publisher {
 impl Publisher {
     /// As [`Sink::send`]; `Discard` drops the record (already encoded by the caller) and
     /// acknowledges its ticket.
-    pub async fn send(
+    pub(crate) async fn send(
         &self,
         partition: Option<i32>,
         key: Option<&[u8]>,

@@ -91,7 +91,7 @@ impl WorkerProbe {
             .fetch_sub(n, Ordering::Relaxed)
             .saturating_sub(n)
     }
-    pub fn queued(&self) -> usize {
+    pub(crate) fn queued(&self) -> usize {
         self.queued.load(Ordering::Relaxed)
     }
 }

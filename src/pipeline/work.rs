@@ -15,9 +15,9 @@ pub struct Work {
     pub obs: Observed,
     /// The partition's lineage at this offset (`OffsetTracker::lineage`): patient state
     /// built under another lineage of the same partition is not trusted.
-    pub lineage: u64,
+    pub(crate) lineage: u64,
     /// The message its alerts name as their source (and their `alertId` hashes).
-    pub origin: Origin,
+    pub(crate) origin: Origin,
 }
 
 /// What evaluation needs of an observation: the patient, and the reading the rules
@@ -27,11 +27,11 @@ pub struct Work {
 #[derive(Debug, Clone)]
 pub struct Observed {
     pub patient_id: CompactString,
-    pub reading: Reading,
+    pub(crate) reading: Reading,
 }
 
 impl Observed {
-    pub fn new(obs: &Observation<'_>) -> Observed {
+    pub(crate) fn new(obs: &Observation<'_>) -> Observed {
         Observed {
             patient_id: CompactString::new(&obs.patient_id),
             reading: Reading::of(obs),
@@ -43,13 +43,13 @@ impl Observed {
 /// from the repartition topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Origin {
-    pub topic: Source,
-    pub partition: i32,
-    pub offset: i64,
+    pub(crate) topic: Source,
+    pub(crate) partition: i32,
+    pub(crate) offset: i64,
 }
 
 impl Origin {
-    pub const fn input(partition: i32, offset: i64) -> Origin {
+    pub(crate) const fn input(partition: i32, offset: i64) -> Origin {
         Origin {
             topic: Source::Input,
             partition,
@@ -59,7 +59,7 @@ impl Origin {
 
     /// A record on the repartition topic that does not say where it came from (not
     /// written by vitalwatch): it names itself.
-    pub const fn repartition(partition: i32, offset: i64) -> Origin {
+    pub(crate) const fn repartition(partition: i32, offset: i64) -> Origin {
         Origin {
             topic: Source::Repartition,
             partition,

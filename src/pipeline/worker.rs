@@ -24,29 +24,29 @@ use crate::rules::{AlertStatus, Event, Severity};
 use crate::rules::{News2Rule, RuleSet};
 
 /// What every worker shares.
-pub struct WorkerShared {
+pub(crate) struct WorkerShared {
     /// The rules in force; a worker picks up a reloaded set between two batches.
-    pub rules: LiveRules,
+    pub(crate) rules: LiveRules,
     /// How much patient state each worker keeps.
-    pub state_limits: StateLimits,
+    pub(crate) state_limits: StateLimits,
     /// The alert producer (`Publisher::Discard` only in-process, for benchmarks).
-    pub alerts: Publisher,
-    pub done_tx: DoneTx,
-    pub input_topic: String,
+    pub(crate) alerts: Publisher,
+    pub(crate) done_tx: DoneTx,
+    pub(crate) input_topic: String,
     /// `kafka.repartition_topic`, for alerts of records there that name no origin.
-    pub repartition_topic: String,
-    pub metrics: PipelineMetrics,
+    pub(crate) repartition_topic: String,
+    pub(crate) metrics: PipelineMetrics,
     /// The partitions this instance owns: patients of others are forgotten.
-    pub assignment: Arc<Assignment>,
+    pub(crate) assignment: Arc<Assignment>,
     /// Metric handles of the rules in force, built by the first worker to see a set.
     counters: Mutex<Option<Arc<RuleCounters>>>,
-    pub status: Arc<Status>,
-    pub hooks: Hooks,
+    pub(crate) status: Arc<Status>,
+    pub(crate) hooks: Hooks,
 }
 
 impl WorkerShared {
     #[allow(clippy::too_many_arguments)]
-    pub fn new(
+    pub(crate) fn new(
         rules: LiveRules,
         state_limits: StateLimits,
         alerts: Publisher,
@@ -171,7 +171,7 @@ struct Local {
     assignment: u64,
 }
 
-pub async fn run(
+pub(crate) async fn run(
     index: usize,
     mut rx: mpsc::Receiver<Vec<Work>>,
     shared: Arc<WorkerShared>,

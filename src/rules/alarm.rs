@@ -5,28 +5,28 @@ use super::event::{AlertStatus, Severity};
 
 /// How an alert behaves once raised (alarm-fatigue control), per rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Alarm {
+pub(crate) struct Alarm {
     /// While the condition persists, the alert is repeated no more often than this
     /// (observation time, milliseconds); 0 repeats it for every breaching observation.
-    pub cooldown_ms: i64,
+    pub(crate) cooldown_ms: i64,
     /// How far past the threshold the value must return before the alert clears and
     /// the rule re-arms (the rule's unit; NEWS2: score points).
-    pub clear_margin: f64,
+    pub(crate) clear_margin: f64,
     /// Publish a `resolved` event when an active alert clears.
-    pub emit_resolved: bool,
+    pub(crate) emit_resolved: bool,
 }
 
 impl Alarm {
     /// The behaviour of a plain threshold: every breaching observation alerts, nothing
     /// is remembered between observations.
-    pub const STATELESS: Alarm = Alarm {
+    pub(crate) const STATELESS: Alarm = Alarm {
         cooldown_ms: 0,
         clear_margin: 0.0,
         emit_resolved: false,
     };
 
     /// Whether this alarm needs per-patient memory at all.
-    pub fn is_stateless(&self) -> bool {
+    pub(crate) fn is_stateless(&self) -> bool {
         *self == Self::STATELESS
     }
 }
@@ -35,12 +35,12 @@ impl Alarm {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub(super) struct Episode {
     /// The highest severity alerted in this episode.
-    pub severity: Severity,
+    pub(crate) severity: Severity,
     /// Every severity alerted in this episode (bit per `Severity as u8`): each gets its
     /// `resolved` event when the episode ends, so no downstream alarm stays open.
-    pub alerted: u8,
+    pub(crate) alerted: u8,
     /// Observation time of the last alert (opening, reminder or escalation).
-    pub alerted_at: i64,
+    pub(crate) alerted_at: i64,
 }
 
 pub(super) const fn bit(severity: Severity) -> u8 {

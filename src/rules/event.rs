@@ -20,9 +20,9 @@ pub enum Severity {
 }
 
 impl Severity {
-    pub const ALL: [Severity; 3] = [Severity::Low, Severity::Medium, Severity::High];
+    pub(crate) const ALL: [Severity; 3] = [Severity::Low, Severity::Medium, Severity::High];
 
-    pub const fn as_str(self) -> &'static str {
+    pub(crate) const fn as_str(self) -> &'static str {
         match self {
             Severity::Low => "low",
             Severity::Medium => "medium",
@@ -30,7 +30,7 @@ impl Severity {
         }
     }
 
-    pub fn from_wire(s: &str) -> Option<Severity> {
+    pub(crate) fn from_wire(s: &str) -> Option<Severity> {
         Self::ALL.into_iter().find(|v| v.as_str() == s)
     }
 }
@@ -65,16 +65,16 @@ pub enum Event {
 /// The NEWS2 chart behind an event: every parameter's latest value and score.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Breakdown {
-    pub aggregate: Aggregate,
+    pub(crate) aggregate: Aggregate,
     /// By [`super::news2::PARAMETERS`] position; `None` when never observed (missing).
-    pub parameters: [Option<Scored>; 7],
+    pub(crate) parameters: [Option<Scored>; 7],
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Scored {
-    pub value: f64,
-    pub observed_at: i64,
-    pub score: u8,
+    pub(crate) value: f64,
+    pub(crate) observed_at: i64,
+    pub(crate) score: u8,
     /// Older than `max_age_secs`: shown, not counted in the aggregate.
-    pub stale: bool,
+    pub(crate) stale: bool,
 }

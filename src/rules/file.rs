@@ -17,10 +17,10 @@ use super::parse::{RawAlarm, RulesError, Source, alarm, rule_name, secs_to_ms};
 use super::threshold::{self, Condition, RawThreshold, ThresholdRule};
 
 /// The rules file shipped in `config/rules.toml`: the NEWS2 red flags.
-pub const DEFAULT_RULES_TOML: &str = include_str!("../../config/rules.toml");
+pub(crate) const DEFAULT_RULES_TOML: &str = include_str!("../../config/rules.toml");
 
 /// Cooldown when the file does not say (`[defaults]`).
-pub const DEFAULT_COOLDOWN_SECS: u64 = 300;
+pub(crate) const DEFAULT_COOLDOWN_SECS: u64 = 300;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

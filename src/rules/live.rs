@@ -38,11 +38,11 @@ impl LiveRules {
     }
 
     /// Whether `rules` is still the current set (cheaper than [`LiveRules::load`]).
-    pub fn is_current(&self, rules: &Arc<RuleSet>) -> bool {
+    pub(crate) fn is_current(&self, rules: &Arc<RuleSet>) -> bool {
         Arc::ptr_eq(&self.0.load(), rules)
     }
 
-    pub fn store(&self, rules: Arc<RuleSet>) {
+    pub(crate) fn store(&self, rules: Arc<RuleSet>) {
         self.0.store(rules);
     }
 }
@@ -61,7 +61,14 @@ impl From<RuleSet> for LiveRules {
 
 /// What one look at the file found.
 #[derive(Debug)]
-pub enum Reload {
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the new set and the error are for a caller that looks; the service's loop logs them where they arise"
+    )
+)]
+pub(crate) enum Reload {
     /// The rules in force, or a file already rejected: nothing to do.
     Unchanged,
     /// The file is changing (two reads differ) or briefly missing: look again later.
@@ -73,7 +80,7 @@ pub enum Reload {
 }
 
 /// A check a new rule set must pass beyond the file itself (the service's state limits).
-pub type Check = Box<dyn Fn(&RuleSet) -> Result<(), String> + Send + Sync>;
+pub(crate) type Check = Box<dyn Fn(&RuleSet) -> Result<(), String> + Send + Sync>;
 
 /// How long the file must stay the same before it is read as a new rule set: an editor
 /// or `cp` writing in place leaves it empty or cut short for a moment, and a cut-short
@@ -115,7 +122,8 @@ impl Reloader {
     }
 
     /// Reads the file once; swaps in its rules when the content changed and validates.
-    pub fn reload(&mut self) -> Reload {
+    #[cfg(test)]
+    pub(crate) fn reload(&mut self) -> Reload {
         match self.read() {
             Ok(bytes) => self.consider(&bytes),
             Err(e) => self.unreadable(e),
@@ -124,7 +132,7 @@ impl Reloader {
 
     /// As [`Reloader::reload`], but only once the file has stayed the same for
     /// [`SETTLE`].
-    pub async fn reload_settled(&mut self) -> Reload {
+    pub(crate) async fn reload_settled(&mut self) -> Reload {
         let first = match self.read() {
             Ok(b) => b,
             Err(e) => return self.unreadable(e),

@@ -9,22 +9,22 @@
 //! is [`state::Evaluator`]'s, per patient, in the worker that owns the patient, with the
 //! alarm-fatigue machinery every kind shares in [`alarm`].
 
-pub mod alarm;
+pub(crate) mod alarm;
 mod event;
-pub mod file;
+pub(crate) mod file;
 pub mod live;
 pub mod news2;
 mod parse;
 pub mod state;
-pub mod threshold;
+pub(crate) mod threshold;
 
 use crate::vitals::{Metric, Observation};
-pub use alarm::Alarm;
+pub(crate) use alarm::Alarm;
 pub use event::{AlertStatus, Breakdown, Event, Scored, Severity};
-pub use file::DEFAULT_RULES_TOML;
 pub use news2::News2Rule;
 pub use parse::RulesError;
-pub use threshold::{Condition, ThresholdRule};
+pub(crate) use threshold::Condition;
+pub use threshold::ThresholdRule;
 
 /// Every rule, indexed by the metric it watches.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Threshold rules only, NEWS2 off.
-    pub fn new(rules: Vec<ThresholdRule>) -> RuleSet {
+    pub(crate) fn new(rules: Vec<ThresholdRule>) -> RuleSet {
         let mut by_metric: [Vec<(Condition, usize)>; Metric::COUNT] = Default::default();
         for (i, rule) in rules.iter().enumerate() {
             by_metric[rule.metric.index()].push((rule.condition, i));
@@ -61,14 +61,14 @@ impl RuleSet {
     }
 
     /// The same rules with the NEWS2 aggregate on (`Some`) or off.
-    pub fn with_news2(mut self, news2: Option<News2Rule>) -> RuleSet {
+    pub(crate) fn with_news2(mut self, news2: Option<News2Rule>) -> RuleSet {
         self.news2 = news2;
         self.stateless = news2.is_none() && self.rules.iter().all(ThresholdRule::is_stateless);
         self
     }
 
     /// XXH3-64 of the text this set was parsed from; 0 when built in code.
-    pub fn source_hash(&self) -> u64 {
+    pub(crate) fn source_hash(&self) -> u64 {
         self.source_hash
     }
 
@@ -79,7 +79,7 @@ impl RuleSet {
     /// Whether every observation's alerts follow from that observation alone: no
     /// sustained conditions, no cooldown or hysteresis, no NEWS2. Such a set needs no
     /// per-patient state.
-    pub fn is_stateless(&self) -> bool {
+    pub(crate) fn is_stateless(&self) -> bool {
         self.stateless
     }
 
@@ -102,7 +102,7 @@ impl RuleSet {
     /// The longest span of observation time the rules look back over (`for_secs`,
     /// `cooldown_secs`, NEWS2 `max_age_secs`), milliseconds: patient state kept for less
     /// than this would forget what the rules still need.
-    pub fn longest_memory_ms(&self) -> i64 {
+    pub(crate) fn longest_memory_ms(&self) -> i64 {
         let thresholds = self.rules.iter().map(|r| r.for_ms.max(r.alarm.cooldown_ms));
         let news2 = self
             .news2
@@ -125,7 +125,7 @@ impl RuleSet {
 
     /// Rules in force, counting the NEWS2 score as one (`vitalwatch_rules_loaded`): a
     /// NEWS2-only set is not "no rules".
-    pub fn rule_count(&self) -> usize {
+    pub(crate) fn rule_count(&self) -> usize {
         self.rules.len() + usize::from(self.news2.is_some())
     }
 
@@ -148,21 +148,15 @@ impl RuleSet {
 
     /// Indices of the rules of `metric` that `value` breaches, in file order.
     #[inline]
-    pub fn breached(&self, metric: Metric, value: f64) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn breached(&self, metric: Metric, value: f64) -> impl Iterator<Item = usize> + '_ {
         self.by_metric[metric.index()]
             .iter()
             .filter(move |(condition, _)| condition.fires(value))
             .map(|&(_, i)| i)
     }
 
-    /// The conditions of `metric`'s rules next to their indices, in file order.
-    #[inline]
-    pub fn by_metric(&self, metric: Metric) -> &[(Condition, usize)] {
-        &self.by_metric[metric.index()]
-    }
-
     /// As [`RuleSet::evaluate`], with each rule's index in [`RuleSet::rules`].
-    pub fn evaluate_indexed<'r>(
+    pub(crate) fn evaluate_indexed<'r>(
         &'r self,
         obs: &Observation<'_>,
     ) -> impl Iterator<Item = (usize, &'r ThresholdRule)> + 'r {

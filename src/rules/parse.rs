@@ -15,12 +15,12 @@ use super::alarm::Alarm;
 /// A rules file that cannot be used, with where and why.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub struct RulesError {
-    pub file: PathBuf,
+    pub(crate) file: PathBuf,
     /// 1-based line of the offending rule or syntax error, when known.
-    pub line: Option<usize>,
+    pub(crate) line: Option<usize>,
     /// The rule's id, or `threshold #N` when it has none.
-    pub rule: Option<String>,
-    pub message: String,
+    pub(crate) rule: Option<String>,
+    pub(crate) message: String,
 }
 
 impl fmt::Display for RulesError {
@@ -49,9 +49,9 @@ pub(super) fn secs_to_ms(secs: u64) -> i64 {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawAlarm {
-    pub cooldown_secs: Option<Spanned<u64>>,
-    pub clear_margin: Option<Spanned<f64>>,
-    pub emit_resolved: Option<Spanned<bool>>,
+    pub(crate) cooldown_secs: Option<Spanned<u64>>,
+    pub(crate) clear_margin: Option<Spanned<f64>>,
+    pub(crate) emit_resolved: Option<Spanned<bool>>,
 }
 
 pub(super) type RawAlarmKeys = (
@@ -94,13 +94,13 @@ pub(super) fn alarm(
 /// The text of a rules file being parsed: names the file in errors and turns byte
 /// offsets into line numbers.
 pub(super) struct Source<'a> {
-    pub file: &'a Path,
+    pub(crate) file: &'a Path,
     /// Where each line starts.
     starts: Vec<usize>,
 }
 
 impl<'a> Source<'a> {
-    pub fn new(file: &'a Path, text: &str) -> Source<'a> {
+    pub(crate) fn new(file: &'a Path, text: &str) -> Source<'a> {
         let mut starts = vec![0];
         starts.extend(
             text.bytes()
@@ -112,16 +112,21 @@ impl<'a> Source<'a> {
     }
 
     /// 1-based line of byte offset `at`.
-    pub fn line_at(&self, at: usize) -> usize {
+    pub(crate) fn line_at(&self, at: usize) -> usize {
         self.starts.partition_point(|&s| s <= at)
     }
 
     /// 1-based line where `span` starts.
-    pub fn line(&self, span: Range<usize>) -> usize {
+    pub(crate) fn line(&self, span: Range<usize>) -> usize {
         self.line_at(span.start)
     }
 
-    pub fn error(&self, line: Option<usize>, rule: Option<String>, message: String) -> RulesError {
+    pub(crate) fn error(
+        &self,
+        line: Option<usize>,
+        rule: Option<String>,
+        message: String,
+    ) -> RulesError {
         RulesError {
             file: self.file.to_owned(),
             line,
@@ -131,7 +136,12 @@ impl<'a> Source<'a> {
     }
 
     /// An error of a table (`[defaults]`, `[news2]`): it names the table instead of a rule.
-    pub fn table_error(&self, table: &str, span: Range<usize>, message: String) -> RulesError {
+    pub(crate) fn table_error(
+        &self,
+        table: &str,
+        span: Range<usize>,
+        message: String,
+    ) -> RulesError {
         self.error(Some(self.line(span)), Some(format!("[{table}]")), message)
     }
 }

@@ -43,7 +43,7 @@ use crate::vitals::{Metric, Observation};
 /// topic or of the repartition topic) and the lineage of its offsets. State built under
 /// one owner is not trusted under another: the partition may have been processed
 /// elsewhere in between.
-pub type Owner = (u64, u64);
+pub(crate) type Owner = (u64, u64);
 
 /// How much patient state a worker may keep (the service's are
 /// `Settings::state_limits`, from `rules.state_ttl_secs` and
@@ -82,11 +82,11 @@ impl Reading {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Evictions {
     /// No observation for `ttl`.
-    pub ttl: u64,
+    pub(crate) ttl: u64,
     /// The worker was at `capacity`.
     pub capacity: u64,
     /// The patient's partition was assigned anew.
-    pub reassigned: u64,
+    pub(crate) reassigned: u64,
 }
 
 /// Per-patient rule state for one worker.
@@ -138,7 +138,7 @@ impl Evaluator {
         }
     }
 
-    pub fn rules(&self) -> &Arc<RuleSet> {
+    pub(crate) fn rules(&self) -> &Arc<RuleSet> {
         &self.rules
     }
 
@@ -287,7 +287,7 @@ impl Evaluator {
     /// Forgets the patients whose last reading came from a partition `owned` says this
     /// instance no longer has: another instance holds them now, and counting them here
     /// would overstate what this one watches.
-    pub fn retain_owners(&mut self, owned: impl Fn(u64) -> bool) {
+    pub(crate) fn retain_owners(&mut self, owned: impl Fn(u64) -> bool) {
         let before = self.patients.len();
         self.patients.retain(|_, p| owned(p.owner.0));
         self.evictions.reassigned += (before - self.patients.len()) as u64;
@@ -296,7 +296,7 @@ impl Evaluator {
     /// Forgets patients not seen for the TTL as of `now_ms`. Sweeps at most every
     /// eighth of the TTL (and at most every minute); a patient past the TTL but not yet
     /// swept is treated as forgotten when its next reading comes.
-    pub fn expire(&mut self, now_ms: i64) {
+    pub(crate) fn expire(&mut self, now_ms: i64) {
         if now_ms < self.next_sweep_ms {
             return;
         }
@@ -312,7 +312,7 @@ impl Evaluator {
     /// threshold rule's memory survives when a rule with its id and the same metric,
     /// condition and `for_secs` exists in `new`; NEWS2 episodes survive while NEWS2
     /// stays on. The latest NEWS2 parameter values always survive.
-    pub fn set_rules(&mut self, new: Arc<RuleSet>) {
+    pub(crate) fn set_rules(&mut self, new: Arc<RuleSet>) {
         // By id, once: a rule set can be 100 000 rules long.
         let by_id: std::collections::HashMap<&str, usize> = new
             .rules()

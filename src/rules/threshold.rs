@@ -18,7 +18,7 @@ use crate::vitals::Metric;
 const EPSILON: f64 = 1e-9;
 
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub enum Condition {
+pub(crate) enum Condition {
     /// Fires when value > threshold.
     Above(f64),
     /// Fires when value < threshold.
@@ -27,7 +27,7 @@ pub enum Condition {
 
 impl Condition {
     #[inline]
-    pub fn fires(self, value: f64) -> bool {
+    pub(crate) fn fires(self, value: f64) -> bool {
         match self {
             Condition::Above(t) => value > t,
             Condition::Below(t) => value < t,
@@ -38,7 +38,7 @@ impl Condition {
     /// re-arms an active alert): at most `threshold - margin` for `above`, at least
     /// `threshold + margin` for `below`. With a margin of 0 this is "does not fire".
     #[inline]
-    pub fn cleared(self, value: f64, margin: f64) -> bool {
+    pub(crate) fn cleared(self, value: f64, margin: f64) -> bool {
         // Decimal thresholds and margins are not exact in binary (35.1 + 0.2 is
         // 35.300000000000004): a reading of exactly the documented clear value clears.
         let bound = self.clear_bound(margin);
@@ -50,7 +50,7 @@ impl Condition {
     }
 
     /// The value at which an active alert clears: `threshold ∓ margin`.
-    pub fn clear_bound(self, margin: f64) -> f64 {
+    pub(crate) fn clear_bound(self, margin: f64) -> f64 {
         match self {
             Condition::Above(t) => t - margin,
             Condition::Below(t) => t + margin,
@@ -58,7 +58,7 @@ impl Condition {
     }
 
     /// The value an alert reports as its `threshold`.
-    pub fn threshold(self) -> f64 {
+    pub(crate) fn threshold(self) -> f64 {
         match self {
             Condition::Above(t) | Condition::Below(t) => t,
         }
@@ -68,30 +68,18 @@ impl Condition {
 #[derive(Debug, Clone, PartialEq)]
 pub struct ThresholdRule {
     pub id: String,
-    pub metric: Metric,
-    pub condition: Condition,
-    pub severity: Severity,
+    pub(crate) metric: Metric,
+    pub(crate) condition: Condition,
+    pub(crate) severity: Severity,
     /// The condition must hold for every observation over this span (observation
     /// timestamps, milliseconds) before the rule fires; 0 fires on the first.
-    pub for_ms: i64,
-    pub alarm: Alarm,
+    pub(crate) for_ms: i64,
+    pub(crate) alarm: Alarm,
 }
 
 impl ThresholdRule {
-    /// A rule that fires on every breaching observation (no `for_secs`, no cooldown).
-    pub fn plain(id: &str, metric: Metric, condition: Condition, severity: Severity) -> Self {
-        ThresholdRule {
-            id: id.to_owned(),
-            metric,
-            condition,
-            severity,
-            for_ms: 0,
-            alarm: Alarm::STATELESS,
-        }
-    }
-
     /// Whether evaluating this rule needs per-patient memory.
-    pub fn is_stateless(&self) -> bool {
+    pub(crate) fn is_stateless(&self) -> bool {
         self.for_ms == 0 && self.alarm.is_stateless()
     }
 }
@@ -272,7 +260,7 @@ pub(super) struct RuleMemory {
 }
 
 impl RuleMemory {
-    pub const EMPTY: RuleMemory = RuleMemory {
+    pub(crate) const EMPTY: RuleMemory = RuleMemory {
         breach_since: None,
         episode: None,
     };

@@ -18,7 +18,7 @@ use crate::pipeline::{MANAGED_CLIENT_KEYS, PipelineConfig, broker_host};
 use crate::rules::RuleSet;
 use crate::rules::state::StateLimits;
 use crate::secret::ClientProps;
-pub use crate::telemetry::LogFormat;
+pub(crate) use crate::telemetry::LogFormat;
 use crate::vitals::DecodeLimits;
 
 mod sources;
@@ -41,7 +41,7 @@ pub fn defaults() -> &'static Settings {
 }
 
 /// Environment variable prefix: `VITALWATCH_<SECTION>__<KEY>`.
-pub const ENV_PREFIX: &str = "VITALWATCH";
+pub(crate) const ENV_PREFIX: &str = "VITALWATCH";
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
@@ -49,9 +49,9 @@ pub struct Settings {
     pub kafka: KafkaSettings,
     pub pipeline: PipelineSettings,
     pub rules: RulesSettings,
-    pub http: HttpSettings,
-    pub admin: AdminSettings,
-    pub log: LogSettings,
+    pub(crate) http: HttpSettings,
+    pub(crate) admin: AdminSettings,
+    pub(crate) log: LogSettings,
     /// Which layer set what (not a key).
     #[serde(skip)]
     pub origin: Origin,
@@ -60,8 +60,8 @@ pub struct Settings {
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct KafkaSettings {
-    pub bootstrap_servers: String,
-    pub group_id: String,
+    pub(crate) bootstrap_servers: String,
+    pub(crate) group_id: String,
     pub input_topic: String,
     pub alert_topic: String,
     pub dlq_topic: String,
@@ -74,10 +74,10 @@ pub struct KafkaSettings {
     pub input_partitioner: crate::pipeline::repartition::Partitioner,
     /// Refuse to start unless the brokers are reached over TLS with the certificate and
     /// host name verified.
-    pub require_tls: bool,
+    pub(crate) require_tls: bool,
     /// A file holding the SASL password (a trailing newline is ignored), read at start
     /// into `sasl.password`; "" for none.
-    pub sasl_password_file: PathBuf,
+    pub(crate) sasl_password_file: PathBuf,
     /// librdkafka properties passed through to every client, flattened to dotted names;
     /// credentials are kept redacted (see [`crate::secret`]).
     #[serde(default, deserialize_with = "flatten_client")]
@@ -88,12 +88,12 @@ pub struct KafkaSettings {
 #[serde(deny_unknown_fields)]
 pub struct PipelineSettings {
     pub workers: usize,
-    pub queue_capacity: usize,
-    pub max_message_bytes: usize,
-    pub max_future_skew_secs: u64,
+    pub(crate) queue_capacity: usize,
+    pub(crate) max_message_bytes: usize,
+    pub(crate) max_future_skew_secs: u64,
     /// Observations older than this go to the DLQ as `stale` instead of alerting.
-    pub max_observation_age_secs: u64,
-    pub shutdown_timeout_secs: u64,
+    pub(crate) max_observation_age_secs: u64,
+    pub(crate) shutdown_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -101,36 +101,36 @@ pub struct PipelineSettings {
 pub struct RulesSettings {
     pub file: PathBuf,
     /// Re-read the rules file this often (and on SIGHUP); 0 reloads on SIGHUP only.
-    pub reload_interval_secs: u64,
+    pub(crate) reload_interval_secs: u64,
     /// Forget a patient's rule state after this long without an observation.
-    pub state_ttl_secs: u64,
+    pub(crate) state_ttl_secs: u64,
     /// The most patients one worker keeps rule state for (least recently seen go first).
-    pub max_patients_per_worker: usize,
+    pub(crate) max_patients_per_worker: usize,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct HttpSettings {
-    pub listen: String,
+pub(crate) struct HttpSettings {
+    pub(crate) listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct AdminSettings {
-    pub listen: String,
+pub(crate) struct AdminSettings {
+    pub(crate) listen: String,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
-pub struct LogSettings {
-    pub format: LogFormat,
-    pub level: String,
+pub(crate) struct LogSettings {
+    pub(crate) format: LogFormat,
+    pub(crate) level: String,
 }
 
 impl LogSettings {
     /// `log.level` as a tracing filter: `warning` read as `warn`, levels in lower case.
     /// The error names the valid levels.
-    pub fn filter(&self) -> Result<String, String> {
+    pub(crate) fn filter(&self) -> Result<String, String> {
         log_filter(&self.level)
     }
 }
@@ -149,7 +149,7 @@ const LOG_LEVELS: [(&str, &str); 7] = [
 /// A level (`info`), or comma-separated directives (`info,rdkafka=warn`), as a tracing
 /// filter. A bare word that is no level is refused: tracing would read it as a module
 /// name and log nothing at all.
-pub fn log_filter(spec: &str) -> Result<String, String> {
+pub(crate) fn log_filter(spec: &str) -> Result<String, String> {
     let level = |word: &str| {
         LOG_LEVELS
             .iter()
@@ -262,7 +262,7 @@ impl Settings {
 
     /// Why the rules file was looked for where it was, and which key to set: for an
     /// error about a rules file that cannot be read.
-    pub fn rules_file_hint(&self) -> String {
+    pub(crate) fn rules_file_hint(&self) -> String {
         let written = self.origin.rules_file_as_written.display();
         let origin = match self.origin.of("rules.file") {
             KeySource::Default => "the built-in default".to_owned(),
@@ -317,7 +317,7 @@ impl Settings {
 
     /// What librdkafka would refuse when `run` creates its clients, found without
     /// connecting; the error names the property and where it was set, never its value.
-    pub fn check_clients(&self) -> anyhow::Result<()> {
+    pub(crate) fn check_clients(&self) -> anyhow::Result<()> {
         match self.pipeline_config().check_clients() {
             Ok(()) => Ok(()),
             Err(e) if e.property.is_empty() => bail!("{e}"),
@@ -332,12 +332,12 @@ impl Settings {
 
     /// The effective configuration as TOML, credentials shown as `[redacted]`
     /// (`check-config --print`).
-    pub fn to_toml(&self) -> anyhow::Result<String> {
+    pub(crate) fn to_toml(&self) -> anyhow::Result<String> {
         toml::to_string(self).context("cannot print the configuration")
     }
 
     /// Checks every value; the error lists each bad key with its problem.
-    pub fn validate(&self) -> anyhow::Result<()> {
+    pub(crate) fn validate(&self) -> anyhow::Result<()> {
         let mut problems: Vec<String> = Vec::new();
         let mut check = |ok: bool, key: &str, problem: &str| {
             if !ok {
@@ -478,7 +478,7 @@ impl Settings {
         }
     }
 
-    pub fn shutdown_timeout(&self) -> Duration {
+    pub(crate) fn shutdown_timeout(&self) -> Duration {
         Duration::from_secs(self.pipeline.shutdown_timeout_secs)
     }
 
@@ -502,7 +502,7 @@ impl Settings {
 
     /// What a rules file must satisfy beyond itself: the state TTL must outlast every
     /// span the rules look back over, or state would be forgotten while still needed.
-    pub fn check_rules(&self, rules: &RuleSet) -> Result<(), String> {
+    pub(crate) fn check_rules(&self, rules: &RuleSet) -> Result<(), String> {
         let needed_secs = (rules.longest_memory_ms() + 999) / 1000;
         if needed_secs > self.state_ttl_secs_i64() {
             return Err(format!(
@@ -541,7 +541,7 @@ impl Settings {
 
 impl KafkaSettings {
     /// `security.protocol` as librdkafka reads it (case-insensitive, `plaintext` when unset).
-    pub fn security_protocol(&self) -> String {
+    pub(crate) fn security_protocol(&self) -> String {
         self.client
             .get("security.protocol")
             .unwrap_or("plaintext")
@@ -549,7 +549,7 @@ impl KafkaSettings {
     }
 
     /// Whether the connection to the brokers is encrypted.
-    pub fn uses_tls(&self) -> bool {
+    pub(crate) fn uses_tls(&self) -> bool {
         matches!(self.security_protocol().as_str(), "ssl" | "sasl_ssl")
     }
 
@@ -589,7 +589,7 @@ impl KafkaSettings {
 
     /// A warning for the log when patient data would cross a network unencrypted: no TLS
     /// and a broker that is not on this host.
-    pub fn plaintext_warning(&self) -> Option<String> {
+    pub(crate) fn plaintext_warning(&self) -> Option<String> {
         if self.uses_tls() {
             return None;
         }

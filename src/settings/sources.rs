@@ -43,14 +43,14 @@ impl std::fmt::Display for KeySource {
 #[derive(Debug, Clone, Default)]
 pub struct Origin {
     /// The `--config` file, as an absolute path.
-    pub file: Option<PathBuf>,
+    pub(crate) file: Option<PathBuf>,
     /// Dotted key → where it was last set (file, then variables over it). Keys only the
     /// defaults set are absent.
-    pub keys: BTreeMap<String, KeySource>,
+    pub(crate) keys: BTreeMap<String, KeySource>,
     /// Problems that do not stop start-up (`run` logs them, `check-config` prints them).
-    pub warnings: Vec<String>,
+    pub(crate) warnings: Vec<String>,
     /// `rules.file` as the layer that set it wrote it, before it was made absolute.
-    pub rules_file_as_written: PathBuf,
+    pub(crate) rules_file_as_written: PathBuf,
 }
 
 impl Origin {
@@ -61,7 +61,7 @@ impl Origin {
     }
 
     /// The `VITALWATCH_*` variables that set a key.
-    pub fn variables(&self) -> impl Iterator<Item = &str> {
+    pub(crate) fn variables(&self) -> impl Iterator<Item = &str> {
         self.keys.values().filter_map(|s| match s {
             KeySource::Env(var) => Some(var.as_str()),
             _ => None,
@@ -69,7 +69,7 @@ impl Origin {
     }
 
     /// `e` with where its key was set, when a file or a variable set it.
-    pub fn annotate_config_error(&self, e: &config::ConfigError) -> String {
+    pub(crate) fn annotate_config_error(&self, e: &config::ConfigError) -> String {
         let key = match e {
             config::ConfigError::Type { key, .. } | config::ConfigError::At { key, .. } => {
                 key.as_deref()
@@ -85,7 +85,7 @@ impl Origin {
     }
 
     /// The layers in force, for the start-up log line: `defaults, FILE, N variables`.
-    pub fn describe(&self) -> String {
+    pub(crate) fn describe(&self) -> String {
         let mut parts = vec!["built-in defaults".to_owned()];
         if let Some(f) = &self.file {
             parts.push(f.display().to_string());
@@ -135,7 +135,7 @@ impl Schema {
 
 /// `path` made absolute (against the working directory) and, when it exists, with `..`
 /// and links resolved, as messages show it.
-pub fn absolute(path: &Path) -> PathBuf {
+pub(crate) fn absolute(path: &Path) -> PathBuf {
     std::fs::canonicalize(path)
         .or_else(|_| std::path::absolute(path))
         .unwrap_or_else(|_| path.to_owned())
@@ -143,7 +143,7 @@ pub fn absolute(path: &Path) -> PathBuf {
 
 /// Reads the `--config` file and checks its keys; records which keys it sets in `origin`.
 /// The error names the file (absolute), the line and the key.
-pub fn read_file(path: &Path, origin: &mut Origin) -> anyhow::Result<String> {
+pub(crate) fn read_file(path: &Path, origin: &mut Origin) -> anyhow::Result<String> {
     let shown = absolute(path);
     let display = shown.display();
     if shown.is_dir() {
@@ -269,7 +269,7 @@ fn record_client(prefix: &str, value: &DeValue<'_>, text: &str, path: &Path, ori
 /// The `VITALWATCH_*` variables that set a key, checked. A variable that names no key is
 /// an error; one with a single underscore between section and key (a common slip) is a
 /// warning, since other software may own names like `VITALWATCH_SERVICE_PORT`.
-pub fn check_env(
+pub(crate) fn check_env(
     vars: impl IntoIterator<Item = (String, String)>,
     origin: &mut Origin,
 ) -> anyhow::Result<Vec<(String, String)>> {

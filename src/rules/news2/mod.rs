@@ -23,23 +23,23 @@ use crate::vitals::Metric;
 pub struct News2Rule {
     /// A parameter's latest observation counts while it is at most this old, relative to
     /// the observation being evaluated (observation time, milliseconds).
-    pub max_age_ms: i64,
+    pub(crate) max_age_ms: i64,
     /// Cooldown and re-arming; `clear_margin` is in score points below the medium band.
-    pub alarm: Alarm,
+    pub(crate) alarm: Alarm,
     /// Hysteresis of the single-parameter trigger, per parameter in
     /// [`PARAMETERS`] order and in the parameter's unit: a parameter that scores
     /// 3 keeps a `news2_medium` episode open until its value is this far back inside the
     /// next band, as `clear_margin` does for a threshold rule. 0 for the coded
     /// parameters (oxygen, consciousness), whose values have nothing in between.
-    pub single_clear_margin: [f64; 7],
+    pub(crate) single_clear_margin: [f64; 7],
 }
 
 impl News2Rule {
-    pub const MEDIUM_ID: &str = "news2_medium";
-    pub const HIGH_ID: &str = "news2_high";
+    pub(crate) const MEDIUM_ID: &str = "news2_medium";
+    pub(crate) const HIGH_ID: &str = "news2_high";
 
     /// The rule id of a NEWS2 alert at `severity`: `news2_high` or `news2_medium`.
-    pub const fn id(severity: Severity) -> &'static str {
+    pub(crate) const fn id(severity: Severity) -> &'static str {
         match severity {
             Severity::High => Self::HIGH_ID,
             Severity::Medium | Severity::Low => Self::MEDIUM_ID,
@@ -47,7 +47,8 @@ impl News2Rule {
     }
 
     /// The margin of `metric`'s single-parameter 3 (0 when NEWS2 does not score it).
-    pub fn single_clear_margin(&self, metric: Metric) -> f64 {
+    #[cfg(test)]
+    pub(crate) fn single_clear_margin(&self, metric: Metric) -> f64 {
         parameter_index(metric).map_or(0.0, |i| self.single_clear_margin[i])
     }
 }
@@ -55,10 +56,10 @@ impl News2Rule {
 /// `[news2] single_clear_margin` when the file does not give one, in
 /// [`PARAMETERS`] order: the `clear_margin`s of the shipped red-flag rules, which
 /// are NEWS2's 3-bands (for respiration and pulse the wider of their two sides).
-pub const DEFAULT_SINGLE_CLEAR_MARGIN: [f64; 7] = [2.0, 1.0, 0.0, 5.0, 5.0, 0.0, 0.2];
+pub(crate) const DEFAULT_SINGLE_CLEAR_MARGIN: [f64; 7] = [2.0, 1.0, 0.0, 5.0, 5.0, 0.0, 0.2];
 
 /// NEWS2 freshness window when `[news2]` does not set `max_age_secs`.
-pub const DEFAULT_NEWS2_MAX_AGE_SECS: u64 = 3600;
+pub(crate) const DEFAULT_NEWS2_MAX_AGE_SECS: u64 = 3600;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -185,19 +186,19 @@ pub(super) struct News2State {
 }
 
 impl News2State {
-    pub const NEW: News2State = News2State {
+    pub(crate) const NEW: News2State = News2State {
         latest: [Latest::NONE; 7],
         episode: None,
     };
 
     /// Forgets the open episode (the rule was switched off), keeping the chart.
-    pub fn end_episode(&mut self) {
+    pub(crate) fn end_episode(&mut self) {
         self.episode = None;
     }
 
     /// A reading of parameter `param` (its [`PARAMETERS`] index) at observation time `t`:
     /// the chart updated, then evaluated; appends what to publish.
-    pub fn observe(
+    pub(crate) fn observe(
         &mut self,
         rule: &News2Rule,
         param: usize,

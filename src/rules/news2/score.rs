@@ -23,7 +23,7 @@ use std::ops::RangeBounds;
 use crate::vitals::Metric;
 
 /// The seven NEWS2 parameters in chart order.
-pub const PARAMETERS: [Metric; 7] = [
+pub(crate) const PARAMETERS: [Metric; 7] = [
     Metric::RespiratoryRate,
     Metric::Spo2,
     Metric::SupplementalOxygen,
@@ -35,7 +35,7 @@ pub const PARAMETERS: [Metric; 7] = [
 
 /// Position of `metric` in [`PARAMETERS`]; `None` for metrics NEWS2 does not score
 /// (diastolic_bp).
-pub const fn parameter_index(metric: Metric) -> Option<usize> {
+pub(crate) const fn parameter_index(metric: Metric) -> Option<usize> {
     match metric {
         Metric::RespiratoryRate => Some(0),
         Metric::Spo2 => Some(1),
@@ -54,15 +54,15 @@ pub const fn parameter_index(metric: Metric) -> Option<usize> {
 /// [`score`] looks values up in these very tables, so what the docs and tests show of
 /// them is what scoring does.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Band {
-    pub lower: Bound<f64>,
-    pub upper: Bound<f64>,
-    pub score: u8,
+pub(crate) struct Band {
+    pub(crate) lower: Bound<f64>,
+    pub(crate) upper: Bound<f64>,
+    pub(crate) score: u8,
 }
 
 impl Band {
     /// Whether `value` falls into this band. NaN falls into none.
-    pub fn contains(&self, value: f64) -> bool {
+    pub(crate) fn contains(&self, value: f64) -> bool {
         (self.lower, self.upper).contains(&value)
     }
 }
@@ -137,7 +137,7 @@ const TEMPERATURE: [Band; 5] = [
 
 /// The band table of `metric`, lowest values first; `None` when NEWS2 does not score it.
 /// Each table covers every real number exactly once.
-pub const fn bands(metric: Metric) -> Option<&'static [Band]> {
+pub(crate) const fn bands(metric: Metric) -> Option<&'static [Band]> {
     match metric {
         Metric::RespiratoryRate => Some(&RESPIRATORY_RATE),
         Metric::Spo2 => Some(&SPO2),
@@ -165,7 +165,7 @@ pub fn score(metric: Metric, value: f64) -> Option<u8> {
 /// urgent ward-based response, as the shipped red-flag rules do at `medium` severity, so
 /// it counts as [`Risk::Medium`] here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Risk {
+pub(crate) enum Risk {
     /// Aggregate 0–4 without a single 3: ward-based response.
     Low,
     /// Aggregate 5–6, or a single parameter scoring 3: urgent ward-based response.
@@ -175,22 +175,22 @@ pub enum Risk {
 }
 
 /// The aggregate from which risk is high (emergency response).
-pub const HIGH_AT: u8 = 7;
+pub(crate) const HIGH_AT: u8 = 7;
 /// The aggregate from which risk is medium (urgent ward-based response).
-pub const MEDIUM_AT: u8 = 5;
+pub(crate) const MEDIUM_AT: u8 = 5;
 /// A single parameter's score that alone makes risk medium (a red flag).
-pub const RED_FLAG_SCORE: u8 = 3;
+pub(crate) const RED_FLAG_SCORE: u8 = 3;
 
 /// A running NEWS2 total and the highest single-parameter score that went into it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Aggregate {
-    pub total: u8,
-    pub max_single: u8,
+pub(crate) struct Aggregate {
+    pub(crate) total: u8,
+    pub(crate) max_single: u8,
 }
 
 impl Aggregate {
     /// Adds one scored parameter.
-    pub fn add(&mut self, score: u8) {
+    pub(crate) fn add(&mut self, score: u8) {
         // Seven scores of at most 3 cannot overflow; saturate rather than trust the caller.
         self.total = self.total.saturating_add(score);
         self.max_single = self.max_single.max(score);
@@ -198,7 +198,7 @@ impl Aggregate {
 
     /// RCP thresholds: High when total >= 7; Medium when total 5-6 or any single
     /// parameter scores 3; else Low.
-    pub fn risk(&self) -> Risk {
+    pub(crate) fn risk(&self) -> Risk {
         if self.total >= HIGH_AT {
             Risk::High
         } else if self.total >= MEDIUM_AT || self.max_single >= RED_FLAG_SCORE {
@@ -210,7 +210,7 @@ impl Aggregate {
 
     /// What put the chart in its band, as an alert's `threshold`: the aggregate that
     /// starts the band (7, 5), or the single parameter's 3 of a medium aggregate below 5.
-    pub fn band_threshold(&self) -> f64 {
+    pub(crate) fn band_threshold(&self) -> f64 {
         match self.risk() {
             Risk::High => f64::from(HIGH_AT),
             _ if self.total >= MEDIUM_AT => f64::from(MEDIUM_AT),
@@ -222,7 +222,8 @@ impl Aggregate {
 /// Aggregate of the given (metric, value) pairs; metrics NEWS2 does not score are
 /// ignored. Every pair counts, so pass one value per parameter (the current one): a
 /// parameter given twice is scored twice.
-pub fn aggregate(values: impl IntoIterator<Item = (Metric, f64)>) -> Aggregate {
+#[cfg(test)]
+pub(crate) fn aggregate(values: impl IntoIterator<Item = (Metric, f64)>) -> Aggregate {
     let mut total = Aggregate::default();
     for score in values.into_iter().filter_map(|(m, v)| score(m, v)) {
         total.add(score);
