@@ -2,7 +2,6 @@
 //! mock cluster, and the `vitalwatch demo` binary end to end (normal end and Ctrl-C).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -20,7 +19,7 @@ mod support;
 
 use support::http::get_text;
 use support::kafka;
-use support::process::{command, signal};
+use support::process::{command, line_channel, signal};
 
 const T0: i64 = 1_763_798_400_000;
 
@@ -217,18 +216,9 @@ impl Demo {
             .spawn()
             .expect("start vitalwatch demo");
         let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
         Demo {
             child,
-            lines,
+            lines: line_channel(stdout),
             seen: Vec::new(),
         }
     }

@@ -22,6 +22,7 @@ use vitalwatch::vitals::{Metric, decode};
 use crate::kafka::{self, Feeder, Topics};
 use crate::process::{self, Vitalwatch};
 use crate::summary::Scenario;
+use crate::support::traffic::{CHART_OXYGEN, CHART_SCORING_5};
 use crate::wait::wait_for;
 use crate::{LONG, SHUTDOWN_TIMEOUT_SECS, service_env};
 
@@ -147,17 +148,6 @@ fn a_hovering_pulse_pages_once() {
     assert_eq!(got, expected, "one page per condition");
 }
 
-/// Five parameters scoring 1 and an alert patient (aggregate 5, `news2_medium`), then
-/// supplemental oxygen (2): 7, `news2_high`.
-const PHASE1: [(Metric, f64); 6] = [
-    (Metric::RespiratoryRate, 10.0),
-    (Metric::Spo2, 95.0),
-    (Metric::SystolicBp, 105.0),
-    (Metric::HeartRate, 95.0),
-    (Metric::Temperature, 38.5),
-    (Metric::Consciousness, 0.0),
-];
-const PHASE2: [(Metric, f64); 1] = [(Metric::SupplementalOxygen, 1.0)];
 const PATIENTS: usize = 30;
 
 #[test]
@@ -200,7 +190,7 @@ fn device_keyed_readings_meet_in_one_chart_across_two_replicas() {
         }
         feeder.finish();
     };
-    send(&PHASE1, t0);
+    send(&CHART_SCORING_5, t0);
     topics.wait_committed_to_end(LONG);
     let mediums = wait_for(LONG, "news2_medium for every patient", || {
         let n = alerts_of(&topics)
@@ -213,7 +203,7 @@ fn device_keyed_readings_meet_in_one_chart_across_two_replicas() {
             Err(format!("{n} of {PATIENTS}"))
         }
     });
-    send(&PHASE2, t0 + 1);
+    send(&CHART_OXYGEN, t0 + 1);
     topics.wait_committed_to_end(LONG);
 
     // The oracle: each patient's chart from the input's latest reading per parameter.

@@ -22,15 +22,8 @@ use super::helpers::*;
 /// partitions that both replicas own.
 fn chart(patient: &str, phase: u8, ts: i64) -> Vec<(String, Vec<u8>)> {
     let readings: &[(Metric, f64)] = match phase {
-        1 => &[
-            (Metric::RespiratoryRate, 10.0),
-            (Metric::Spo2, 95.0),
-            (Metric::SystolicBp, 105.0),
-            (Metric::HeartRate, 95.0),
-            (Metric::Temperature, 38.5),
-            (Metric::Consciousness, 0.0),
-        ],
-        _ => &[(Metric::SupplementalOxygen, 1.0)],
+        1 => &CHART_SCORING_5,
+        _ => &CHART_OXYGEN,
     };
     readings
         .iter()

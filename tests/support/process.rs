@@ -98,6 +98,20 @@ fn tee(
     });
 }
 
+/// A child's output, line by line, on a channel that closes when the output does.
+pub fn line_channel(out: impl Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
 /// The address in the `serving /metrics /healthz /readyz` event (JSON log format).
 fn listener_addr(line: &str) -> Option<SocketAddr> {
     let v: serde_json::Value = serde_json::from_str(line).ok()?;

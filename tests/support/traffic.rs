@@ -4,7 +4,7 @@
 //! send.
 
 use vitalwatch::tools::ward;
-use vitalwatch::vitals::{DecodeError, DecodeLimits};
+use vitalwatch::vitals::{DecodeError, DecodeLimits, Metric};
 
 /// The size limit pipelines run with in the tests: the mock broker stalls fetches of
 /// many 64 KiB+ messages (real brokers do not), so `too_large` is tested at 4 KiB.
@@ -71,3 +71,17 @@ pub fn observation(
     )
     .into_bytes()
 }
+
+/// A complete NEWS2 chart in two phases, for the tests that follow one patient's readings
+/// across partitions: five parameters scoring 1 each and an alert patient (aggregate 5,
+/// `news2_medium`) ...
+pub const CHART_SCORING_5: [(Metric, f64); 6] = [
+    (Metric::RespiratoryRate, 10.0),
+    (Metric::Spo2, 95.0),
+    (Metric::SystolicBp, 105.0),
+    (Metric::HeartRate, 95.0),
+    (Metric::Temperature, 38.5),
+    (Metric::Consciousness, 0.0),
+];
+/// ... then supplemental oxygen (2), making 7 (`news2_high`).
+pub const CHART_OXYGEN: [(Metric, f64); 1] = [(Metric::SupplementalOxygen, 1.0)];
