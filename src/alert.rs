@@ -12,7 +12,7 @@ use serde::ser::SerializeMap;
 
 use crate::rules::news2;
 use crate::rules::state::Reading;
-use crate::rules::{AlertStatus, Breakdown, Event, RuleSet, Scored, Severity};
+use crate::rules::{AlertStatus, Breakdown, Event, Phase, RuleSet, Scored, Severity};
 
 /// Where the observation behind an alert was read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,6 +44,23 @@ pub(crate) fn resolved_id(source: &Source<'_>, rule_id: &str) -> AlertId {
     alert_id(source, &tagged)
 }
 
+/// The id of `patient_id`'s episode of `episode_key` (a rule id, or NEWS2's key) opened
+/// by the reading observed at `opened_at`: 128 bits of XXH3, as 32 hex digits. The same
+/// for the episode's `start`, `continue`, `escalate` and `end`, and the same again when
+/// the readings are evaluated a second time (at-least-once), because it depends on what
+/// was observed, not on where or when it was read.
+pub fn episode_id(patient_id: &str, episode_key: &str, opened_at: i64) -> AlertId {
+    let mut buf = Vec::with_capacity(8 + 4 + patient_id.len() + episode_key.len() + 8);
+    // A domain of its own: no episode id is an alert id.
+    buf.extend_from_slice(b"episode\0");
+    buf.extend_from_slice(&(patient_id.len() as u32).to_le_bytes());
+    buf.extend_from_slice(patient_id.as_bytes());
+    buf.extend_from_slice(&(episode_key.len() as u32).to_le_bytes());
+    buf.extend_from_slice(episode_key.as_bytes());
+    buf.extend_from_slice(&opened_at.to_le_bytes());
+    AlertId(xxhash_rust::xxh3::xxh3_128(&buf))
+}
+
 /// An alert id; displays and serialises as 32 lowercase hex digits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AlertId(pub u128);
@@ -70,6 +87,10 @@ pub(crate) struct Alert<'a> {
     pub(crate) severity: Severity,
     /// `firing` for an alert (first or repeated), `resolved` when it cleared.
     pub(crate) status: AlertStatus,
+    /// The same for every alert of one episode: its opening, reminders, escalation and end.
+    pub(crate) episode_id: AlertId,
+    /// `start`, `continue`, `escalate` or `end`.
+    pub(crate) phase: Phase,
     /// The observation's metric; `news2` for the aggregate score.
     pub(crate) metric: &'a str,
     /// The observed value; the aggregate score for NEWS2.
@@ -152,12 +173,13 @@ impl<'a> Alert<'a> {
         emitted_at: i64,
     ) -> Alert<'a> {
         let rule_id = rules.event_rule_id(event);
-        let (severity, status, metric, value, threshold, news2) = match event {
-            Event::Threshold { rule, status } => {
+        let step = event.step();
+        let status = step.phase.status();
+        let (severity, metric, value, threshold, news2) = match event {
+            Event::Threshold { rule, .. } => {
                 let rule = &rules.rules()[*rule];
                 (
                     rule.severity,
-                    *status,
                     rule.metric.as_str(),
                     reading.value,
                     rule.condition.threshold(),
@@ -166,11 +188,10 @@ impl<'a> Alert<'a> {
             }
             Event::News2 {
                 severity,
-                status,
                 breakdown,
+                ..
             } => (
                 *severity,
-                *status,
                 "news2",
                 f64::from(breakdown.aggregate.total),
                 breakdown.aggregate.band_threshold(),
@@ -186,6 +207,8 @@ impl<'a> Alert<'a> {
             rule_id,
             severity,
             status,
+            episode_id: episode_id(patient_id, rules.event_episode_key(event), step.opened_at),
+            phase: step.phase,
             metric,
             value,
             threshold,
@@ -221,6 +244,12 @@ pub struct OwnedAlert {
     /// Absent in alerts from before the field existed; read as `firing`.
     #[serde(default = "firing")]
     pub status: String,
+    /// Absent in alerts from before the field existed.
+    #[serde(default)]
+    pub episode_id: String,
+    /// Absent in alerts from before the field existed.
+    #[serde(default)]
+    pub phase: String,
     pub metric: String,
     pub value: f64,
     pub threshold: f64,
@@ -245,6 +274,7 @@ pub struct OwnedSource {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::vitals::Metric;
 
     fn src(offset: i64) -> Source<'static> {
         Source {
@@ -349,6 +379,8 @@ mod tests {
             rule_id: "heart_rate_high",
             severity: Severity::Medium,
             status: AlertStatus::Firing,
+            episode_id: episode_id("P-000123", "heart_rate_high", 1_763_798_400_000),
+            phase: Phase::Start,
             metric: "heart_rate",
             value: 138.0,
             threshold: 130.0,
@@ -363,6 +395,9 @@ mod tests {
         assert_eq!(json["ruleId"], "heart_rate_high");
         assert_eq!(json["severity"], "medium");
         assert_eq!(json["status"], "firing");
+        assert_eq!(json["episodeId"].as_str().unwrap().len(), 32);
+        assert_ne!(json["episodeId"], json["alertId"]);
+        assert_eq!(json["phase"], "start");
         assert!(json.get("news2").is_none());
         assert_eq!(json["metric"], "heart_rate");
         assert_eq!(json["value"], 138.0);
@@ -374,5 +409,118 @@ mod tests {
         assert_eq!(json["source"]["offset"], 12345);
         let back: OwnedAlert = serde_json::from_slice(&alert.to_json()).unwrap();
         assert_eq!(back.alert_id, alert.alert_id.to_string());
+        assert_eq!(back.episode_id, alert.episode_id.to_string());
+        assert_eq!(back.phase, "start");
+    }
+
+    /// `(phase, episodeId, rule)` of every alert `readings` (seconds, metric, value) raise
+    /// for one patient under `toml`, each reading at its own offset.
+    fn episodes(toml: &str, readings: &[(i64, Metric, f64)]) -> Vec<(String, String, String)> {
+        use crate::rules::state::Evaluator;
+        let rules = std::sync::Arc::new(
+            RuleSet::parse(toml, std::path::Path::new("t.toml")).unwrap_or_else(|e| panic!("{e}")),
+        );
+        let mut eval = Evaluator::new(rules.clone(), crate::settings::defaults().state_limits());
+        let mut out = Vec::new();
+        for (i, &(s, metric, value)) in readings.iter().enumerate() {
+            let reading = Reading {
+                metric,
+                value,
+                timestamp: 1_763_798_400_000 + s * 1000,
+            };
+            let mut events = Vec::new();
+            eval.observe("P-1", reading, (0, 1), s * 1000, &mut events);
+            for e in &events {
+                let a = Alert::from_event(e, &rules, "P-1", reading, src(i as i64), 0);
+                out.push((
+                    a.phase.as_str().to_owned(),
+                    a.episode_id.to_string(),
+                    a.rule_id.to_owned(),
+                ));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn an_episode_keeps_one_id_from_start_through_reminders_to_end() {
+        let toml = "[[threshold]]\nid = \"hr_high\"\nmetric = \"heart_rate\"\nabove = 130\n\
+                    severity = \"medium\"\ncooldown_secs = 60\nclear_margin = 5\nemit_resolved = true\n";
+        let hr = Metric::HeartRate;
+        let readings = [
+            (0, hr, 140.0),
+            (30, hr, 141.0),  // within the cooldown: nothing
+            (60, hr, 142.0),  // reminder
+            (90, hr, 120.0),  // cleared: end
+            (120, hr, 140.0), // a new episode
+        ];
+        let got = episodes(toml, &readings);
+        let phases: Vec<&str> = got.iter().map(|(p, _, _)| p.as_str()).collect();
+        assert_eq!(phases, ["start", "continue", "end", "start"]);
+        assert_eq!(got[0].1, got[1].1);
+        assert_eq!(got[0].1, got[2].1);
+        assert_ne!(got[0].1, got[3].1, "a new episode has a new id");
+        // At-least-once: the same readings evaluated again (after a crash, by another
+        // instance) give the same ids.
+        assert_eq!(episodes(toml, &readings), got);
+    }
+
+    #[test]
+    fn news2_escalation_and_end_stay_in_the_episode_that_medium_opened() {
+        use Metric::*;
+        let toml = "[news2]\nemit_resolved = true\ncooldown_secs = 3600\n";
+        // A full chart scoring 5 (medium), then oxygen (+2: 7, high), then recovery.
+        let mut readings = vec![
+            (0, RespiratoryRate, 10.0),
+            (0, Spo2, 95.0),
+            (0, SupplementalOxygen, 0.0),
+            (0, SystolicBp, 105.0),
+            (0, HeartRate, 95.0),
+            (0, Consciousness, 0.0),
+            (0, Temperature, 38.5),
+            (60, SupplementalOxygen, 1.0),
+        ];
+        for m in [
+            RespiratoryRate,
+            Spo2,
+            SupplementalOxygen,
+            SystolicBp,
+            HeartRate,
+            Temperature,
+        ] {
+            let normal = match m {
+                RespiratoryRate => 16.0,
+                Spo2 => 97.0,
+                SupplementalOxygen => 0.0,
+                SystolicBp => 125.0,
+                HeartRate => 80.0,
+                _ => 36.8,
+            };
+            readings.push((120, m, normal));
+        }
+        let got = episodes(toml, &readings);
+        let shown: Vec<(&str, &str)> = got
+            .iter()
+            .map(|(p, _, r)| (p.as_str(), r.as_str()))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                ("start", "news2_medium"),
+                ("escalate", "news2_high"),
+                ("end", "news2_medium"),
+                ("end", "news2_high"),
+            ]
+        );
+        assert!(got.iter().all(|(_, id, _)| *id == got[0].1), "{got:?}");
+    }
+
+    #[test]
+    fn episode_ids_differ_per_patient_rule_and_opening() {
+        let base = episode_id("P-1", "hr_high", 1);
+        assert_ne!(base, episode_id("P-2", "hr_high", 1));
+        assert_ne!(base, episode_id("P-1", "hr_low", 1));
+        assert_ne!(base, episode_id("P-1", "hr_high", 2));
+        assert_ne!(episode_id("ab", "c", 1), episode_id("a", "bc", 1));
     }
 }

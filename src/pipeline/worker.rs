@@ -136,7 +136,7 @@ impl RuleCounters {
     /// episode, `vitalwatch_alerts_resolved_total`.
     fn count(&self, event: &Event) {
         match event {
-            Event::Threshold { rule, status } => match status {
+            Event::Threshold { rule, .. } => match event.status() {
                 AlertStatus::Firing => self.alerts[*rule].increment(1),
                 AlertStatus::Resolved => {
                     if let Some(c) = &self.resolved[*rule] {
@@ -144,11 +144,9 @@ impl RuleCounters {
                     }
                 }
             },
-            Event::News2 {
-                severity, status, ..
-            } => {
+            Event::News2 { severity, .. } => {
                 if let Some((emitted, resolved)) = &self.news2 {
-                    let by_status = match status {
+                    let by_status = match event.status() {
                         AlertStatus::Firing => emitted,
                         AlertStatus::Resolved => resolved,
                     };

@@ -1,7 +1,7 @@
 //! Alarm-fatigue control, shared by every rule kind: how an alert behaves once raised
 //! (cooldown, hysteresis, resolved events) and the episode that remembers it.
 
-use super::event::{AlertStatus, Severity};
+use super::event::{EpisodeStep, Phase, Severity};
 
 /// How an alert behaves once raised (alarm-fatigue control), per rule.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,41 +41,59 @@ pub(super) struct Episode {
     pub(crate) alerted: u8,
     /// Observation time of the last alert (opening, reminder or escalation).
     pub(crate) alerted_at: i64,
+    /// Observation time of the reading that opened the episode: with the patient and
+    /// the rule, its identity.
+    pub(crate) opened_at: i64,
+}
+
+impl Episode {
+    /// The step that ends this episode.
+    pub(crate) const fn end(&self) -> EpisodeStep {
+        EpisodeStep {
+            phase: Phase::End,
+            opened_at: self.opened_at,
+        }
+    }
 }
 
 pub(super) const fn bit(severity: Severity) -> u8 {
     1 << severity as u8
 }
 
-/// A firing condition at `severity`: opens an episode, escalates it, or repeats it once
-/// the cooldown has passed. `Some(Firing)` when an alert is due.
+/// A firing condition at `severity`: opens an episode (`start`), escalates it, or
+/// repeats it once the cooldown has passed (`continue`). `Some` when an alert is due.
 pub(super) fn open_or_repeat(
     episode: &mut Option<Episode>,
     severity: Severity,
     t: i64,
     alarm: &Alarm,
-) -> Option<AlertStatus> {
-    match episode {
+) -> Option<EpisodeStep> {
+    let phase = match episode {
         None => {
             *episode = Some(Episode {
                 severity,
                 alerted: bit(severity),
                 alerted_at: t,
+                opened_at: t,
             });
-            Some(AlertStatus::Firing)
+            return Some(EpisodeStep::start(t));
         }
         Some(e) if severity > e.severity => {
             e.severity = severity;
             e.alerted |= bit(severity);
             // A late reading never moves the reminder clock back.
             e.alerted_at = e.alerted_at.max(t);
-            Some(AlertStatus::Firing)
+            Phase::Escalate
         }
         Some(e) if t.saturating_sub(e.alerted_at) >= alarm.cooldown_ms => {
             e.alerted |= bit(severity);
             e.alerted_at = t;
-            Some(AlertStatus::Firing)
+            Phase::Continue
         }
-        Some(_) => None,
-    }
+        Some(_) => return None,
+    };
+    episode.map(|e| EpisodeStep {
+        phase,
+        opened_at: e.opened_at,
+    })
 }

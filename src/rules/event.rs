@@ -49,17 +49,85 @@ pub enum AlertStatus {
     Resolved,
 }
 
+/// Where an alert stands in its episode: the event phase a console follows to open,
+/// remind, raise and close one alarm (IHE PCD-04's alert phase).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    /// A new episode: the condition was not open.
+    Start,
+    /// A reminder: the condition still holds and the cooldown has passed.
+    Continue,
+    /// A higher severity within the episode (NEWS2 medium to high).
+    Escalate,
+    /// The episode resolved (`status: "resolved"`).
+    End,
+}
+
+impl Phase {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Phase::Start => "start",
+            Phase::Continue => "continue",
+            Phase::Escalate => "escalate",
+            Phase::End => "end",
+        }
+    }
+
+    /// The alert's `status`: `resolved` for the end, `firing` for the rest.
+    pub const fn status(self) -> AlertStatus {
+        match self {
+            Phase::End => AlertStatus::Resolved,
+            Phase::Start | Phase::Continue | Phase::Escalate => AlertStatus::Firing,
+        }
+    }
+}
+
+/// Which episode an event belongs to, within its patient and rule: the observation time
+/// of the reading that opened it. Read again after a crash, the same readings open the
+/// episode at the same time, so the episode's id (`crate::alert::episode_id`) is the
+/// same too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EpisodeStep {
+    pub phase: Phase,
+    /// Observation time (Unix epoch ms) of the reading that opened the episode.
+    pub opened_at: i64,
+}
+
+impl EpisodeStep {
+    /// A new episode opened by the reading at `t`.
+    pub(crate) const fn start(t: i64) -> EpisodeStep {
+        EpisodeStep {
+            phase: Phase::Start,
+            opened_at: t,
+        }
+    }
+}
+
 /// Something to publish.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// A threshold rule, by index in [`super::RuleSet::rules`].
-    Threshold { rule: usize, status: AlertStatus },
-    /// The NEWS2 aggregate at `severity` (medium or high).
+    Threshold { rule: usize, step: EpisodeStep },
+    /// The NEWS2 aggregate at `severity` (medium or high). One episode spans both
+    /// bands: medium to high is an escalation, and its end resolves each band alerted.
     News2 {
         severity: Severity,
-        status: AlertStatus,
+        step: EpisodeStep,
         breakdown: Breakdown,
     },
+}
+
+impl Event {
+    pub fn step(&self) -> EpisodeStep {
+        match self {
+            Event::Threshold { step, .. } | Event::News2 { step, .. } => *step,
+        }
+    }
+
+    pub fn status(&self) -> AlertStatus {
+        self.step().phase.status()
+    }
 }
 
 /// The NEWS2 chart behind an event: every parameter's latest value and score.

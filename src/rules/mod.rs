@@ -20,7 +20,7 @@ pub(crate) mod threshold;
 
 use crate::vitals::{Metric, Observation};
 pub(crate) use alarm::Alarm;
-pub use event::{AlertStatus, Breakdown, Event, Scored, Severity};
+pub use event::{AlertStatus, Breakdown, EpisodeStep, Event, Phase, Scored, Severity};
 pub use news2::News2Rule;
 pub use parse::RulesError;
 pub(crate) use threshold::Condition;
@@ -120,6 +120,16 @@ impl RuleSet {
         match event {
             Event::Threshold { rule, .. } => &self.rules[*rule].id,
             Event::News2 { severity, .. } => News2Rule::id(*severity),
+        }
+    }
+
+    /// What names the episode `event` belongs to, beside the patient: the threshold
+    /// rule's id, or for NEWS2 (one episode over both bands) a key no rule id can be
+    /// (ids have no control characters).
+    pub fn event_episode_key(&self, event: &Event) -> &str {
+        match event {
+            Event::Threshold { rule, .. } => &self.rules[*rule].id,
+            Event::News2 { .. } => "news2\u{0}",
         }
     }
 

@@ -34,7 +34,7 @@ use compact_str::CompactString;
 use hashbrown::HashMap;
 
 use super::RuleSet;
-use super::event::{AlertStatus, Event};
+use super::event::{EpisodeStep, Event};
 use super::news2::{self, News2State};
 use super::threshold::{self, RuleMemory};
 use crate::vitals::{Metric, Observation};
@@ -165,10 +165,11 @@ impl Evaluator {
         let rules = &*self.rules;
         if rules.is_stateless() {
             // Nothing to remember: every breach alerts.
+            // Nothing to remember: every breach alerts, an episode of its own.
             out.extend(rules.breached(reading.metric, reading.value).map(|rule| {
                 Event::Threshold {
                     rule,
-                    status: AlertStatus::Firing,
+                    step: EpisodeStep::start(reading.timestamp),
                 }
             }));
             return;
@@ -223,7 +224,7 @@ impl Evaluator {
             if rule.is_stateless() {
                 out.push(Event::Threshold {
                     rule: i,
-                    status: AlertStatus::Firing,
+                    step: EpisodeStep::start(reading.timestamp),
                 });
                 continue;
             }
@@ -234,14 +235,14 @@ impl Evaluator {
                     state.rules.len() - 1
                 }
             };
-            if let Some(status) = threshold::step(
+            if let Some(step) = threshold::step(
                 &mut state.rules[slot].1,
                 rule,
                 true,
                 reading.value,
                 reading.timestamp,
             ) {
-                out.push(Event::Threshold { rule: i, status });
+                out.push(Event::Threshold { rule: i, step });
             }
         }
         let mut s = 0;
@@ -252,12 +253,12 @@ impl Evaluator {
                 s += 1;
                 continue;
             }
-            if let Some(status) =
+            if let Some(step) =
                 threshold::step(&mut memory, rule, false, reading.value, reading.timestamp)
             {
                 out.push(Event::Threshold {
                     rule: i as usize,
-                    status,
+                    step,
                 });
             }
             if memory == RuleMemory::EMPTY {

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::alarm::{Alarm, Episode, open_or_repeat};
-use super::event::{AlertStatus, Severity};
+use super::event::{EpisodeStep, Severity};
 use super::news2::News2Rule;
 use super::parse::{MAX_SPAN_SECS, RulesError, Source, alarm, rule_name, secs_to_ms};
 use crate::vitals::Metric;
@@ -273,15 +273,17 @@ pub(super) fn step(
     breach: bool,
     value: f64,
     t: i64,
-) -> Option<AlertStatus> {
+) -> Option<EpisodeStep> {
     if !breach {
         // A late normal reading from before the run does not break it.
         if memory.breach_since.is_some_and(|since| t >= since) {
             memory.breach_since = None;
         }
-        if memory.episode.is_some() && rule.condition.cleared(value, rule.alarm.clear_margin) {
+        if let Some(open) = memory.episode
+            && rule.condition.cleared(value, rule.alarm.clear_margin)
+        {
             memory.episode = None;
-            return rule.alarm.emit_resolved.then_some(AlertStatus::Resolved);
+            return rule.alarm.emit_resolved.then_some(open.end());
         }
         return None;
     }

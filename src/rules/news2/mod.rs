@@ -14,7 +14,7 @@ use toml::Spanned;
 pub use score::*;
 
 use super::alarm::{Alarm, Episode, bit, open_or_repeat};
-use super::event::{AlertStatus, Breakdown, Event, Scored, Severity};
+use super::event::{Breakdown, Event, Scored, Severity};
 use super::parse::{MAX_SPAN_SECS, RulesError, Source, alarm, secs_to_ms};
 use crate::vitals::Metric;
 
@@ -298,12 +298,12 @@ fn step(episode: &mut Option<Episode>, rule: &News2Rule, chart: &Chart<'_>, out:
         Risk::Low => None,
     };
     if let Some(severity) = severity {
-        if let Some(status) = open_or_repeat(episode, severity, t, &rule.alarm) {
+        if let Some(step) = open_or_repeat(episode, severity, t, &rule.alarm) {
             // A reminder reports the current severity, which may be below the
             // episode's highest.
             out.push(Event::News2 {
                 severity,
-                status,
+                step,
                 breakdown: chart.breakdown(aggregate),
             });
         }
@@ -329,7 +329,7 @@ fn step(episode: &mut Option<Episode>, rule: &News2Rule, chart: &Chart<'_>, out:
             if open.alerted & bit(severity) != 0 {
                 out.push(Event::News2 {
                     severity,
-                    status: AlertStatus::Resolved,
+                    step: open.end(),
                     breakdown: chart.breakdown(aggregate),
                 });
             }

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::rules::Severity;
+use crate::rules::{AlertStatus, EpisodeStep, Phase, Severity};
 use crate::vitals::Metric::*;
 
 const T0: i64 = 1_763_798_400_000;
@@ -40,10 +40,11 @@ fn feed(eval: &mut Evaluator, metric: Metric, series: &[(i64, f64)]) -> Vec<(i64
     published
 }
 
-fn firing(rule: usize) -> Vec<Event> {
+/// `rule`'s alert opening an episode with the reading `s` seconds after T0.
+fn start(rule: usize, s: i64) -> Vec<Event> {
     vec![Event::Threshold {
         rule,
-        status: AlertStatus::Firing,
+        step: EpisodeStep::start(T0 + s * SEC),
     }]
 }
 
@@ -76,7 +77,8 @@ fn for_secs_fires_only_after_the_full_span_of_breaching_observations() {
     let series: Vec<(i64, f64)> = (0..=6).map(|i| (i * 15, 140.0)).collect();
     let got = feed(&mut eval, HeartRate, &series);
     assert_eq!(seconds(&got), [60]);
-    assert_eq!(got[0].1, firing(0));
+    // The episode opens with the reading that completes the span.
+    assert_eq!(got[0].1, start(0, 60));
 }
 
 #[test]
@@ -119,7 +121,7 @@ fn the_span_is_observation_time_not_arrival_time() {
     }
     assert_eq!(
         out,
-        firing(0),
+        start(0, 60),
         "fires at the observation 60 s after the first"
     );
 }
@@ -185,11 +187,18 @@ fn after_clearing_by_the_margin_the_rule_rearms_and_a_new_episode_alerts_at_once
             (40, 131.0), // a new episode
         ],
     );
+    // The end names the episode the reading at 0 opened.
     let resolved = vec![Event::Threshold {
         rule: 0,
-        status: AlertStatus::Resolved,
+        step: EpisodeStep {
+            phase: Phase::End,
+            opened_at: T0,
+        },
     }];
-    assert_eq!(got, vec![(0, firing(0)), (30, resolved), (40, firing(0))]);
+    assert_eq!(
+        got,
+        vec![(0, start(0, 0)), (30, resolved), (40, start(0, 40))]
+    );
 }
 
 #[test]
@@ -242,9 +251,9 @@ fn severities(events: &[Event]) -> Vec<(Severity, AlertStatus, u8)> {
         .filter_map(|e| match e {
             Event::News2 {
                 severity,
-                status,
+                step,
                 breakdown,
-            } => Some((*severity, *status, breakdown.aggregate.total)),
+            } => Some((*severity, step.phase.status(), breakdown.aggregate.total)),
             Event::Threshold { .. } => None,
         })
         .collect()
@@ -311,7 +320,7 @@ fn news2_single_parameter_3_is_medium_and_the_breakdown_names_missing_and_stale(
     let [
         Event::News2 {
             severity,
-            status,
+            step,
             breakdown,
         },
     ] = got.as_slice()
@@ -319,7 +328,7 @@ fn news2_single_parameter_3_is_medium_and_the_breakdown_names_missing_and_stale(
         panic!("{got:?}")
     };
     assert_eq!(
-        (*severity, *status),
+        (*severity, step.phase.status()),
         (Severity::Medium, AlertStatus::Firing)
     );
     assert_eq!(breakdown.aggregate.total, 3);
@@ -501,7 +510,7 @@ severity = "medium"
     out.clear();
     eval.observe("P-1", hr(140.0), OWNER, 1, &mut out);
     // hr_high (now index 1) is still in its episode; hr_very_high starts afresh.
-    assert_eq!(out, firing(0));
+    assert_eq!(out, start(0, 0));
 }
 
 #[test]

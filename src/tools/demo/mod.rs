@@ -533,11 +533,9 @@ fn feed(
 /// How the summary counts an event: its rule id, `… resolved` for the end of an episode.
 fn event_key(rules: &RuleSet, event: &Event) -> String {
     let id = rules.event_rule_id(event);
-    match event {
-        Event::Threshold { status, .. } | Event::News2 { status, .. } => match status {
-            AlertStatus::Firing => id.to_owned(),
-            AlertStatus::Resolved => format!("{id} resolved"),
-        },
+    match event.status() {
+        AlertStatus::Firing => id.to_owned(),
+        AlertStatus::Resolved => format!("{id} resolved"),
     }
 }
 
