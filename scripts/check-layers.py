@@ -43,6 +43,8 @@ def code_of(text):
     # Test modules and files of tests are not part of the layering.
     text = re.split(r"#\[cfg\(test\)\]\s*\n\s*mod tests", text)[0]
     text = re.sub(r"//[^\n]*", "", text)
+    # The tools name the service as a client does (`vitalwatch::`, the crate itself).
+    text = re.sub(r"\bvitalwatch::", "crate::", text)
     text = re.sub(r'r#+"(?:.|\n)*?"#+', '""', text)
     text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', text)
     text = re.sub(r"'(?:[^'\\]|\\.)'", "''", text)

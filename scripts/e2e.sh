@@ -11,7 +11,8 @@
 # 127.0.0.1:$VW_E2E_PORT (default 19092, memory storage; the broker-restart scenario
 # starts its own on $VW_E2E_SQLITE_PORT, default 19093, with sqlite storage, and the
 # security scenario one with TLS and SASL on $VW_E2E_TLS_PORT, default 19094), runs
-# `cargo test --release --test e2e -- --ignored`, stops the brokers and prints the
+# `cargo test --test e2e -- --ignored` against that release binary (the harness itself
+# is the debug build `cargo test` already made), stops the brokers and prints the
 # summary table (target/e2e/summary.tsv). Logs of every process are under
 # target/e2e/logs/<scenario>/, the brokers' under target/e2e/broker-<port>.log.
 set -euo pipefail
@@ -52,9 +53,12 @@ export VW_E2E_BROKERS="127.0.0.1:$PORT" VW_E2E_SQLITE_PORT="$SQLITE_PORT" VW_E2E
 export VW_E2E_SUMMARY="$PWD/$STATE/summary.tsv"
 rm -f "$VW_E2E_SUMMARY"
 
-echo "== cargo test --release --test e2e -- --ignored --test-threads=1 --nocapture $*"
+# The service under test is the release binary; the harness (feeders, oracles, readers)
+# needs no optimisation, and its debug build is the one `cargo test` makes anyway.
+export VW_E2E_BIN="$PWD/target/release/vitalwatch"
+echo "== cargo test --test e2e -- --ignored --test-threads=1 --nocapture $* (VW_E2E_BIN=target/release/vitalwatch)"
 set +e
-cargo test --release --test e2e -- --ignored --test-threads=1 --nocapture "$@"
+cargo test --test e2e -- --ignored --test-threads=1 --nocapture "$@"
 rc=$?
 set -e
 

@@ -46,4 +46,10 @@ pub mod signals;
 pub mod telemetry;
 #[cfg(feature = "tools")]
 pub mod tools;
+
+// The tools name the service as `vitalwatch::…`, as any client of the library does, so
+// the same source also compiles outside the crate (examples/tools_outside.rs), where only
+// the library's public items are in reach.
+#[cfg(feature = "tools")]
+extern crate self as vitalwatch;
 pub mod vitals;

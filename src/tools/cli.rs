@@ -163,7 +163,7 @@ fn base_timestamp(s: &str) -> Result<BaseTimestamp, String> {
         return Ok(BaseTimestamp::Now);
     }
     match s.parse::<i64>() {
-        Ok(ms) if ms >= crate::vitals::MIN_TIMESTAMP_MS => Ok(BaseTimestamp::Fixed(ms)),
+        Ok(ms) if ms >= vitalwatch::vitals::MIN_TIMESTAMP_MS => Ok(BaseTimestamp::Fixed(ms)),
         Ok(_) => Err(format!(
             "{s} is before 2000-01-01 (vitalwatch would dead-letter every message)"
         )),

@@ -24,12 +24,12 @@ use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{BaseProducer, BaseRecord, DeliveryResult, Producer, ProducerContext};
 use rdkafka::{ClientContext, Message};
 
-use crate::clock::now_ms;
-use crate::pipeline::repartition::Partitioner;
-use crate::secret::ClientProps;
-use crate::settings::Settings;
 use crate::tools::cli::{BaseTimestamp, LoadgenArgs};
 use crate::tools::ward::{Kind, Ward, WardConfig};
+use vitalwatch::clock::now_ms;
+use vitalwatch::pipeline::repartition::Partitioner;
+use vitalwatch::secret::ClientProps;
+use vitalwatch::settings::Settings;
 
 /// How long to wait for the brokers to answer before producing anything.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -115,7 +115,7 @@ fn produce(brokers: &str, client: &ClientProps, args: &LoadgenArgs) -> anyhow::R
         course: None,
         abnormal_ratio: args.abnormal_ratio,
         invalid_ratio: args.invalid_ratio,
-        too_large_bytes: crate::settings::defaults()
+        too_large_bytes: vitalwatch::settings::defaults()
             .decode_limits()
             .max_message_bytes
             + 1,

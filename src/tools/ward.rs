@@ -17,7 +17,7 @@
 //!   falls, linearly, to clearly beyond the red flags `heart_rate_high`,
 //!   `respiratory_rate_high` and `spo2_low`; they stay there for the last third.
 //! - A share of messages is malformed, cycling through every DLQ reason code in the
-//!   order of [`DecodeError::REASONS`](crate::vitals::DecodeError::REASONS), each the
+//!   order of [`DecodeError::REASONS`](vitalwatch::vitals::DecodeError::REASONS), each the
 //!   kind of mistake a real feed makes (°F sent as °C, seconds instead of milliseconds,
 //!   a Latin-1 site name, a truncated message, …).
 
@@ -26,7 +26,7 @@ use std::borrow::Cow;
 use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::vitals::{DecodeError, Metric, Observation};
+use vitalwatch::vitals::{DecodeError, Metric, Observation};
 
 /// The metrics the simulated monitors report, in [`Metric::index`] order: the six
 /// measured vital signs. Consciousness and supplemental oxygen are bedside assessments,
@@ -409,7 +409,7 @@ pub fn malformed(reason: &str, patient: &str, ts: i64, too_large_bytes: usize) -
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vitals::decode;
+    use vitalwatch::vitals::decode;
 
     const T0: i64 = 1_763_798_400_000;
 
@@ -443,7 +443,7 @@ mod tests {
 
     #[test]
     fn malformed_messages_carry_the_reason_they_claim() {
-        let limits = crate::settings::defaults().decode_limits();
+        let limits = vitalwatch::settings::defaults().decode_limits();
         for reason in DecodeError::REASONS {
             let payload = malformed(reason, "P-000001", T0, limits.max_message_bytes + 1);
             let err = decode(&payload, &limits, T0).expect_err(reason);
@@ -465,7 +465,7 @@ mod tests {
                 70_000,
             )
         });
-        let limits = crate::settings::defaults().decode_limits();
+        let limits = vitalwatch::settings::defaults().decode_limits();
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..24 {
             let m = w.next(T0);

@@ -3,8 +3,8 @@
 //!
 //! `scripts/e2e.sh` builds the release binary, starts the broker, exports
 //! `VW_E2E_BROKERS` (and the ports of the scenarios' own brokers, `VW_E2E_SQLITE_PORT`
-//! and `VW_E2E_TLS_PORT`) and runs `cargo test --release --test e2e -- --ignored
-//! --test-threads=1`. Every test is `#[ignore]`, so a plain `cargo test` lists them
+//! and `VW_E2E_TLS_PORT`) and `VW_E2E_BIN` (the release binary, the service under test)
+//! and runs `cargo test --test e2e -- --ignored --test-threads=1`. Every test is `#[ignore]`, so a plain `cargo test` lists them
 //! without needing a broker.
 //!
 //! Each scenario creates fresh topics and a fresh consumer group, feeds the input with

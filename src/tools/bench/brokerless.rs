@@ -8,11 +8,11 @@ use std::time::Instant;
 
 use serde::Serialize;
 
-use crate::clock::now_ms;
-use crate::pipeline::Record;
-use crate::pipeline::inprocess::{InProcess, InProcessConfig};
-use crate::rules::RuleSet;
-use crate::vitals::decode;
+use vitalwatch::clock::now_ms;
+use vitalwatch::pipeline::Record;
+use vitalwatch::pipeline::inprocess::{InProcess, InProcessConfig};
+use vitalwatch::rules::RuleSet;
+use vitalwatch::vitals::decode;
 
 /// Partitions the records are spread over (by key), as a consumer would deliver them.
 const PARTITIONS: u64 = 8;
@@ -32,7 +32,7 @@ pub fn run(
     rounds: u32,
     patients: u32,
 ) -> anyhow::Result<Vec<InProcessRun>> {
-    crate::metrics::install()?;
+    vitalwatch::metrics::install()?;
     let now = now_ms();
     let mut ward = super::traffic(3, patients);
     let msgs: Vec<_> = (0..messages)
@@ -56,7 +56,7 @@ pub fn run(
         })
         .collect();
     let rules = Arc::new(RuleSet::news2_red_flags());
-    let limits = crate::settings::defaults().decode_limits();
+    let limits = vitalwatch::settings::defaults().decode_limits();
     let mut out = Vec::new();
     for round in 1..=rounds {
         let t = Instant::now();
@@ -72,7 +72,7 @@ pub fn run(
             let pipeline = InProcess::new(
                 InProcessConfig {
                     workers: w,
-                    ..InProcessConfig::from(&crate::settings::defaults().pipeline_config())
+                    ..InProcessConfig::from(&vitalwatch::settings::defaults().pipeline_config())
                 },
                 rules.clone(),
             )?;

@@ -15,8 +15,8 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::http;
 use crate::tools::cli::BenchRawArgs;
+use vitalwatch::http;
 
 /// How long a child may take to join the group and see its first message.
 const START_TIMEOUT: Duration = Duration::from_secs(90);

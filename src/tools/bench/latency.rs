@@ -19,11 +19,11 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Serialize;
 
 use super::child::Subject;
-use crate::alert::OwnedAlert;
-use crate::clock::now_ms;
 use crate::tools::loadgen::{Pacer, Pump};
 use crate::tools::scrape;
 use crate::tools::ward::{Kind, Ward, WardConfig};
+use vitalwatch::alert::OwnedAlert;
+use vitalwatch::clock::now_ms;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Latency {
@@ -194,7 +194,7 @@ fn warm_up(pump: &mut Pump, patients: u32, timestamp: i64) -> anyhow::Result<()>
         course: None,
         abnormal_ratio: 0.0,
         invalid_ratio: 0.0,
-        too_large_bytes: crate::settings::defaults()
+        too_large_bytes: vitalwatch::settings::defaults()
             .decode_limits()
             .max_message_bytes
             + 1,

@@ -36,14 +36,14 @@ pub use child::raw_main;
 use child::{Drained, Subject};
 pub use latency::Latency;
 
-use crate::clock::now_ms;
 use crate::tools::cli::{BaseTimestamp, BenchArgs, LoadgenArgs};
 use crate::tools::ward::{WARD_METRICS, Ward, WardConfig};
+use vitalwatch::clock::now_ms;
 
 /// vitalwatch's default worker count (`pipeline.workers` in config/default.toml): the
 /// configuration the headline ratios are taken at.
 pub fn default_workers() -> usize {
-    crate::settings::defaults().pipeline.workers
+    vitalwatch::settings::defaults().pipeline.workers
 }
 /// Patients in the generated traffic.
 const PATIENTS: u32 = 10_000;
@@ -51,7 +51,7 @@ const PATIENTS: u32 = 10_000;
 /// Consumer properties shared by the raw limit and vitalwatch, so that the comparison is
 /// of the code, not of the fetch settings.
 pub(crate) fn consumer_tuning(c: &mut ClientConfig) -> &mut ClientConfig {
-    crate::pipeline::fetch_tuning(c)
+    vitalwatch::pipeline::fetch_tuning(c)
 }
 
 /// What one run measures, from the command line.
@@ -291,7 +291,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let every_breach = out.join("every-breach-rules.toml");
     std::fs::write(
         &every_breach,
-        crate::rules::RuleSet::news2_red_flags()
+        vitalwatch::rules::RuleSet::news2_red_flags()
             .stateless()
             .to_toml(),
     )
@@ -409,7 +409,7 @@ pub(crate) fn traffic(seed: u64, patients: u32) -> Ward {
         course: None,
         abnormal_ratio: 0.05,
         invalid_ratio: 0.01,
-        too_large_bytes: crate::settings::defaults()
+        too_large_bytes: vitalwatch::settings::defaults()
             .decode_limits()
             .max_message_bytes
             + 1,

@@ -42,19 +42,19 @@ use tokio_util::sync::CancellationToken;
 
 use super::scrape::Scrape;
 use super::ward::{Course, Ward, WardConfig};
-use crate::clock::now_ms;
-use crate::metrics::{PROCESSING_DURATION, WORKER_QUEUE_DEPTH};
-use crate::pipeline::{self, Counts, Hooks, PipelineConfig, Status};
-use crate::rules::RuleSet;
-use crate::rules::state::{Evaluator, Reading, StateLimits};
-use crate::rules::{AlertStatus, Event};
-use crate::settings::Settings;
-use crate::signals::Signals;
-use crate::telemetry::LogFormat;
 use crate::tools::cli::DemoArgs;
-use crate::vitals::{DecodeLimits, decode};
-use crate::{http, telemetry};
 use terminal::{Console, Reader, Tally, Topic};
+use vitalwatch::clock::now_ms;
+use vitalwatch::metrics::{PROCESSING_DURATION, WORKER_QUEUE_DEPTH};
+use vitalwatch::pipeline::{self, Counts, Hooks, PipelineConfig, Status};
+use vitalwatch::rules::RuleSet;
+use vitalwatch::rules::state::{Evaluator, Reading, StateLimits};
+use vitalwatch::rules::{AlertStatus, Event};
+use vitalwatch::settings::Settings;
+use vitalwatch::signals::Signals;
+use vitalwatch::telemetry::LogFormat;
+use vitalwatch::vitals::{DecodeLimits, decode};
+use vitalwatch::{http, telemetry};
 
 /// Partitions of the alert and dead-letter topics on the in-process cluster.
 const ALERT_PARTITIONS: i32 = 3;
@@ -141,7 +141,9 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
 /// the default file and it is not there (the demo run outside a checkout).
 fn demo_rules(settings: &Settings) -> anyhow::Result<(RuleSet, String)> {
     let path = &settings.rules.file;
-    if settings.origin.of("rules.file") == crate::settings::KeySource::Default && !path.exists() {
+    if settings.origin.of("rules.file") == vitalwatch::settings::KeySource::Default
+        && !path.exists()
+    {
         return Ok((
             RuleSet::news2_red_flags(),
             format!("the built-in NEWS2 red flags ({DEFAULT_RULES_FILE} not found here)"),
@@ -372,7 +374,7 @@ async fn demo(
     console.finish();
 
     let rendered = http::metrics_handle()
-        .map(|h| crate::metrics::render_collected(&h))
+        .map(|h| vitalwatch::metrics::render_collected(&h))
         .unwrap_or_default();
     let scraped = Scrape::parse(&rendered).unwrap_or_default();
     let latency = [0.5, 0.99].map(|q| scraped.quantile(PROCESSING_DURATION, q));
@@ -557,7 +559,7 @@ async fn status_ticker(
         let c = status.counts();
         let produced = progress.delivered.load(Ordering::Relaxed);
         let rendered = http::metrics_handle()
-            .map(|h| crate::metrics::render_collected(&h))
+            .map(|h| vitalwatch::metrics::render_collected(&h))
             .unwrap_or_default();
         let queue = Scrape::parse(&rendered)
             .map(|s| s.sum(WORKER_QUEUE_DEPTH, &[]))
@@ -665,7 +667,7 @@ fn summary(s: &Summary<'_>) -> bool {
         s.tally.dlq
     );
     let sent = s.fed.map(|f| &f.invalid_by_reason);
-    for reason in crate::vitals::DecodeError::REASONS {
+    for reason in vitalwatch::vitals::DecodeError::REASONS {
         let got = s.tally.dlq_by_reason.get(reason).copied().unwrap_or(0);
         let want = sent.and_then(|m| m.get(reason)).copied().unwrap_or(0);
         if got == 0 && want == 0 {

@@ -19,8 +19,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
 
-use crate::alert::OwnedAlert;
-use crate::vitals::Metric;
+use vitalwatch::alert::OwnedAlert;
+use vitalwatch::vitals::Metric;
 
 /// A repeated alert of one patient and rule is printed at most this often.
 pub const REPEAT_EVERY: Duration = Duration::from_secs(5);
