@@ -64,6 +64,8 @@ async fn main() -> anyhow::Result<()> {
         alert_topic: "patient-alerts".into(),
         dlq_topic: "patient-data-dlq".into(),
         repartition_topic: None,
+        state_topic: None,
+        restore_timeout: std::time::Duration::from_secs(120),
         input_partitioner: vitalwatch::pipeline::repartition::Partitioner::Murmur2,
         // Lag every second rather than every five, so a short run reports it.
         client: [("statistics.interval.ms", "1000")].into(),

@@ -46,6 +46,10 @@ pub(crate) const PATIENT_STATE_EVICTIONS: &str = "vitalwatch_patient_state_evict
 pub(crate) const MESSAGES_MISPLACED: &str = "vitalwatch_messages_misplaced_total";
 pub(crate) const ASSIGNED_PARTITIONS: &str = "vitalwatch_assigned_partitions";
 pub(crate) const COMMIT_ERRORS: &str = "vitalwatch_commit_errors_total";
+pub(crate) const STATE_RESTORES: &str = "vitalwatch_state_restores_total";
+pub(crate) const STATE_RECORDS_RESTORED: &str = "vitalwatch_state_records_restored_total";
+pub(crate) const STATE_RECORDS_WRITTEN: &str = "vitalwatch_state_records_written_total";
+pub(crate) const STATE_READINGS_SKIPPED: &str = "vitalwatch_state_readings_skipped_total";
 
 /// The `reason` label values of [`MESSAGES_MISPLACED`] (`pipeline::repartition` says what
 /// each means).
@@ -166,7 +170,7 @@ pub const CATALOGUE: [MetricDef; 14] = [
 ];
 
 /// Metrics the clinical rules and operations added after the design's table was written.
-pub const RULE_STATE_METRICS: [MetricDef; 9] = [
+pub const RULE_STATE_METRICS: [MetricDef; 13] = [
     def(
         ALERTS_RESOLVED,
         Kind::Counter,
@@ -196,6 +200,30 @@ pub const RULE_STATE_METRICS: [MetricDef; 9] = [
         Kind::Gauge,
         &["worker"],
         "Patients whose rule state a worker holds.",
+    ),
+    def(
+        STATE_RESTORES,
+        Kind::Counter,
+        &["outcome"],
+        "Partition state restores from kafka.state_topic: complete, timeout (went live with what was read), failed (went live with no state).",
+    ),
+    def(
+        STATE_RECORDS_RESTORED,
+        Kind::Counter,
+        &["result"],
+        "State records read back: applied, tombstone, expired (older than the state TTL), or refused (invalid, version, key).",
+    ),
+    def(
+        STATE_RECORDS_WRITTEN,
+        Kind::Counter,
+        &[],
+        "Patient state records (and tombstones) written to kafka.state_topic, at most one per changed patient per checkpoint.",
+    ),
+    def(
+        STATE_READINGS_SKIPPED,
+        Kind::Counter,
+        &[],
+        "Readings read again (after a crash or a rewind) that the patient's saved state already reflects: not counted twice.",
     ),
     def(
         PATIENT_STATE_EVICTIONS,
@@ -312,7 +340,17 @@ fn register_all() {
     }
     counter!(DLQ_PUBLISHED).absolute(0);
     counter!(COMMIT_ERRORS).absolute(0);
-    for sink in [SinkKind::Alerts, SinkKind::Dlq, SinkKind::Repartition] {
+    for outcome in RESTORE_OUTCOMES {
+        counter!(STATE_RESTORES, "outcome" => outcome).absolute(0);
+    }
+    counter!(STATE_RECORDS_WRITTEN).absolute(0);
+    counter!(STATE_READINGS_SKIPPED).absolute(0);
+    for sink in [
+        SinkKind::Alerts,
+        SinkKind::Dlq,
+        SinkKind::Repartition,
+        SinkKind::State,
+    ] {
         counter!(SINK_ERRORS, "sink" => sink.as_str()).absolute(0);
     }
     for reason in MISPLACED_REASONS {
@@ -341,6 +379,8 @@ pub(crate) enum SinkKind {
     Dlq,
     /// Copies of misplaced observations for the repartition topic.
     Repartition,
+    /// Patient state records for the state topic.
+    State,
 }
 
 impl SinkKind {
@@ -349,6 +389,7 @@ impl SinkKind {
             SinkKind::Alerts => "alerts",
             SinkKind::Dlq => "dlq",
             SinkKind::Repartition => "repartition",
+            SinkKind::State => "state",
         }
     }
 }
@@ -583,6 +624,25 @@ pub(crate) fn rules_file_rejected(rejected: bool) {
 
 pub(crate) fn rules_loaded(rules_in_force: usize) {
     gauge!(RULES_LOADED).set(rules_in_force as f64);
+}
+
+/// How a partition's state restore ended.
+pub(crate) const RESTORE_OUTCOMES: [&str; 3] = ["complete", "timeout", "failed"];
+
+pub(crate) fn state_restore(outcome: &'static str) {
+    counter!(STATE_RESTORES, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn state_records_restored(result: &'static str, n: u64) {
+    counter!(STATE_RECORDS_RESTORED, "result" => result).increment(n);
+}
+
+pub(crate) fn state_records_written() -> Counter {
+    counter!(STATE_RECORDS_WRITTEN)
+}
+
+pub(crate) fn state_readings_skipped() -> Counter {
+    counter!(STATE_READINGS_SKIPPED)
 }
 
 pub(crate) fn patient_states(worker: usize) -> Gauge {

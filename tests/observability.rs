@@ -55,7 +55,7 @@ const DESIGN_TABLE: [(&str, &str); 14] = [
 
 /// The metrics the clinical rules added (README, "Beyond the design's table"), with their
 /// type and whether a pipeline without resolved events has a sample of them.
-const RULE_STATE_TABLE: [(&str, &str, bool); 8] = [
+const RULE_STATE_TABLE: [(&str, &str, bool); 12] = [
     ("vitalwatch_alerts_resolved_total", "counter", false),
     ("vitalwatch_rules_reloads_total", "counter", true),
     ("vitalwatch_rules_loaded", "gauge", true),
@@ -64,6 +64,11 @@ const RULE_STATE_TABLE: [(&str, &str, bool); 8] = [
     ("vitalwatch_patient_state_evictions_total", "counter", true),
     ("vitalwatch_messages_misplaced_total", "counter", true),
     ("vitalwatch_assigned_partitions", "gauge", true),
+    ("vitalwatch_state_restores_total", "counter", true),
+    // Only a restore that read records has samples.
+    ("vitalwatch_state_records_restored_total", "counter", false),
+    ("vitalwatch_state_records_written_total", "counter", true),
+    ("vitalwatch_state_readings_skipped_total", "counter", true),
 ];
 
 /// The standard process metrics every Prometheus client library exports.
@@ -75,9 +80,9 @@ const PROCESS_METRICS: [(&str, &str); 5] = [
     ("process_start_time_seconds", "gauge"),
 ];
 
-/// Every label name the contract allows (plus `le` of histogram buckets, and `result` of
-/// the rules reloads).
-const ALLOWED_LABELS: [&str; 11] = [
+/// Every label name the contract allows (plus `le` of histogram buckets, `result` of the
+/// rules reloads and state records, `outcome` of state restores).
+const ALLOWED_LABELS: [&str; 12] = [
     "topic",
     "reason",
     "rule",
@@ -89,6 +94,7 @@ const ALLOWED_LABELS: [&str; 11] = [
     "version",
     "le",
     "result",
+    "outcome",
 ];
 
 // ---------------------------------------------------------------------------------------

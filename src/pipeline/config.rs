@@ -21,6 +21,10 @@ pub struct PipelineConfig {
     pub dlq_topic: String,
     /// Where misplaced observations are re-keyed (`kafka.repartition_topic`); `None` off.
     pub repartition_topic: Option<String>,
+    /// Each patient's rule state (`kafka.state_topic`); `None`: memory only.
+    pub state_topic: Option<String>,
+    /// How long a partition's state restore may take (`pipeline.restore_timeout_secs`).
+    pub restore_timeout: Duration,
     /// How the input's producers partition by key (`kafka.input_partitioner`).
     pub input_partitioner: Partitioner,
     /// librdkafka properties for every client, applied over vitalwatch's own.
@@ -47,6 +51,24 @@ impl PipelineConfig {
         commit::consumer_properties(&mut c);
         fetch_tuning(&mut c);
         self.apply_client(&mut c);
+        c
+    }
+
+    /// The state restore's consumer: assigned partitions of the state topic read from
+    /// the beginning to their end, no group, nothing committed; then `[kafka.client]`.
+    pub(crate) fn restore_config(&self) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", &self.bootstrap_servers)
+            .set("client.id", "vitalwatch-restore");
+        self.apply_client(&mut c);
+        // After `[kafka.client]`: what the restore's correctness rests on.
+        c.set("group.id", format!("{}-restore", self.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("allow.auto.create.topics", "false")
+            .set("enable.partition.eof", "true");
+        c.remove("group.instance.id");
         c
     }
 
@@ -78,6 +100,9 @@ impl PipelineConfig {
             ("kafka.alert_topic", self.alert_topic.as_str()),
             ("kafka.dlq_topic", self.dlq_topic.as_str()),
         ];
+        if let Some(t) = &self.state_topic {
+            v.push(("kafka.state_topic", t.as_str()));
+        }
         if let Some(t) = &self.repartition_topic {
             v.push(("kafka.repartition_topic", t.as_str()));
         }

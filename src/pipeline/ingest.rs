@@ -9,6 +9,7 @@
 //! wait outlasts [`PAUSE_AFTER`] (a stalled alert sink, say), it pauses its partitions and
 //! keeps polling, so the group never sees it exceed `max.poll.interval.ms`.
 
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -24,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::commit;
+use super::durable::{Control, Durable, Event as RestoreEvent};
 use super::offsets::{OffsetTracker, Source, Tp};
 use super::record::Record;
 use super::repartition::{self, Misplaced, Partitioner, Route};
@@ -80,10 +82,21 @@ impl Routing {
     }
 }
 
-/// A bounded channel and the batch being filled for it.
+/// What a bounded channel of ingest's carries: a batch of items, or (to a worker) an
+/// instruction about patient state, in order with the batches around it.
+#[derive(Debug)]
+pub(crate) enum Job<T> {
+    Items(Vec<T>),
+    Control(Control),
+}
+
+/// A bounded channel, the batch being filled for it, and what could not be handed over
+/// yet (in order).
 pub(crate) struct Outbox<T> {
-    tx: Option<mpsc::Sender<Vec<T>>>,
+    tx: Option<mpsc::Sender<Job<T>>>,
     batch: Vec<T>,
+    /// Jobs that found the channel full, oldest first; `batch` goes after them.
+    queued: VecDeque<Job<T>>,
     max_batch: usize,
     /// The receiving worker's queue counter, when the receiver is a worker.
     probe: Option<Arc<WorkerProbe>>,
@@ -91,13 +104,14 @@ pub(crate) struct Outbox<T> {
 
 impl<T> Outbox<T> {
     pub(crate) fn new(
-        tx: mpsc::Sender<Vec<T>>,
+        tx: mpsc::Sender<Job<T>>,
         max_batch: usize,
         probe: Option<Arc<WorkerProbe>>,
     ) -> Self {
         Outbox {
             tx: Some(tx),
             batch: Vec::with_capacity(max_batch),
+            queued: VecDeque::new(),
             max_batch,
             probe,
         }
@@ -107,26 +121,73 @@ impl<T> Outbox<T> {
         self.batch.len() >= self.max_batch
     }
 
-    /// Hands the batch over if the channel has room. True when nothing is left waiting.
+    fn has_waiting(&self) -> bool {
+        !self.batch.is_empty() || !self.queued.is_empty()
+    }
+
+    /// Queues `control` after everything pushed so far.
+    pub(crate) fn push_control(&mut self, control: Control) {
+        if !self.batch.is_empty() {
+            let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_batch));
+            self.queued.push_back(Job::Items(batch));
+        }
+        self.queued.push_back(Job::Control(control));
+    }
+
+    /// Hands one job over if the channel has room; gives it back otherwise.
+    fn send(&mut self, job: Job<T>) -> Result<(), Job<T>> {
+        let Some(tx) = &self.tx else {
+            return Err(job);
+        };
+        let n = match &job {
+            Job::Items(items) => items.len(),
+            Job::Control(_) => 0,
+        };
+        match tx.try_send(job) {
+            Ok(()) => {
+                if let Some(probe) = &self.probe
+                    && n > 0
+                {
+                    probe.enqueued(n);
+                }
+                Ok(())
+            }
+            Err(TrySendError::Full(job)) | Err(TrySendError::Closed(job)) => Err(job),
+        }
+    }
+
+    /// Hands over what waits, in order, while the channel has room. True when nothing is
+    /// left waiting.
     fn flush(&mut self) -> bool {
+        while let Some(job) = self.queued.pop_front() {
+            if let Err(job) = self.send(job) {
+                self.queued.push_front(job);
+                return false;
+            }
+        }
         if self.batch.is_empty() {
             return true;
         }
-        let Some(tx) = &self.tx else {
-            return false;
-        };
         let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(self.max_batch));
-        let n = batch.len();
-        match tx.try_send(batch) {
-            Ok(()) => {
-                if let Some(probe) = &self.probe {
-                    probe.enqueued(n);
-                }
-                true
-            }
-            Err(TrySendError::Full(batch)) | Err(TrySendError::Closed(batch)) => {
+        match self.send(Job::Items(batch)) {
+            Ok(()) => true,
+            Err(Job::Items(batch)) => {
                 self.batch = batch;
                 false
+            }
+            Err(job) => {
+                self.queued.push_back(job);
+                false
+            }
+        }
+    }
+
+    /// Drops items not yet handed over that `keep` refuses.
+    fn retain(&mut self, mut keep: impl FnMut(&T) -> bool) {
+        self.batch.retain(&mut keep);
+        for job in &mut self.queued {
+            if let Job::Items(items) = job {
+                items.retain(&mut keep);
             }
         }
     }
@@ -137,8 +198,10 @@ impl<T> Outbox<T> {
 
     /// Sends an empty batch if the channel has room: wakes the receiver without work.
     fn nudge(&mut self) {
-        if let Some(tx) = &self.tx {
-            let _ = tx.try_send(Vec::new());
+        if let Some(tx) = &self.tx
+            && self.queued.is_empty()
+        {
+            let _ = tx.try_send(Job::Items(Vec::new()));
         }
     }
 }
@@ -170,6 +233,10 @@ pub(crate) struct IngestState {
     last_store: Instant,
     last_shadow_refresh: Instant,
     clock: Clock,
+    /// Durable patient state (`kafka.state_topic`); `None`: memory only.
+    pub(crate) durable: Option<Durable>,
+    /// Durable mode: checkpoint cuts persisted everywhere, to store for commit.
+    to_store: Vec<(Tp, i64)>,
 }
 
 pub struct IngestContext {
@@ -254,7 +321,19 @@ impl IngestContext {
     fn assigned(&self, consumer: &BaseConsumer<Self>, tps: &[Tp]) {
         let mut st = self.state();
         for &tp in tps {
-            st.tracker.assign(tp);
+            let claim = st.tracker.assign(tp);
+            if tp.source == Source::Input
+                && let Some(d) = &mut st.durable
+            {
+                // Read nothing of it until its patients' state is back.
+                d.begin_restore(tp.partition, claim);
+                st.tell_workers(|| Control::Forget(tp.partition));
+            }
+        }
+        if st.durable.is_some()
+            && let Err(e) = consumer.pause(&self.list(tps))
+        {
+            warn!(error = %e, "cannot pause newly assigned partitions for their state restore");
         }
         if self.repartition_topic.is_some() {
             st.refresh_partition_count(consumer, &self.input_topic);
@@ -457,6 +536,105 @@ impl IngestState {
             last_store: Instant::now(),
             last_shadow_refresh: Instant::now(),
             clock: Clock::new(),
+            durable: None,
+            to_store: Vec::new(),
+        }
+    }
+
+    /// Queues `control` for every worker, behind what each was handed so far.
+    fn tell_workers(&mut self, control: impl Fn() -> Control) {
+        for w in &mut self.workers {
+            w.push_control(control());
+        }
+    }
+
+    /// Durable mode: routes restored records, resumes partitions whose restore ended,
+    /// takes a checkpoint when one is due, and releases what is done. Returns the input
+    /// partitions whose restore ended (to resume).
+    fn durable_turn(&mut self, due: bool) -> Vec<i32> {
+        let Some(d) = &mut self.durable else {
+            return Vec::new();
+        };
+        let mut ended = Vec::new();
+        let events = d.take_events();
+        let workers = self.workers.len();
+        for event in events {
+            match event {
+                RestoreEvent::Records {
+                    partition, records, ..
+                } => {
+                    let mut per_worker: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+                    for r in records {
+                        per_worker[route(&r.0, workers)].push(r);
+                    }
+                    for (w, records) in per_worker.into_iter().enumerate() {
+                        if !records.is_empty() {
+                            self.workers[w].push_control(Control::Restore { partition, records });
+                        }
+                    }
+                }
+                RestoreEvent::Ended { partition, .. } => ended.push(partition),
+            }
+        }
+        let Some(d) = &mut self.durable else {
+            return ended;
+        };
+        let checkpoint = if due {
+            d.checkpoint(&self.tracker, None, false)
+        } else {
+            None
+        };
+        let releases = d.releases(&self.tracker);
+        if let Some(id) = checkpoint {
+            self.tell_workers(|| Control::Checkpoint(id));
+        }
+        for (id, partitions) in releases {
+            self.tell_workers(|| Control::Release {
+                id,
+                partitions: partitions.clone(),
+            });
+        }
+        self.flush_all();
+        ended
+    }
+
+    /// Durable mode: a final checkpoint of input partitions `partitions` (all assigned
+    /// when `None`), whose work is done, waited for until `deadline`. True when it is
+    /// persisted.
+    fn final_checkpoint(
+        &mut self,
+        partitions: Option<&[i32]>,
+        deadline: Instant,
+        status: &Status,
+    ) -> bool {
+        let Some(d) = &mut self.durable else {
+            return true;
+        };
+        let ps: Vec<i32> = match partitions {
+            Some(p) => p.to_vec(),
+            None => self
+                .tracker
+                .assigned()
+                .filter(|tp| tp.source == Source::Input)
+                .map(|tp| tp.partition)
+                .collect(),
+        };
+        if let Some(id) = d.checkpoint(&self.tracker, Some(&ps), true) {
+            self.tell_workers(|| Control::Checkpoint(id));
+        }
+        loop {
+            self.durable_turn(false);
+            let settled = self.durable.as_ref().is_none_or(|d| d.settled(&ps));
+            let now = Instant::now();
+            if settled || now >= deadline {
+                return settled;
+            }
+            status.ingest_beat_at(now);
+            if !self.flush_all() {
+                self.wait_capacity(Duration::from_millis(10), status);
+            } else {
+                self.wait_done((deadline - now).min(Duration::from_millis(20)), status);
+            }
         }
     }
 
@@ -536,6 +714,15 @@ impl IngestState {
                     let _ = self.tracker.complete(done.claim, done.offset);
                 }
             }
+            Completed::Persisted {
+                checkpoint,
+                partition,
+            } => {
+                if let Some(d) = &mut self.durable {
+                    let store = d.persisted(checkpoint, partition, &self.tracker);
+                    self.to_store.extend(store);
+                }
+            }
             Completed::Acked(done) => {
                 if self.tracker.complete(done.claim, done.offset).is_ok() {
                     self.metrics
@@ -574,6 +761,10 @@ impl IngestState {
             return;
         }
         self.last_store = self.clock.now;
+        if self.durable.is_some() {
+            let ended = self.durable_turn(true);
+            self.resume_restored(consumer, &ended);
+        }
         self.metrics
             .inflight
             .set(self.tracker.total_in_flight() as f64);
@@ -588,7 +779,37 @@ impl IngestState {
             commit::refresh(consumer, topic, &self.tracker);
         }
         let advanced = self.tracker.take_advanced();
-        commit::store(consumer, advanced, |tp| self.topic(tp.source).to_owned());
+        if self.durable.is_some() {
+            // Only checkpoint cuts persisted everywhere are committed (module docs of
+            // `durable`).
+            let persisted = std::mem::take(&mut self.to_store);
+            commit::store(consumer, persisted, |tp| self.topic(tp.source).to_owned());
+        } else {
+            commit::store(consumer, advanced, |tp| self.topic(tp.source).to_owned());
+        }
+    }
+
+    /// Resumes input partitions `ps` (and their shadows) whose restore ended, unless
+    /// backpressure holds everything paused (its resume then includes them).
+    fn resume_restored<C: ConsumerContext>(&mut self, consumer: &BaseConsumer<C>, ps: &[i32]) {
+        if ps.is_empty() || self.paused {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for &p in ps {
+            if self.tracker.claim(Tp::input(p)).is_none() {
+                continue;
+            }
+            tpl.add_partition(&self.input_topic, p);
+            if let Some(t) = &self.repartition_topic {
+                tpl.add_partition(t, p);
+            }
+        }
+        if tpl.count() > 0
+            && let Err(e) = consumer.resume(&tpl)
+        {
+            warn!(error = %e, "cannot resume partitions after their state restore");
+        }
     }
 
     /// Tries to hand every non-empty batch over. True when nothing waits.
@@ -611,9 +832,9 @@ impl IngestState {
     }
 
     fn has_waiting(&self) -> bool {
-        self.workers.iter().any(|w| !w.batch.is_empty())
-            || !self.dlq.batch.is_empty()
-            || self.forward.as_ref().is_some_and(|f| !f.batch.is_empty())
+        self.workers.iter().any(Outbox::has_waiting)
+            || self.dlq.has_waiting()
+            || self.forward.as_ref().is_some_and(Outbox::has_waiting)
     }
 
     /// Waits until a blocked batch could go, a completion arrives, or `timeout`.
@@ -622,14 +843,14 @@ impl IngestState {
         let blocked_worker = self
             .workers
             .iter()
-            .find(|w| !w.batch.is_empty())
+            .find(|w| w.has_waiting())
             .and_then(|w| w.tx.clone());
-        let blocked_dlq = if !self.dlq.batch.is_empty() {
+        let blocked_dlq = if self.dlq.has_waiting() {
             self.dlq.tx.clone()
         } else {
             self.forward
                 .as_ref()
-                .filter(|f| !f.batch.is_empty())
+                .filter(|f| f.has_waiting())
                 .and_then(|f| f.tx.clone())
         };
         let rx = &mut self.done_rx;
@@ -786,13 +1007,6 @@ impl IngestState {
             status.ingest_beat_at(Instant::now());
             self.wait_capacity(Duration::from_millis(10), status);
         }
-        for w in &mut self.workers {
-            w.close();
-        }
-        self.dlq.close();
-        if let Some(f) = &mut self.forward {
-            f.close();
-        }
         while self.tracker.total_in_flight() > 0 {
             let now = Instant::now();
             if now >= deadline {
@@ -802,7 +1016,22 @@ impl IngestState {
             status.ingest_beat_at(now);
             self.wait_done((deadline - now).min(Duration::from_millis(50)), status);
         }
-        self.tracker.total_in_flight()
+        let mut unfinished = self.tracker.total_in_flight();
+        if self.durable.is_some() && !self.final_checkpoint(None, deadline, status) {
+            warn!(
+                "shutdown deadline reached before the patient state was saved: the next owner reads from the last saved checkpoint"
+            );
+            unfinished = unfinished.max(1);
+        }
+        // The workers finish what they hold and exit.
+        for w in &mut self.workers {
+            w.close();
+        }
+        self.dlq.close();
+        if let Some(f) = &mut self.forward {
+            f.close();
+        }
+        unfinished
     }
 
     /// Revoke: stop routing the partitions, wait (bounded) for their in-flight work,
@@ -823,13 +1052,11 @@ impl IngestState {
         });
         // Read but not yet handed to a worker: drop, the next owner reads them again.
         for w in &mut self.workers {
-            w.batch.retain(|work| !tps.contains(&work.done.claim.tp()));
+            w.retain(|work| !tps.contains(&work.done.claim.tp()));
         }
-        self.dlq
-            .batch
-            .retain(|item| !tps.contains(&item.done.claim.tp()));
+        self.dlq.retain(|item| !tps.contains(&item.done.claim.tp()));
         if let Some(f) = &mut self.forward {
-            f.batch.retain(|item| !tps.contains(&item.done.claim.tp()));
+            f.retain(|item| !tps.contains(&item.done.claim.tp()));
         }
         let input: Vec<i32> = tps
             .iter()
@@ -840,6 +1067,12 @@ impl IngestState {
         if lost {
             for &tp in tps {
                 self.tracker.revoke(tp);
+            }
+            if let Some(d) = &mut self.durable {
+                self.to_store.retain(|(t, _)| !tps.contains(t));
+                for &p in &input {
+                    d.revoked(p);
+                }
             }
             warn!(partitions = ?input, "partitions lost: their in-flight work will not be committed");
             return;
@@ -866,15 +1099,50 @@ impl IngestState {
             status.ingest_beat_at(now);
             self.wait_done((deadline - now).min(Duration::from_millis(50)), status);
         }
+        let durable = self.durable.is_some();
+        // At shutdown the final checkpoint was taken before the queues closed.
+        if durable && !self.closing {
+            // Their state goes to the state topic before their offsets are committed.
+            let restoring: Vec<i32> = input
+                .iter()
+                .copied()
+                .filter(|&p| self.durable.as_ref().is_some_and(|d| d.is_restoring(p)))
+                .collect();
+            let settle: Vec<i32> = input
+                .iter()
+                .copied()
+                .filter(|p| !restoring.contains(p))
+                .collect();
+            if !self.final_checkpoint(Some(&settle), deadline, status) {
+                warn!(partitions = ?settle, "revoke deadline reached before the partitions' patient state was saved: the next owner reads from the last saved checkpoint");
+            }
+        }
         status.set_draining(false);
         let mut tpl = TopicPartitionList::new();
         for &tp in tps {
-            if let Some(offset) = self.tracker.revoke(tp) {
+            let offset = if durable {
+                // The furthest cut persisted, if any.
+                self.tracker.revoke(tp);
+                self.to_store
+                    .iter()
+                    .rev()
+                    .find(|(t, _)| *t == tp)
+                    .map(|&(_, o)| o)
+            } else {
+                self.tracker.revoke(tp)
+            };
+            if let Some(offset) = offset {
                 let _ = tpl.add_partition_offset(
                     ctx.topic(tp.source),
                     tp.partition,
                     Offset::Offset(offset),
                 );
+            }
+        }
+        if let Some(d) = &mut self.durable {
+            self.to_store.retain(|(t, _)| !tps.contains(t));
+            for &p in &input {
+                d.revoked(p);
             }
         }
         commit::commit_revoked(consumer, &tpl);
@@ -1033,7 +1301,18 @@ fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, st: &mut IngestState, p
     let result = if pause {
         consumer.pause(&assignment)
     } else {
-        consumer.resume(&assignment)
+        // Partitions still restoring their patients' state stay paused.
+        let mut resume = TopicPartitionList::new();
+        for e in assignment.elements() {
+            if !st
+                .durable
+                .as_ref()
+                .is_some_and(|d| d.is_restoring(e.partition()))
+            {
+                resume.add_partition(e.topic(), e.partition());
+            }
+        }
+        consumer.resume(&resume)
     };
     match result {
         Ok(()) => {

@@ -9,6 +9,7 @@
 
 mod commit;
 mod config;
+mod durable;
 mod hooks;
 pub mod ingest;
 pub mod inprocess;

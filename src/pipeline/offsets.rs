@@ -305,6 +305,11 @@ impl OffsetTracker {
         out
     }
 
+    /// One past the highest offset read under the current claim of `tp`.
+    pub(crate) fn next_read(&self, tp: impl Into<Tp>) -> Option<i64> {
+        self.partitions.get(&tp.into()).and_then(|s| s.next_read)
+    }
+
     /// Messages read and not done on `tp`.
     pub(crate) fn in_flight(&self, tp: impl Into<Tp>) -> usize {
         self.partitions.get(&tp.into()).map_or(0, |s| s.in_flight)

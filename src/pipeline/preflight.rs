@@ -71,6 +71,16 @@ impl Outcome {
                  give it as many (a patient's home partition is the same number in both)"
             ));
         }
+        if let (Some(input), Some(state)) = (
+            self.partitions("kafka.input_topic"),
+            self.partitions("kafka.state_topic"),
+        ) && input != state
+        {
+            problems.push(format!(
+                "kafka.state_topic: has {state} partitions but kafka.input_topic has {input}; \
+                 give it as many (a patient's state is kept in the partition of the same number)"
+            ));
+        }
         problems
     }
 }

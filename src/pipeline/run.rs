@@ -13,8 +13,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::{ClientConfigError, PipelineConfig};
+use super::durable::Durable;
 use super::hooks::Hooks;
-use super::ingest::{self, BATCH, IngestContext, IngestState, Outbox, Outgoing, Routing};
+use super::ingest::{self, BATCH, IngestContext, IngestState, Job, Outbox, Outgoing, Routing};
 use super::sink::{DoneTx, Publisher, Sink, Ticket};
 use super::status::{Assignment, Counts, Status, WorkerProbe};
 use super::work::Work;
@@ -63,6 +64,16 @@ pub async fn run(
         Some(topic) => Some(Sink::new(SinkKind::Repartition, topic, &producer_config)?),
         None => None,
     };
+    let state_sink = match &config.state_topic {
+        Some(topic) => {
+            // No delivery timeout: librdkafka retries in order for as long as it takes, so
+            // that an older record of a patient can never land after a newer one.
+            let mut c = producer_config.clone();
+            c.set("message.timeout.ms", "0");
+            Some(Sink::new(SinkKind::State, topic, &c)?)
+        }
+        None => None,
+    };
     let mut health = vec![
         (SinkKind::Alerts, alerts.health()),
         (SinkKind::Dlq, dlq.health()),
@@ -72,6 +83,7 @@ pub async fn run(
             .iter()
             .map(|r| (SinkKind::Repartition, r.health())),
     );
+    health.extend(state_sink.iter().map(|s| (SinkKind::State, s.health())));
     let _ = status.sinks.set(health);
 
     let (done_tx, done_rx) = mpsc::unbounded_channel();
@@ -88,6 +100,7 @@ pub async fn run(
         hooks.clone(),
     );
     shared.assignment = assignment.clone();
+    shared.state = state_sink.clone().map(Publisher::Kafka);
     shared.repartition_topic = config.repartition_topic.clone().unwrap_or_default();
     let Pool {
         workers: outboxes,
@@ -116,7 +129,7 @@ pub async fn run(
         partitioner: config.input_partitioner,
     };
 
-    let state = IngestState::new(
+    let mut state = IngestState::new(
         outboxes,
         dlq_outbox,
         routing,
@@ -125,6 +138,16 @@ pub async fn run(
         config.limits,
         tokio::runtime::Handle::current(),
     );
+    if let Some(topic) = &config.state_topic {
+        state.durable = Some(Durable::start(
+            config.restore_config(),
+            topic.clone(),
+            config.workers,
+            config.restore_timeout,
+            config.repartition_topic.is_some(),
+            status.clone(),
+        )?);
+    }
     let context = IngestContext::new(state, status.clone(), config.shutdown_timeout, assignment);
     let consumer: BaseConsumer<IngestContext> = config
         .consumer_config()
@@ -145,6 +168,7 @@ pub async fn run(
         alerts = %config.alert_topic,
         dlq = %config.dlq_topic,
         repartition = config.repartition_topic.as_deref().unwrap_or("off"),
+        state = config.state_topic.as_deref().unwrap_or("off (memory only)"),
         group = %config.group_id,
         workers = config.workers,
         queue_capacity = config.queue_capacity,
@@ -186,6 +210,9 @@ pub async fn run(
             if let Some(r) = &repartition {
                 r.purge();
             }
+            if let Some(s) = &state_sink {
+                s.purge();
+            }
             shutdown_started.abort();
             Ok(Report {
                 counts,
@@ -211,6 +238,9 @@ pub async fn run(
                 // Copies first: an unflushed copy leaves its input message uncommitted.
                 if let Some(r) = &repartition {
                     let _ = r.flush(remaining);
+                }
+                if let Some(s) = &state_sink {
+                    let _ = s.flush(remaining);
                 }
                 let a = alerts.flush(remaining);
                 let d = dlq.flush(Duration::from_millis(100).min(remaining));
@@ -295,9 +325,10 @@ fn spawn_publisher(
     done_tx: DoneTx,
 ) -> (Outbox<Outgoing>, JoinHandle<()>) {
     let (batch, slots) = batch_and_slots(queue_capacity);
-    let (tx, mut rx) = mpsc::channel::<Vec<Outgoing>>(slots);
+    let (tx, mut rx) = mpsc::channel::<Job<Outgoing>>(slots);
     let task = tokio::spawn(async move {
-        while let Some(batch) = rx.recv().await {
+        while let Some(job) = rx.recv().await {
+            let Job::Items(batch) = job else { continue };
             for item in batch {
                 let ticket = Ticket::new(item.done, 1, done_tx.clone());
                 publisher

@@ -57,13 +57,24 @@ pub(crate) enum Completed {
     Evaluated(Vec<Done>),
     /// A message whose alerts or dead letter were all acknowledged.
     Acked(Done),
+    /// A worker's state records of `partition` up to checkpoint `checkpoint` are all
+    /// acknowledged by the state topic.
+    Persisted { checkpoint: u64, partition: i32 },
 }
 
 pub(crate) type DoneTx = mpsc::UnboundedSender<Completed>;
 
-/// The outstanding records of one input message. The last acknowledgement reports it done.
+/// What the last acknowledgement of a ticket reports.
+#[derive(Debug, Clone, Copy)]
+enum Report {
+    Message(Done),
+    Persisted { checkpoint: u64, partition: i32 },
+}
+
+/// The outstanding records of one input message (or of one worker's state records of a
+/// partition at a checkpoint). The last acknowledgement reports it done.
 pub(crate) struct Ticket {
-    done: Done,
+    report: Report,
     remaining: AtomicU32,
     tx: DoneTx,
 }
@@ -71,7 +82,24 @@ pub(crate) struct Ticket {
 impl Ticket {
     pub(crate) fn new(done: Done, records: u32, tx: DoneTx) -> Arc<Ticket> {
         Arc::new(Ticket {
-            done,
+            report: Report::Message(done),
+            remaining: AtomicU32::new(records),
+            tx,
+        })
+    }
+
+    /// For `records` state records of `partition` written at `checkpoint`.
+    pub(crate) fn persisted(
+        checkpoint: u64,
+        partition: i32,
+        records: u32,
+        tx: DoneTx,
+    ) -> Arc<Ticket> {
+        Arc::new(Ticket {
+            report: Report::Persisted {
+                checkpoint,
+                partition,
+            },
             remaining: AtomicU32::new(records),
             tx,
         })
@@ -81,7 +109,16 @@ impl Ticket {
         if self.remaining.fetch_sub(1, Ordering::AcqRel) == 1 {
             // The receiver is gone only when the pipeline stopped; the offset then stays
             // uncommitted and the message is read again, which is the safe outcome.
-            let _ = self.tx.send(Completed::Acked(self.done));
+            let _ = self.tx.send(match self.report {
+                Report::Message(done) => Completed::Acked(done),
+                Report::Persisted {
+                    checkpoint,
+                    partition,
+                } => Completed::Persisted {
+                    checkpoint,
+                    partition,
+                },
+            });
         }
     }
 }
@@ -245,7 +282,7 @@ impl Sink {
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
         let context = SinkContext {
             kind,
-            explicit_partition: kind == SinkKind::Repartition,
+            explicit_partition: matches!(kind, SinkKind::Repartition | SinkKind::State),
             client_errors: Episode::new(),
             health: health.clone(),
             retry_tx,

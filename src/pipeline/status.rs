@@ -58,6 +58,8 @@ pub struct Status {
     input_missing: AtomicBool,
     /// A revoke is waiting for the in-flight work of its partitions.
     draining: AtomicBool,
+    /// Partitions whose patient state is being restored (not read yet).
+    restoring: AtomicUsize,
     /// Shutdown was requested: the pipeline drains and leaves the group.
     stopping: AtomicBool,
     pub(super) running: AtomicBool,
@@ -110,6 +112,7 @@ impl Default for Status {
             joined: AtomicBool::new(false),
             input_missing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
+            restoring: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             running: AtomicBool::new(false),
             ingest_beat_ms: AtomicU64::new(0),
@@ -168,6 +171,15 @@ impl Status {
     /// joined.
     pub(crate) fn set_stopping(&self) {
         self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_restoring(&self, partitions: usize) {
+        self.restoring.store(partitions, Ordering::Relaxed);
+    }
+
+    /// Partitions whose patient state is being restored.
+    pub fn restoring(&self) -> usize {
+        self.restoring.load(Ordering::Relaxed)
     }
 
     pub(crate) fn set_draining(&self, draining: bool) {
@@ -230,6 +242,9 @@ impl Status {
         if !self.joined.load(Ordering::Relaxed) {
             return Err("waiting for the group's first assignment");
         }
+        if self.restoring() > 0 {
+            return Err("restoring patient state of newly assigned partitions");
+        }
         if let Some(sinks) = self.sinks.get()
             && let Some((kind, _)) = sinks.iter().find(|(_, h)| h.is_failing())
         {
@@ -237,6 +252,7 @@ impl Status {
                 SinkKind::Alerts => "alert sink failing",
                 SinkKind::Dlq => "dlq sink failing",
                 SinkKind::Repartition => "repartition sink failing",
+                SinkKind::State => "state sink failing",
             });
         }
         Ok(())

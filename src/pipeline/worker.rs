@@ -11,15 +11,17 @@ use std::time::{Duration, Instant};
 use metrics::Counter;
 use tokio::sync::mpsc;
 
+use super::durable::Control;
 use super::hooks::Hooks;
-use super::offsets::Source as TopicSource;
+use super::ingest::Job;
+use super::offsets::{Source as TopicSource, Tp};
 use super::sink::{Completed, Done, DoneTx, Publisher, Ticket};
 use super::status::{Assignment, Status, WorkerProbe};
 use super::work::Work;
 use crate::alert::{Alert, Source};
 use crate::metrics::{self as m, PipelineMetrics};
 use crate::rules::live::LiveRules;
-use crate::rules::state::{Evaluator, StateLimits};
+use crate::rules::state::{At, Evaluator, Restored, StateLimits, StateRecord};
 use crate::rules::{AlertStatus, Event, Severity};
 use crate::rules::{News2Rule, RuleSet};
 
@@ -42,6 +44,8 @@ pub(crate) struct WorkerShared {
     counters: Mutex<Option<Arc<RuleCounters>>>,
     pub(crate) status: Arc<Status>,
     pub(crate) hooks: Hooks,
+    /// Durable mode: the producer of the state topic (`kafka.state_topic`).
+    pub(crate) state: Option<Publisher>,
 }
 
 impl WorkerShared {
@@ -68,6 +72,7 @@ impl WorkerShared {
             counters: Mutex::new(None),
             status,
             hooks,
+            state: None,
         }
     }
 
@@ -167,11 +172,17 @@ struct Local {
     started: Instant,
     /// The assignment generation whose partitions the evaluator's patients belong to.
     assignment: u64,
+    /// Durable mode: records staged at checkpoints, by checkpoint and partition, until
+    /// ingest releases them.
+    staged: Vec<(u64, i32, Vec<StateRecord>)>,
+    changes: Vec<StateRecord>,
+    written: Counter,
+    skipped: Counter,
 }
 
 pub(crate) async fn run(
     index: usize,
-    mut rx: mpsc::Receiver<Vec<Work>>,
+    mut rx: mpsc::Receiver<Job<Work>>,
     shared: Arc<WorkerShared>,
     probe: Arc<WorkerProbe>,
 ) {
@@ -186,8 +197,21 @@ pub(crate) async fn run(
         buf: Vec::with_capacity(512),
         started: Instant::now(),
         assignment: 0,
+        staged: Vec::new(),
+        changes: Vec::new(),
+        written: m::state_records_written(),
+        skipped: m::state_readings_skipped(),
     };
-    while let Some(batch) = rx.recv().await {
+    local.evaluator.set_durable(shared.state.is_some());
+    while let Some(job) = rx.recv().await {
+        let batch = match job {
+            Job::Items(batch) => batch,
+            Job::Control(control) => {
+                handle_control(&shared, &mut local, control).await;
+                patients.set(local.evaluator.patients() as f64);
+                continue;
+            }
+        };
         let n = batch.len();
         probe.beat(shared.status.ms());
         // A new assignment: forget the patients of partitions that moved away (an empty
@@ -195,6 +219,10 @@ pub(crate) async fn run(
         if let Some((generation, owned)) = shared.assignment.changed_since(local.assignment) {
             local.assignment = generation;
             local.evaluator.retain_owners(|key| owned.contains(&key));
+            // Staged records of partitions that moved away are the new owner's business.
+            local
+                .staged
+                .retain(|(_, p, _)| owned.contains(&Tp::input(*p).key()));
         }
         // A reloaded rule set takes effect here, between two batches.
         if !shared.rules.is_current(local.evaluator.rules()) {
@@ -266,17 +294,24 @@ async fn evaluate(
         counters,
         events,
         buf,
+        skipped,
         ..
     } = local;
     events.clear();
     let claim = work.done.claim;
-    evaluator.observe(
-        &work.obs.patient_id,
-        work.obs.reading,
-        (claim.tp().key(), work.lineage),
-        mono_ms,
-        events,
-    );
+    let at = At {
+        owner: (claim.tp().key(), work.lineage),
+        partition: claim.partition,
+        topic: match claim.tp().source {
+            TopicSource::Input => 0,
+            TopicSource::Repartition => 1,
+        },
+        offset: work.done.offset,
+    };
+    if !evaluator.observe_at(&work.obs.patient_id, work.obs.reading, at, mono_ms, events) {
+        skipped.increment(1);
+        return Some(work.done);
+    }
     if events.is_empty() {
         return Some(work.done);
     }
@@ -325,4 +360,92 @@ async fn evaluate(
         );
     }
     None
+}
+
+/// Durable mode: one instruction of ingest's about patient state (see `durable`).
+async fn handle_control(shared: &WorkerShared, local: &mut Local, control: Control) {
+    let wall_ms = crate::clock::now_ms();
+    let mono_ms = local.started.elapsed().as_millis() as i64;
+    match control {
+        Control::Checkpoint(id) => {
+            local
+                .evaluator
+                .take_changes(wall_ms, mono_ms, &mut local.changes);
+            local.changes.sort_by_key(|r| r.partition);
+            let mut changes = std::mem::take(&mut local.changes).into_iter().peekable();
+            while let Some(first) = changes.next() {
+                let p = first.partition;
+                let mut records = vec![first];
+                while let Some(r) = changes.next_if(|r| r.partition == p) {
+                    records.push(r);
+                }
+                local.staged.push((id, p, records));
+            }
+        }
+        Control::Release { id, partitions } => {
+            for &p in partitions.iter() {
+                let mut records = Vec::new();
+                local.staged.retain_mut(|(at, partition, staged)| {
+                    if *at <= id && *partition == p {
+                        records.append(staged);
+                        false
+                    } else {
+                        true
+                    }
+                });
+                let Some(publisher) = shared.state.as_ref().filter(|_| !records.is_empty()) else {
+                    let _ = shared.done_tx.send(Completed::Persisted {
+                        checkpoint: id,
+                        partition: p,
+                    });
+                    continue;
+                };
+                local.written.increment(records.len() as u64);
+                let ticket = Ticket::persisted(id, p, records.len() as u32, shared.done_tx.clone());
+                for r in &records {
+                    publisher
+                        .send(
+                            Some(p),
+                            Some(r.key.as_bytes()),
+                            r.value.as_deref(),
+                            None,
+                            ticket.clone(),
+                        )
+                        .await;
+                }
+            }
+        }
+        Control::Forget(p) => {
+            local.evaluator.forget_partition(p);
+            local.staged.retain(|(_, partition, _)| *partition != p);
+        }
+        Control::Restore { partition, records } => {
+            let owner = (Tp::input(partition).key(), 0);
+            let (mut applied, mut expired, mut tombstones) = (0, 0, 0);
+            for (key, value) in records {
+                let Some(value) = value else {
+                    local.evaluator.forget(&key);
+                    tombstones += 1;
+                    continue;
+                };
+                match local
+                    .evaluator
+                    .restore(&key, &value, partition, owner, wall_ms, mono_ms)
+                {
+                    Ok(Restored::Applied) => applied += 1,
+                    Ok(Restored::Expired) => expired += 1,
+                    Err(e) => m::state_records_restored(e.as_str(), 1),
+                }
+            }
+            for (result, n) in [
+                ("applied", applied),
+                ("expired", expired),
+                ("tombstone", tombstones),
+            ] {
+                if n > 0 {
+                    m::state_records_restored(result, n);
+                }
+            }
+        }
+    }
 }

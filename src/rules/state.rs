@@ -23,9 +23,16 @@
 //!
 //! State is bounded: a patient without observations for `ttl` (the worker's clock) is
 //! evicted, and the least recently seen sixteenth when a worker holds `capacity` of
-//! them. State is not persisted: after a rebalance or a restart it is rebuilt from
-//! the observations that follow (an evaluator drops a patient's state when the
-//! patient's partition was assigned anew, see [`Owner`]).
+//! them.
+//!
+//! **Durable mode** (a state topic is configured, [`Evaluator::set_durable`]): every
+//! patient whose state changed is collected ([`Evaluator::take_changes`]) as a record
+//! for the state topic ([`snapshot`]), and a partition assigned anew is filled from
+//! that topic ([`Evaluator::restore`]) instead of starting empty. Each patient then
+//! remembers the offsets of the last reading its state reflects, and a reading at or
+//! below them that is read again is skipped, not counted twice. Without it, state lives
+//! in memory only: an evaluator drops a patient's state when the patient's partition was
+//! assigned anew (see [`Owner`]), and it is rebuilt from the observations that follow.
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
@@ -38,12 +45,41 @@ use super::event::{EpisodeStep, Event};
 use super::news2::{self, News2State};
 use super::threshold::{self, RuleMemory};
 use crate::vitals::{Metric, Observation};
+use snapshot::{Snapshot, SnapshotError};
 
 /// Who delivered a patient's observations: a number naming the partition (of the input
 /// topic or of the repartition topic) and the lineage of its offsets. State built under
 /// one owner is not trusted under another: the partition may have been processed
 /// elsewhere in between.
 pub(crate) type Owner = (u64, u64);
+
+/// Where one reading was read: its owner, and its place in the partition.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct At {
+    pub(crate) owner: Owner,
+    /// The partition number (the state topic's partition of the patient).
+    pub(crate) partition: i32,
+    /// 0 for the input topic, 1 for the repartition topic.
+    pub(crate) topic: usize,
+    pub(crate) offset: i64,
+}
+
+/// One patient's record for the state topic: its partition there, its key, and its
+/// value (`None`: a tombstone, the patient forgotten).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct StateRecord {
+    pub(crate) partition: i32,
+    pub(crate) key: CompactString,
+    pub(crate) value: Option<Vec<u8>>,
+}
+
+/// What became of a record read back from the state topic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Restored {
+    Applied,
+    /// Its patient was last seen longer ago than the state TTL: forgotten.
+    Expired,
+}
 
 /// How much patient state a worker may keep (the service's are
 /// `Settings::state_limits`, from `rules.state_ttl_secs` and
@@ -104,6 +140,12 @@ pub struct Evaluator {
     /// Evaluator clock of the next TTL sweep.
     next_sweep_ms: i64,
     evictions: Evictions,
+    /// Durable mode (module docs): changed patients are collected for the state topic.
+    durable: bool,
+    /// Durable mode: patients changed since the last `take_changes`, and patients
+    /// forgotten (their partition there) whose record must go.
+    dirty: Vec<CompactString>,
+    forgotten: Vec<(i32, CompactString)>,
 }
 
 struct Patient {
@@ -113,6 +155,13 @@ struct Patient {
     news2: News2State,
     /// Rules with a run or an open episode, by rule index; usually empty.
     rules: Vec<(u32, RuleMemory)>,
+    /// Durable mode: the partition of the last reading (the state topic's partition of
+    /// this patient's record) and the offsets of the last reading reflected, on the input
+    /// topic and on the repartition topic (-1: none).
+    partition: i32,
+    offsets: [i64; 2],
+    /// Changed since the last [`Evaluator::take_changes`].
+    dirty: bool,
 }
 
 impl Patient {
@@ -122,6 +171,9 @@ impl Patient {
             seen_ms: now_ms,
             news2: News2State::NEW,
             rules: Vec::new(),
+            partition: -1,
+            offsets: [-1, -1],
+            dirty: false,
         }
     }
 }
@@ -135,7 +187,15 @@ impl Evaluator {
             patients: HashMap::new(),
             next_sweep_ms: 0,
             evictions: Evictions::default(),
+            durable: false,
+            dirty: Vec::new(),
+            forgotten: Vec::new(),
         }
+    }
+
+    /// Turns durable mode (module docs) on or off.
+    pub(crate) fn set_durable(&mut self, durable: bool) {
+        self.durable = durable;
     }
 
     pub(crate) fn rules(&self) -> &Arc<RuleSet> {
@@ -162,6 +222,27 @@ impl Evaluator {
         now_ms: i64,
         out: &mut Vec<Event>,
     ) {
+        let at = At {
+            owner,
+            partition: owner.0 as u32 as i32,
+            topic: (owner.0 >> 32) as usize & 1,
+            offset: i64::MAX,
+        };
+        self.observe_at(patient, reading, at, now_ms, out);
+    }
+
+    /// As [`Evaluator::observe`], for a reading read at `at`. In durable mode a reading
+    /// the patient's state already reflects (at or below its offsets there) is skipped:
+    /// returns false and appends nothing.
+    pub(crate) fn observe_at(
+        &mut self,
+        patient: &str,
+        reading: Reading,
+        at: At,
+        now_ms: i64,
+        out: &mut Vec<Event>,
+    ) -> bool {
+        let owner = at.owner;
         let rules = &*self.rules;
         if rules.is_stateless() {
             // Nothing to remember: every breach alerts.
@@ -172,19 +253,24 @@ impl Evaluator {
                     step: EpisodeStep::start(reading.timestamp),
                 }
             }));
-            return;
+            return true;
         }
         let news2_param = rules
             .news2()
             .and_then(|_| news2::parameter_index(reading.metric));
         let ttl_ms = self.limits.ttl_ms;
+        let durable = self.durable;
         let state = match self.patients.get_mut(patient) {
             Some(p) => {
+                if durable && p.partition == at.partition && at.offset <= p.offsets[at.topic] {
+                    // Read again (a crash before the commit, a rewind): already counted.
+                    return false;
+                }
                 if now_ms.saturating_sub(p.seen_ms) >= ttl_ms {
                     // Expired, not yet swept.
                     **p = Patient::new(owner, now_ms);
                     self.evictions.ttl += 1;
-                } else if p.owner.0 == owner.0 && p.owner.1 != owner.1 {
+                } else if !durable && p.owner.0 == owner.0 && p.owner.1 != owner.1 {
                     // The partition was processed elsewhere, or re-read, since this state
                     // was built: it may have missed the patient's recovery.
                     **p = Patient::new(owner, now_ms);
@@ -204,7 +290,8 @@ impl Evaluator {
                     .is_some() =>
             {
                 if self.patients.len() >= self.limits.capacity.get() {
-                    self.evictions.capacity += evict_least_recent(&mut self.patients);
+                    let forgotten = durable.then_some(&mut self.forgotten);
+                    self.evictions.capacity += evict_least_recent(&mut self.patients, forgotten);
                 }
                 self.patients
                     .entry(CompactString::new(patient))
@@ -212,8 +299,24 @@ impl Evaluator {
             }
             // No memory of this patient and nothing to remember: only stateless rules
             // of this metric could fire, and none does.
-            None => return,
+            None => return true,
         };
+        if durable {
+            if state.partition != at.partition {
+                if state.partition >= 0 {
+                    // Its record moves with it (readings keyed by device, say).
+                    self.forgotten
+                        .push((state.partition, CompactString::new(patient)));
+                }
+                state.partition = at.partition;
+                state.offsets = [-1, -1];
+            }
+            state.offsets[at.topic] = at.offset;
+            if !state.dirty {
+                state.dirty = true;
+                self.dirty.push(CompactString::new(patient));
+            }
+        }
 
         // Rules that fire now, then rules that remember something and do not fire now:
         // the rules that neither fire nor remember (nearly all) cost one comparison each,
@@ -283,6 +386,106 @@ impl Evaluator {
                 out,
             );
         }
+        true
+    }
+
+    /// Durable mode: the records of every patient changed or forgotten since the last
+    /// call, appended to `out` (forgotten first), as of `wall_ms` (the wall clock) and
+    /// `now_ms` (the evaluator clock). Each changed patient appears once however many
+    /// readings changed it.
+    pub(crate) fn take_changes(&mut self, wall_ms: i64, now_ms: i64, out: &mut Vec<StateRecord>) {
+        out.extend(
+            self.forgotten
+                .drain(..)
+                .map(|(partition, key)| StateRecord {
+                    partition,
+                    key,
+                    value: None,
+                }),
+        );
+        for key in self.dirty.drain(..) {
+            let Some(p) = self.patients.get_mut(key.as_str()) else {
+                continue; // forgotten since: its tombstone is above
+            };
+            if !p.dirty {
+                continue;
+            }
+            p.dirty = false;
+            let seen_at = wall_ms.saturating_sub(now_ms.saturating_sub(p.seen_ms));
+            let mut value = Vec::with_capacity(160);
+            snapshot::encode(
+                &key,
+                seen_at,
+                p.offsets,
+                &p.news2,
+                &p.rules,
+                &self.rules,
+                &mut value,
+            );
+            out.push(StateRecord {
+                partition: p.partition,
+                key,
+                value: Some(value),
+            });
+        }
+    }
+
+    /// Durable mode: applies the state topic's record of `patient` on `partition`,
+    /// replacing what this evaluator holds of the patient. `owner` is what the
+    /// partition's readings will come with; `wall_ms`/`now_ms` as in `take_changes`.
+    pub(crate) fn restore(
+        &mut self,
+        patient: &str,
+        value: &[u8],
+        partition: i32,
+        owner: Owner,
+        wall_ms: i64,
+        now_ms: i64,
+    ) -> Result<Restored, SnapshotError> {
+        let Snapshot {
+            seen_at,
+            offsets,
+            news2,
+            rules,
+        } = snapshot::decode(patient, value, &self.rules)?;
+        let idle_ms = wall_ms.saturating_sub(seen_at).max(0);
+        if idle_ms >= self.limits.ttl_ms {
+            if self.patients.remove(patient).is_none() {
+                self.forgotten
+                    .push((partition, CompactString::new(patient)));
+            }
+            return Ok(Restored::Expired);
+        }
+        if !self.patients.contains_key(patient) && self.patients.len() >= self.limits.capacity.get()
+        {
+            let forgotten = self.durable.then_some(&mut self.forgotten);
+            self.evictions.capacity += evict_least_recent(&mut self.patients, forgotten);
+        }
+        let patient_state = Box::new(Patient {
+            owner,
+            seen_ms: now_ms.saturating_sub(idle_ms),
+            news2,
+            rules,
+            partition,
+            offsets,
+            dirty: false,
+        });
+        self.patients
+            .insert(CompactString::new(patient), patient_state);
+        Ok(Restored::Applied)
+    }
+
+    /// Durable mode: forgets `patient` (a tombstone read back from the state topic).
+    pub(crate) fn forget(&mut self, patient: &str) {
+        self.patients.remove(patient);
+    }
+
+    /// Durable mode: forgets the patients of `partition` (assigned anew: the state topic
+    /// is filled in again), without tombstones.
+    pub(crate) fn forget_partition(&mut self, partition: i32) {
+        let before = self.patients.len();
+        self.patients.retain(|_, p| p.partition != partition);
+        self.evictions.reassigned += (before - self.patients.len()) as u64;
     }
 
     /// Forgets the patients whose last reading came from a partition `owned` says this
@@ -304,8 +507,15 @@ impl Evaluator {
         let ttl = self.limits.ttl_ms;
         self.next_sweep_ms = now_ms.saturating_add((ttl / 8).clamp(1, 60_000));
         let before = self.patients.len();
-        self.patients
-            .retain(|_, p| now_ms.saturating_sub(p.seen_ms) < ttl);
+        let forgotten = &mut self.forgotten;
+        let durable = self.durable;
+        self.patients.retain(|key, p| {
+            let keep = now_ms.saturating_sub(p.seen_ms) < ttl;
+            if !keep && durable {
+                forgotten.push((p.partition, key.clone()));
+            }
+            keep
+        });
         self.evictions.ttl += (before - self.patients.len()) as u64;
     }
 
@@ -356,25 +566,34 @@ impl Evaluator {
 
 /// Makes room in a full table: drops the least recently seen sixteenth (at least one),
 /// in one pass. Returns how many went.
-fn evict_least_recent(patients: &mut HashMap<CompactString, Box<Patient>>) -> u64 {
+fn evict_least_recent(
+    patients: &mut HashMap<CompactString, Box<Patient>>,
+    mut forgotten: Option<&mut Vec<(i32, CompactString)>>,
+) -> u64 {
     let target = (patients.len() / 16).max(1);
     let mut seen: Vec<i64> = patients.values().map(|p| p.seen_ms).collect();
     let (_, &mut cutoff, _) = seen.select_nth_unstable(target - 1);
     // Everything seen before the cutoff goes, and as many seen exactly at it as needed.
     let below = seen.iter().filter(|&&s| s < cutoff).count();
     let mut at_cutoff = target - below;
-    patients.retain(|_, p| {
-        if p.seen_ms < cutoff {
+    patients.retain(|key, p| {
+        let keep = if p.seen_ms < cutoff {
             false
         } else if p.seen_ms == cutoff && at_cutoff > 0 {
             at_cutoff -= 1;
             false
         } else {
             true
+        };
+        if !keep && let Some(f) = forgotten.as_mut() {
+            f.push((p.partition, key.clone()));
         }
+        keep
     });
     target as u64
 }
+
+pub(crate) mod snapshot;
 
 #[cfg(test)]
 mod tests;

@@ -264,6 +264,36 @@ impl RuleMemory {
         breach_since: None,
         episode: None,
     };
+
+    /// When the current run began, and the open episode: for the state topic.
+    pub(crate) fn parts(&self) -> (Option<i64>, Option<Episode>) {
+        (self.breach_since, self.episode)
+    }
+
+    pub(crate) fn from_parts(breach_since: Option<i64>, episode: Option<Episode>) -> Self {
+        RuleMemory {
+            breach_since,
+            episode,
+        }
+    }
+}
+
+impl ThresholdRule {
+    /// What a remembered run or episode of this rule means: its metric, condition and
+    /// `for_secs`. State saved under another signature is not applied to this rule (as
+    /// a hot reload keeps memory only while these stay the same).
+    pub(crate) fn signature(&self) -> u64 {
+        let (kind, threshold) = match self.condition {
+            Condition::Above(t) => (0u8, t),
+            Condition::Below(t) => (1u8, t),
+        };
+        let mut bytes = Vec::with_capacity(40);
+        bytes.extend_from_slice(self.metric.as_str().as_bytes());
+        bytes.push(kind);
+        bytes.extend_from_slice(&threshold.to_bits().to_le_bytes());
+        bytes.extend_from_slice(&self.for_ms.to_le_bytes());
+        xxhash_rust::xxh3::xxh3_64(&bytes)
+    }
 }
 
 /// One observation through a threshold rule's run and episode; what to publish.

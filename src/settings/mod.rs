@@ -68,6 +68,9 @@ pub struct KafkaSettings {
     /// Where observations not keyed by their patient id are re-keyed, so that one
     /// patient's observations meet in one replica; "" turns it off.
     pub repartition_topic: String,
+    /// Each patient's rule state, restored when a partition is assigned; "" keeps it in
+    /// memory only.
+    pub state_topic: String,
     /// The partitioner the input's producers use (`murmur2`: Java clients; `crc32`:
     /// librdkafka-based clients), to tell which observations are on their patient's
     /// partition.
@@ -94,6 +97,8 @@ pub struct PipelineSettings {
     /// Observations older than this go to the DLQ as `stale` instead of alerting.
     pub(crate) max_observation_age_secs: u64,
     pub(crate) shutdown_timeout_secs: u64,
+    /// A partition's state restore that takes longer goes live with what it has.
+    pub(crate) restore_timeout_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -305,6 +310,8 @@ impl Settings {
             alert_topic: k.alert_topic.clone(),
             dlq_topic: k.dlq_topic.clone(),
             repartition_topic: Some(k.repartition_topic.clone()).filter(|t| !t.is_empty()),
+            state_topic: Some(k.state_topic.clone()).filter(|t| !t.is_empty()),
+            restore_timeout: Duration::from_secs(self.pipeline.restore_timeout_secs),
             input_partitioner: k.input_partitioner,
             client: k.client.clone(),
             workers: self.pipeline.workers,
@@ -382,7 +389,29 @@ impl Settings {
             "kafka.repartition_topic",
             "must differ from kafka.input_topic, kafka.alert_topic and kafka.dlq_topic",
         );
+        check(
+            k.state_topic.is_empty() || valid_topic_name(&k.state_topic),
+            "kafka.state_topic",
+            "must be a Kafka topic name: 1-249 characters of a-z A-Z 0-9 . _ - (or \"\" for off)",
+        );
+        check(
+            k.state_topic.is_empty()
+                || ![
+                    &k.input_topic,
+                    &k.alert_topic,
+                    &k.dlq_topic,
+                    &k.repartition_topic,
+                ]
+                .contains(&&k.state_topic),
+            "kafka.state_topic",
+            "must differ from kafka.input_topic, kafka.alert_topic, kafka.dlq_topic and kafka.repartition_topic",
+        );
         let p = &self.pipeline;
+        check(
+            (1..=3600).contains(&p.restore_timeout_secs),
+            "pipeline.restore_timeout_secs",
+            &format!("must be between 1 and 3600, is {}", p.restore_timeout_secs),
+        );
         check(
             (1..=MAX_WORKERS).contains(&p.workers),
             "pipeline.workers",

@@ -32,6 +32,8 @@ pub struct Cluster {
     pub dlq: String,
     /// The repartition topic, when the test asked for one ([`Cluster::with_repartition`]).
     pub repartition: Option<String>,
+    /// The state topic, when the test asked for one ([`Cluster::with_state`]).
+    pub state: Option<String>,
     /// Partitions of the input topic.
     pub partitions: i32,
 }
@@ -52,6 +54,7 @@ impl Cluster {
             alerts: format!("patient-alerts-{n}"),
             dlq: format!("patient-data-dlq-{n}"),
             repartition: None,
+            state: None,
             partitions,
         }
     }
@@ -95,6 +98,15 @@ impl Cluster {
         self
     }
 
+    /// Adds a state topic with the input's partition count; `config` turns durable
+    /// patient state on with it.
+    pub fn with_state(mut self) -> Cluster {
+        let topic = format!("{}-state", self.input);
+        self.mock.create_topic(&topic, self.partitions, 1).unwrap();
+        self.state = Some(topic);
+        self
+    }
+
     pub fn bootstrap(&self) -> String {
         self.mock.bootstrap_servers()
     }
@@ -113,6 +125,8 @@ impl Cluster {
             alert_topic: self.alerts.clone(),
             dlq_topic: self.dlq.clone(),
             repartition_topic: self.repartition.clone(),
+            state_topic: self.state.clone(),
+            restore_timeout: Duration::from_secs(30),
             input_partitioner: Partitioner::Murmur2,
             client: Default::default(),
             workers: 4,

@@ -196,6 +196,31 @@ impl News2State {
         self.episode = None;
     }
 
+    /// The chart (each parameter's latest value and observation time) and the open
+    /// episode, for the state topic.
+    pub(crate) fn parts(&self) -> ([Option<(f64, i64)>; 7], Option<Episode>) {
+        (
+            self.latest
+                .map(|l| (l.at != i64::MIN).then_some((l.value, l.at))),
+            self.episode,
+        )
+    }
+
+    /// The state [`News2State::parts`] described; scores are computed again.
+    pub(crate) fn from_parts(chart: [Option<(f64, i64)>; 7], episode: Option<Episode>) -> Self {
+        let mut latest = [Latest::NONE; 7];
+        for ((slot, reading), metric) in latest.iter_mut().zip(chart).zip(PARAMETERS) {
+            if let Some((value, at)) = reading {
+                *slot = Latest {
+                    value,
+                    at,
+                    score: score(metric, value).unwrap_or(0),
+                };
+            }
+        }
+        News2State { latest, episode }
+    }
+
     /// A reading of parameter `param` (its [`PARAMETERS`] index) at observation time `t`:
     /// the chart updated, then evaluated; appends what to publish.
     pub(crate) fn observe(

@@ -705,3 +705,192 @@ fn the_single_parameter_hysteresis_follows_its_margin_and_can_be_switched_off() 
     assert!(chart_at(&mut eval, 20, &[(Spo2, 92.5)]).is_empty());
     assert_eq!(chart_at(&mut eval, 40, &[(Spo2, 93.0)]).len(), 1);
 }
+
+/// Durable mode: what a reading at `offset` of input partition 0 does.
+fn durable_at(offset: i64) -> At {
+    At {
+        owner: (0, 1),
+        partition: 0,
+        topic: 0,
+        offset,
+    }
+}
+
+fn durable(set: Arc<RuleSet>) -> Evaluator {
+    let mut eval = Evaluator::new(set, crate::settings::defaults().state_limits());
+    eval.set_durable(true);
+    eval
+}
+
+/// Moves every changed patient of `from` into a fresh evaluator, through the records
+/// the state topic would hold.
+fn handed_over(from: &mut Evaluator, set: Arc<RuleSet>) -> (Evaluator, Vec<StateRecord>) {
+    let mut records = Vec::new();
+    from.take_changes(T0, 0, &mut records);
+    let mut to = durable(set);
+    for r in &records {
+        let value = r.value.as_deref().expect("a change, not a tombstone");
+        assert_eq!(
+            to.restore(&r.key, value, r.partition, (0, 99), T0, 0),
+            Ok(Restored::Applied)
+        );
+    }
+    (to, records)
+}
+
+#[test]
+fn an_episode_restored_from_the_state_topic_continues_and_ends_with_its_opening_id() {
+    let set = hr_high("cooldown_secs = 300\nemit_resolved = true");
+    let mut a = durable(set.clone());
+    let mut out = Vec::new();
+    let hr = |s: i64, value| Reading {
+        metric: HeartRate,
+        value,
+        timestamp: T0 + s * SEC,
+    };
+    assert!(a.observe_at("P-1", hr(0, 140.0), durable_at(10), 0, &mut out));
+    assert_eq!(out, start(0, 0));
+
+    let (mut b, records) = handed_over(&mut a, set);
+    assert_eq!(records.len(), 1);
+    out.clear();
+    // Still breaching within the cooldown: nothing (a second page would be a new start).
+    assert!(b.observe_at("P-1", hr(60, 141.0), durable_at(11), SEC, &mut out));
+    assert!(out.is_empty(), "{out:?}");
+    // After the cooldown: a reminder of the same episode.
+    b.observe_at("P-1", hr(301, 141.0), durable_at(12), 2 * SEC, &mut out);
+    assert_eq!(
+        out,
+        [Event::Threshold {
+            rule: 0,
+            step: EpisodeStep {
+                phase: Phase::Continue,
+                opened_at: T0
+            }
+        }]
+    );
+    out.clear();
+    b.observe_at("P-1", hr(400, 80.0), durable_at(13), 3 * SEC, &mut out);
+    assert_eq!(
+        out,
+        [Event::Threshold {
+            rule: 0,
+            step: EpisodeStep {
+                phase: Phase::End,
+                opened_at: T0
+            }
+        }]
+    );
+}
+
+#[test]
+fn a_reading_the_restored_state_reflects_is_not_counted_again() {
+    let set = hr_high("for_secs = 60");
+    let mut a = durable(set.clone());
+    let mut out = Vec::new();
+    let hr = |s: i64| Reading {
+        metric: HeartRate,
+        value: 140.0,
+        timestamp: T0 + s * SEC,
+    };
+    a.observe_at("P-1", hr(0), durable_at(5), 0, &mut out);
+    a.observe_at("P-1", hr(30), durable_at(6), 0, &mut out);
+    let (mut b, _) = handed_over(&mut a, set);
+    // Offsets 5 and 6 read again after a crash: skipped, the run still began at 0 s.
+    assert!(!b.observe_at("P-1", hr(0), durable_at(5), 0, &mut out));
+    assert!(!b.observe_at("P-1", hr(30), durable_at(6), 0, &mut out));
+    assert!(out.is_empty());
+    // The first new reading completes the 60 s run that began before the hand-over.
+    assert!(b.observe_at("P-1", hr(60), durable_at(7), 0, &mut out));
+    assert_eq!(out, start(0, 60));
+}
+
+#[test]
+fn a_restored_news2_chart_scores_the_next_reading_with_every_parameter() {
+    let set = news2_only();
+    let mut a = durable(set.clone());
+    let mut out = Vec::new();
+    let at = |metric, value| Reading {
+        metric,
+        value,
+        timestamp: T0,
+    };
+    // Aggregate 4, low risk: nothing published.
+    for (i, (metric, value)) in [
+        (RespiratoryRate, 22.0),
+        (Spo2, 95.0),
+        (SupplementalOxygen, 0.0),
+        (SystolicBp, 115.0),
+        (HeartRate, 105.0),
+        (Consciousness, 0.0),
+        (Temperature, 37.0),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        a.observe_at("P-1", at(metric, value), durable_at(i as i64), 0, &mut out);
+    }
+    assert!(out.is_empty());
+    let (mut b, records) = handed_over(&mut a, set);
+    assert_eq!(records.len(), 1, "seven readings, one record");
+    // One worsening reading after the hand-over: the whole chart counts at once.
+    b.observe_at("P-1", at(Temperature, 38.5), durable_at(7), 0, &mut out);
+    assert_eq!(
+        severities(&out),
+        [(Severity::Medium, AlertStatus::Firing, 5)]
+    );
+}
+
+#[test]
+fn a_forgotten_patient_leaves_a_tombstone_and_an_unreadable_record_is_refused() {
+    let set = hr_high("cooldown_secs = 300");
+    let mut a = durable(set.clone());
+    let mut out = Vec::new();
+    let reading = Reading {
+        metric: HeartRate,
+        value: 140.0,
+        timestamp: T0,
+    };
+    a.observe_at("P-1", reading, durable_at(1), 0, &mut out);
+    let ttl = crate::settings::defaults().state_limits().ttl_ms;
+    a.expire(ttl + 1);
+    let mut records = Vec::new();
+    a.take_changes(T0, ttl + 1, &mut records);
+    assert_eq!(
+        records,
+        [StateRecord {
+            partition: 0,
+            key: "P-1".into(),
+            value: None
+        }]
+    );
+
+    let mut b = durable(set);
+    for (value, why) in [
+        (&b"not json"[..], SnapshotError::Invalid),
+        (
+            br#"{"v":2,"patientId":"P-1","seenAt":0,"offsets":[-1,-1]}"#,
+            SnapshotError::Version,
+        ),
+        (
+            br#"{"v":1,"patientId":"P-2","seenAt":0,"offsets":[-1,-1]}"#,
+            SnapshotError::Key,
+        ),
+    ] {
+        assert_eq!(b.restore("P-1", value, 0, (0, 1), T0, 0), Err(why));
+    }
+    assert_eq!(b.patients(), 0);
+    // A record older than the TTL is not applied, and its tombstone is due.
+    let old = format!(
+        r#"{{"v":1,"patientId":"P-1","seenAt":{},"offsets":[3,-1]}}"#,
+        T0 - ttl
+    );
+    assert_eq!(
+        b.restore("P-1", old.as_bytes(), 0, (0, 1), T0, 0),
+        Ok(Restored::Expired)
+    );
+    records.clear();
+    b.take_changes(T0, 0, &mut records);
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].value, None);
+}
