@@ -21,6 +21,8 @@ pub struct PipelineConfig {
     pub dlq_topic: String,
     /// Where misplaced observations are re-keyed (`kafka.repartition_topic`); `None` off.
     pub repartition_topic: Option<String>,
+    /// Static membership (`kafka.group_instance_id`); `None`: dynamic.
+    pub group_instance_id: Option<String>,
     /// Each patient's rule state (`kafka.state_topic`); `None`: memory only.
     pub state_topic: Option<String>,
     /// How long a partition's state restore may take (`pipeline.restore_timeout_secs`).
@@ -47,7 +49,15 @@ impl PipelineConfig {
             .set("client.id", "vitalwatch")
             .set("allow.auto.create.topics", "false")
             .set("enable.partition.eof", "false")
-            .set("statistics.interval.ms", "5000");
+            .set("statistics.interval.ms", "5000")
+            // Incremental rebalancing: a member joining or leaving moves only the
+            // partitions that must move; the others keep flowing, their patients' state
+            // stays where it is. `[kafka.client]` may choose another assignor.
+            .set("partition.assignment.strategy", "cooperative-sticky");
+        if let Some(id) = &self.group_instance_id {
+            // Static membership: a restart within session.timeout.ms is no rebalance.
+            c.set("group.instance.id", id);
+        }
         commit::consumer_properties(&mut c);
         fetch_tuning(&mut c);
         self.apply_client(&mut c);

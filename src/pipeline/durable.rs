@@ -121,6 +121,7 @@ impl Durable {
         timeout: Duration,
         shadows: bool,
         status: Arc<Status>,
+        hook: Option<RestoreHook>,
     ) -> anyhow::Result<Durable> {
         let consumer: BaseConsumer = config.create().map_err(|e| {
             anyhow::anyhow!(
@@ -132,7 +133,7 @@ impl Durable {
         let (events_tx, events) = std_mpsc::channel();
         std::thread::Builder::new()
             .name("vw-restore".into())
-            .spawn(move || restore_loop(consumer, topic, timeout, requests_rx, events_tx))
+            .spawn(move || restore_loop(consumer, topic, timeout, requests_rx, events_tx, hook))
             .map_err(|e| anyhow::anyhow!("cannot start the state restore thread: {e}"))?;
         Ok(Durable {
             workers,
@@ -394,6 +395,9 @@ impl Durable {
     }
 }
 
+/// [`super::Hooks::before_restore`].
+pub(crate) type RestoreHook = Arc<dyn Fn(i32) -> Option<Duration> + Send + Sync>;
+
 /// Ingest to the restore thread.
 enum Request {
     Start { partition: i32, epoch: u64 },
@@ -453,8 +457,17 @@ fn restore_loop(
     timeout: Duration,
     requests: std_mpsc::Receiver<Request>,
     events: std_mpsc::Sender<Event>,
+    hook: Option<RestoreHook>,
 ) {
     let mut jobs: HashMap<i32, Job> = HashMap::new();
+    let flush = |events: &std_mpsc::Sender<Event>, p: i32, job: &mut Job| {
+        if !job.batch.is_empty()
+            && let Some(delay) = hook.as_ref().and_then(|h| h(p))
+        {
+            std::thread::sleep(delay);
+        }
+        flush(events, p, job);
+    };
     let end = |jobs: &mut HashMap<i32, Job>, p: i32, outcome: Outcome, consumer: &BaseConsumer| {
         if let Some(mut job) = jobs.remove(&p) {
             flush(&events, p, &mut job);

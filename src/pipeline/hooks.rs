@@ -17,4 +17,8 @@ pub struct Hooks {
     /// Cancelling it stops the pipeline like a killed process: nothing is committed,
     /// closed or flushed.
     pub crash: Option<CancellationToken>,
+    /// Called by the state restore before it hands over records of a partition; a
+    /// returned duration is slept first (a slow restore).
+    #[allow(clippy::type_complexity)]
+    pub before_restore: Option<Arc<dyn Fn(i32) -> Option<Duration> + Send + Sync>>,
 }

@@ -146,6 +146,7 @@ pub async fn run(
             config.restore_timeout,
             config.repartition_topic.is_some(),
             status.clone(),
+            hooks.before_restore.clone(),
         )?);
     }
     let context = IngestContext::new(state, status.clone(), config.shutdown_timeout, assignment);

@@ -62,6 +62,9 @@ pub struct Settings {
 pub struct KafkaSettings {
     pub(crate) bootstrap_servers: String,
     pub(crate) group_id: String,
+    /// Static group membership: this replica's stable name (a StatefulSet pod's name);
+    /// "" for dynamic membership.
+    pub(crate) group_instance_id: String,
     pub input_topic: String,
     pub alert_topic: String,
     pub dlq_topic: String,
@@ -306,6 +309,8 @@ impl Settings {
         PipelineConfig {
             bootstrap_servers: k.bootstrap_servers.clone(),
             group_id: k.group_id.clone(),
+            group_instance_id: Some(k.group_instance_id.trim().to_owned())
+                .filter(|t| !t.is_empty()),
             input_topic: k.input_topic.clone(),
             alert_topic: k.alert_topic.clone(),
             dlq_topic: k.dlq_topic.clone(),
@@ -361,6 +366,12 @@ impl Settings {
             !k.group_id.trim().is_empty(),
             "kafka.group_id",
             "must not be empty",
+        );
+        check(
+            k.group_instance_id.len() <= 249
+                && !k.group_instance_id.chars().any(|c| c.is_control()),
+            "kafka.group_instance_id",
+            "must be at most 249 characters, without control characters (or \"\" for dynamic membership)",
         );
         for (key, topic) in [
             ("kafka.input_topic", &k.input_topic),

@@ -220,6 +220,7 @@ async fn liveness_holds_through_a_long_revoke_drain() {
         .set("bootstrap.servers", cluster.bootstrap())
         .set("group.id", group)
         .set("session.timeout.ms", "6000")
+        .set("partition.assignment.strategy", "cooperative-sticky")
         .create()
         .unwrap();
     other.subscribe(&[&cluster.input]).unwrap();

@@ -126,6 +126,7 @@ impl Cluster {
             dlq_topic: self.dlq.clone(),
             repartition_topic: self.repartition.clone(),
             state_topic: self.state.clone(),
+            group_instance_id: None,
             restore_timeout: Duration::from_secs(30),
             input_partitioner: Partitioner::Murmur2,
             client: Default::default(),
