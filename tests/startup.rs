@@ -30,6 +30,7 @@ fn env(brokers: &str, name: &str) -> Vec<(String, String)> {
         ("VITALWATCH_KAFKA__ALERT_TOPIC", format!("{name}-alerts")),
         ("VITALWATCH_KAFKA__DLQ_TOPIC", format!("{name}-dlq")),
         ("VITALWATCH_KAFKA__REPARTITION_TOPIC", String::new()),
+        ("VITALWATCH_KAFKA__STATE_TOPIC", String::new()),
         ("VITALWATCH_KAFKA__GROUP_ID", format!("{name}-group")),
         (
             "VITALWATCH_PIPELINE__SHUTDOWN_TIMEOUT_SECS",

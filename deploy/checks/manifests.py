@@ -39,6 +39,9 @@ DEFAULT_SHUTDOWN_SECS = 25  # config/default.toml, pipeline.shutdown_timeout_sec
 # in the consumer group, with as many partitions as the input topic (start-up refuses it
 # otherwise). "" turns it off.
 DEFAULT_REPARTITION_TOPIC = "patient-data-repartition"
+# kafka.state_topic's built-in default: each patient's rule state, compacted, with the
+# input's partition count.
+DEFAULT_STATE_TOPIC = "vitalwatch-state"
 # The largest resident set measured for one replica: 95-137 MiB in the field (issue 16),
 # 95.6-112.3 MiB draining a backlog and 130-132 MiB with a million distinct patients
 # (docs/benchmarks.md). The memory request must be above it, with headroom.
@@ -241,6 +244,13 @@ def main():
         check(topics.get(repartition) == partitions,
               f"compose: topic-init creates {repartition} (kafka.repartition_topic) with patient-data's "
               f"{partitions} partitions (it has {topics.get(repartition, 'none')}): vitalwatch refuses to start otherwise")
+    state = env_str(env.get("VITALWATCH_KAFKA__STATE_TOPIC", DEFAULT_STATE_TOPIC))
+    if state:
+        check(topics.get(state) == partitions,
+              f"compose: topic-init creates {state} (kafka.state_topic) with patient-data's "
+              f"{partitions} partitions (it has {topics.get(state, 'none')}): vitalwatch refuses to start otherwise")
+        check(re.search(rf"--topic {re.escape(state)} [^\n]*--config cleanup.policy=compact", init) is not None,
+              f"compose: topic-init creates {state} compacted (cleanup.policy=compact): one record per patient")
     loadgen = services.get("loadgen", {})
     check(loadgen.get("image") == vw.get("image") and "loadgen" in loadgen.get("command", []),
           "compose: loadgen runs `vitalwatch loadgen` from the vitalwatch image")
@@ -318,6 +328,10 @@ def main():
     check(k8s_repartition in ("", repartition),
           f"k8s: the ConfigMap's kafka.repartition_topic ({k8s_repartition!r}, the default unless set) is "
           f"the one compose creates ({repartition!r})")
+    k8s_state = kafka.get("state_topic", DEFAULT_STATE_TOPIC)
+    check(k8s_state in ("", state),
+          f"k8s: the ConfigMap's kafka.state_topic ({k8s_state!r}, the default unless set) is "
+          f"the one compose creates ({state!r})")
 
     # The image the kustomization sets: the Deployment's container image by name (so that
     # `kustomize edit set image vitalwatch=REGISTRY/vitalwatch:TAG` in an overlay reaches

@@ -79,8 +79,16 @@ pub(crate) fn store<C: ConsumerContext>(
     if advanced.is_empty() {
         return;
     }
-    let mut tpl = TopicPartitionList::with_capacity(advanced.len());
+    // One entry per partition, the furthest: a list with a partition twice stores the
+    // second entry's offset as "invalid" (rdkafka sets the offset on the first entry it
+    // finds), and librdkafka then commits nothing for it.
+    let mut furthest: std::collections::BTreeMap<Tp, i64> = std::collections::BTreeMap::new();
     for (tp, offset) in advanced {
+        let e = furthest.entry(tp).or_insert(offset);
+        *e = (*e).max(offset);
+    }
+    let mut tpl = TopicPartitionList::with_capacity(furthest.len());
+    for (tp, offset) in furthest {
         if let Err(e) = tpl.add_partition_offset(&topic(tp), tp.partition, Offset::Offset(offset)) {
             warn!(error = %e, partition = tp.partition, "cannot build offset list");
         }

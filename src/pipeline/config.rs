@@ -64,6 +64,17 @@ impl PipelineConfig {
         c
     }
 
+    /// The consumer's `auto.commit.interval.ms` (`[kafka.client]` may set it): also how
+    /// often patient state is checkpointed.
+    pub(crate) fn commit_interval(&self) -> Duration {
+        let ms = self
+            .client
+            .get("auto.commit.interval.ms")
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(u64::from(commit::AUTO_COMMIT_INTERVAL_MS));
+        Duration::from_millis(ms.max(10))
+    }
+
     /// The state restore's consumer: assigned partitions of the state topic read from
     /// the beginning to their end, no group, nothing committed; then `[kafka.client]`.
     pub(crate) fn restore_config(&self) -> ClientConfig {

@@ -1,7 +1,8 @@
 //! Durable patient state: checkpoints to the state topic, and the restore of a partition
 //! assigned anew.
 //!
-//! **Checkpoints.** Every [`CHECKPOINT_EVERY`] ingest takes a *cut*: for each assigned
+//! **Checkpoints.** Every commit interval (`auto.commit.interval.ms`, 1 s by default)
+//! ingest takes a *cut*: for each assigned
 //! partition, one past the last offset read (input and repartition). It queues a
 //! [`Control::Checkpoint`] behind everything read so far on every worker's queue; a
 //! worker receiving it has evaluated every reading below the cut, and stages a record of
@@ -32,19 +33,16 @@ use std::sync::mpsc as std_mpsc;
 use std::time::{Duration, Instant};
 
 use compact_str::CompactString;
-use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use tracing::{debug, info, warn};
 
+use super::PipelineConfig;
 use super::offsets::{Claim, OffsetTracker, Tp};
 use super::status::Status;
 
-/// How often ingest takes a checkpoint: a patient's record is written at most this
-/// often, and committed offsets trail the read position by about this much more.
-pub(crate) const CHECKPOINT_EVERY: Duration = Duration::from_secs(1);
 /// Records per restore batch handed to a worker.
 const RESTORE_BATCH: usize = 512;
 
@@ -97,6 +95,9 @@ struct Restoring {
 pub(crate) struct Durable {
     workers: usize,
     next_id: u64,
+    /// How often a checkpoint is taken: a patient's record is written at most this
+    /// often, and committed offsets trail the read position by about this much more.
+    every: Duration,
     last_checkpoint: Instant,
     /// Issued and not yet persisted everywhere, oldest first.
     open: VecDeque<Checkpoint>,
@@ -113,17 +114,16 @@ pub(crate) struct Durable {
 }
 
 impl Durable {
-    /// Starts the restore thread reading `topic` with `config`.
+    /// Starts the restore thread for `config`'s state topic.
     pub(crate) fn start(
-        config: ClientConfig,
-        topic: String,
-        workers: usize,
-        timeout: Duration,
-        shadows: bool,
+        config: &PipelineConfig,
+        topic: &str,
         status: Arc<Status>,
         hook: Option<RestoreHook>,
     ) -> anyhow::Result<Durable> {
-        let consumer: BaseConsumer = config.create().map_err(|e| {
+        let (topic, workers, timeout) = (topic.to_owned(), config.workers, config.restore_timeout);
+        let (shadows, every) = (config.repartition_topic.is_some(), config.commit_interval());
+        let consumer: BaseConsumer = config.restore_config().create().map_err(|e| {
             anyhow::anyhow!(
                 "cannot create the state restore consumer: {}",
                 super::ClientConfigError::from_kafka(&e)
@@ -138,6 +138,7 @@ impl Durable {
         Ok(Durable {
             workers,
             next_id: 0,
+            every,
             last_checkpoint: Instant::now(),
             open: VecDeque::new(),
             last_cut: HashMap::new(),
@@ -208,7 +209,7 @@ impl Durable {
         partitions: Option<&[i32]>,
         force: bool,
     ) -> Option<u64> {
-        if !force && self.last_checkpoint.elapsed() < CHECKPOINT_EVERY {
+        if !force && self.last_checkpoint.elapsed() < self.every {
             return None;
         }
         self.last_checkpoint = Instant::now();
@@ -299,6 +300,16 @@ impl Durable {
             part.persisted += 1;
         }
         let workers = self.workers;
+        // Until every worker reported, nothing moved.
+        if self
+            .open
+            .iter()
+            .find(|c| c.id == checkpoint)
+            .and_then(|c| c.parts.iter().find(|p| p.partition == partition))
+            .is_some_and(|p| p.persisted < workers)
+        {
+            return Vec::new();
+        }
         let mut store = Vec::new();
         for c in &self.open {
             let Some(part) = c.parts.iter().find(|p| p.partition == partition) else {

@@ -237,6 +237,8 @@ pub(crate) struct IngestState {
     pub(crate) durable: Option<Durable>,
     /// Durable mode: checkpoint cuts persisted everywhere, to store for commit.
     to_store: Vec<(Tp, i64)>,
+    /// Durable mode: the offsets last stored for commit, per partition.
+    stored: std::collections::BTreeMap<Tp, i64>,
 }
 
 pub struct IngestContext {
@@ -538,6 +540,7 @@ impl IngestState {
             clock: Clock::new(),
             durable: None,
             to_store: Vec::new(),
+            stored: std::collections::BTreeMap::new(),
         }
     }
 
@@ -783,6 +786,10 @@ impl IngestState {
             // Only checkpoint cuts persisted everywhere are committed (module docs of
             // `durable`).
             let persisted = std::mem::take(&mut self.to_store);
+            for &(tp, offset) in &persisted {
+                let e = self.stored.entry(tp).or_insert(offset);
+                *e = (*e).max(offset);
+            }
             commit::store(consumer, persisted, |tp| self.topic(tp.source).to_owned());
         } else {
             commit::store(consumer, advanced, |tp| self.topic(tp.source).to_owned());
@@ -1070,6 +1077,7 @@ impl IngestState {
             }
             if let Some(d) = &mut self.durable {
                 self.to_store.retain(|(t, _)| !tps.contains(t));
+                self.stored.retain(|t, _| !tps.contains(t));
                 for &p in &input {
                     d.revoked(p);
                 }
@@ -1125,9 +1133,10 @@ impl IngestState {
                 self.tracker.revoke(tp);
                 self.to_store
                     .iter()
-                    .rev()
-                    .find(|(t, _)| *t == tp)
+                    .filter(|(t, _)| *t == tp)
                     .map(|&(_, o)| o)
+                    .max()
+                    .or_else(|| self.stored.remove(&tp))
             } else {
                 self.tracker.revoke(tp)
             };
@@ -1141,6 +1150,7 @@ impl IngestState {
         }
         if let Some(d) = &mut self.durable {
             self.to_store.retain(|(t, _)| !tps.contains(t));
+            self.stored.retain(|t, _| !tps.contains(t));
             for &p in &input {
                 d.revoked(p);
             }
@@ -1271,7 +1281,16 @@ pub fn run(
     );
     let unfinished = st.finish(deadline, &status);
     st.store(&consumer, true);
-    let committed = st.tracker.committable_all(Source::Input);
+    let committed = if st.durable.is_some() {
+        // What was stored for commit: the persisted checkpoint cuts.
+        st.stored
+            .iter()
+            .filter(|(tp, _)| tp.source == Source::Input)
+            .map(|(tp, &o)| (tp.partition, o))
+            .collect()
+    } else {
+        st.tracker.committable_all(Source::Input)
+    };
     st.closing = true;
     drop(st);
     commit::commit_final(&consumer);

@@ -101,6 +101,7 @@ pub async fn run(
     );
     shared.assignment = assignment.clone();
     shared.state = state_sink.clone().map(Publisher::Kafka);
+    shared.group = Arc::from(config.group_id.as_str());
     shared.repartition_topic = config.repartition_topic.clone().unwrap_or_default();
     let Pool {
         workers: outboxes,
@@ -140,11 +141,8 @@ pub async fn run(
     );
     if let Some(topic) = &config.state_topic {
         state.durable = Some(Durable::start(
-            config.restore_config(),
-            topic.clone(),
-            config.workers,
-            config.restore_timeout,
-            config.repartition_topic.is_some(),
+            &config,
+            topic,
             status.clone(),
             hooks.before_restore.clone(),
         )?);

@@ -46,6 +46,8 @@ pub(crate) struct WorkerShared {
     pub(crate) hooks: Hooks,
     /// Durable mode: the producer of the state topic (`kafka.state_topic`).
     pub(crate) state: Option<Publisher>,
+    /// The consumer group, named in state records.
+    pub(crate) group: Arc<str>,
 }
 
 impl WorkerShared {
@@ -73,6 +75,7 @@ impl WorkerShared {
             status,
             hooks,
             state: None,
+            group: Arc::from(""),
         }
     }
 
@@ -202,7 +205,9 @@ pub(crate) async fn run(
         written: m::state_records_written(),
         skipped: m::state_readings_skipped(),
     };
-    local.evaluator.set_durable(shared.state.is_some());
+    local
+        .evaluator
+        .set_durable(shared.state.as_ref().map(|_| shared.group.clone()));
     while let Some(job) = rx.recv().await {
         let batch = match job {
             Job::Items(batch) => batch,

@@ -142,6 +142,8 @@ pub struct Evaluator {
     evictions: Evictions,
     /// Durable mode (module docs): changed patients are collected for the state topic.
     durable: bool,
+    /// Durable mode: the consumer group whose offsets the records carry.
+    group: Arc<str>,
     /// Durable mode: patients changed since the last `take_changes`, and patients
     /// forgotten (their partition there) whose record must go.
     dirty: Vec<CompactString>,
@@ -188,14 +190,16 @@ impl Evaluator {
             next_sweep_ms: 0,
             evictions: Evictions::default(),
             durable: false,
+            group: Arc::from(""),
             dirty: Vec::new(),
             forgotten: Vec::new(),
         }
     }
 
-    /// Turns durable mode (module docs) on or off.
-    pub(crate) fn set_durable(&mut self, durable: bool) {
-        self.durable = durable;
+    /// Turns durable mode (module docs) on for consumer group `group`, or off (`None`).
+    pub(crate) fn set_durable(&mut self, group: Option<Arc<str>>) {
+        self.durable = group.is_some();
+        self.group = group.unwrap_or_else(|| Arc::from(""));
     }
 
     pub(crate) fn rules(&self) -> &Arc<RuleSet> {
@@ -414,11 +418,14 @@ impl Evaluator {
             let seen_at = wall_ms.saturating_sub(now_ms.saturating_sub(p.seen_ms));
             let mut value = Vec::with_capacity(160);
             snapshot::encode(
+                &self.group,
                 &key,
-                seen_at,
-                p.offsets,
-                &p.news2,
-                &p.rules,
+                snapshot::Parts {
+                    seen_at,
+                    offsets: p.offsets,
+                    news2: &p.news2,
+                    rules: &p.rules,
+                },
                 &self.rules,
                 &mut value,
             );
@@ -447,7 +454,7 @@ impl Evaluator {
             offsets,
             news2,
             rules,
-        } = snapshot::decode(patient, value, &self.rules)?;
+        } = snapshot::decode(&self.group, patient, value, &self.rules)?;
         let idle_ms = wall_ms.saturating_sub(seen_at).max(0);
         if idle_ms >= self.limits.ttl_ms {
             if self.patients.remove(patient).is_none() {

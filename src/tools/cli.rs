@@ -60,6 +60,10 @@ pub struct BenchArgs {
     /// Skip the memory runs (a backlog of --messages and of four times as many).
     #[arg(long)]
     pub skip_memory: bool,
+    /// Run the service with `kafka.state_topic = ""` (rule state in memory only), to
+    /// measure what durable patient state costs against a run without this flag.
+    #[arg(long)]
+    pub no_state: bool,
     /// Directory for results.json, results.md, the plots and the children's logs.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub out: PathBuf,

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use crate::Recorder;
 use crate::helpers::*;
+use crate::support::cluster::Running;
 use vitalwatch::alert::OwnedAlert;
 use vitalwatch::pipeline::Hooks;
 use vitalwatch::rules::RuleSet;
@@ -199,4 +200,195 @@ async fn a_crash_after_evaluation_before_commit_neither_pages_again_nor_loses_an
         "crash continuity: committed {saved:?} → {after_crash:?}, re-read {redo}, {} alerts",
         alerts.len()
     );
+}
+
+/// A pipeline on `cluster` in `group` that keeps running.
+fn member(cluster: &Cluster, group: &str, hooks: Hooks) -> Running {
+    let mut config = cluster.config(group);
+    fast_group_timeouts(&mut config);
+    start(config, rules(), hooks)
+}
+
+/// Waits until `group`'s committed offsets reach the end of every input partition.
+async fn until_committed(cluster: &Cluster, group: &str) {
+    let end = cluster.end_offsets();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while cluster.committed(group) != end {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "committed {:?} never reached {end:?}",
+            cluster.committed(group)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Two members under cooperative-sticky: the first keeps some partitions through the
+/// join (never drops to none), the patients that move keep their open episodes; when
+/// the second leaves, the first restores the partitions it had given away and uses what
+/// the second wrote there, not what it remembered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cooperative_rebalances_move_patients_with_their_state() {
+    let cluster = Cluster::new(4).with_state();
+    let group = "continuity-cooperative";
+    let patients = 40;
+    let t0 = vitalwatch::clock::now_ms() - 60 * MIN;
+
+    cluster.produce(&round(patients, t0, 140.0)).await;
+    let a = member(&cluster, group, Hooks::default());
+    assert!(
+        a.wait_for(Duration::from_secs(60), |s| s.counts().evaluated
+            >= patients as u64)
+            .await
+    );
+    until_committed(&cluster, group).await;
+
+    // b joins: a gives away some partitions and keeps the others throughout.
+    let b = member(&cluster, group, Hooks::default());
+    let mut fewest = usize::MAX;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !(b.status.assigned_partitions() > 0
+        && a.status.assigned_partitions() + b.status.assigned_partitions() == 4
+        && b.status.readiness().is_ok())
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "b never got partitions"
+        );
+        fewest = fewest.min(a.status.assigned_partitions());
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fewest = fewest.min(a.status.assigned_partitions());
+    assert!(
+        fewest > 0,
+        "a lost every partition during the join (an eager rebalance)"
+    );
+
+    // Still breaching (within the cooldown), then recovered: the ends come from both.
+    cluster.produce(&round(patients, t0 + MIN, 141.0)).await;
+    cluster.produce(&round(patients, t0 + 2 * MIN, 80.0)).await;
+    until_committed(&cluster, group).await;
+
+    // b leaves; its partitions come back to a, whose memory of them is from before the
+    // ends. The state topic has the ends: a breach now opens new episodes.
+    let report = b.stop().await;
+    assert!(report.clean, "{report:?}");
+    assert!(
+        a.wait_for(Duration::from_secs(60), |s| s.assigned_partitions() == 4
+            && s.readiness().is_ok())
+            .await
+    );
+    cluster.produce(&round(patients, t0 + 3 * MIN, 150.0)).await;
+    until_committed(&cluster, group).await;
+    let report = a.stop().await;
+    assert!(report.clean, "{report:?}");
+
+    let alerts = cluster.alerts(3 * patients);
+    let starts = by_phase(&alerts, "start");
+    let ends = by_phase(&alerts, "end");
+    assert_eq!(ends.len(), patients, "every first episode ends once");
+    assert_eq!(
+        starts.len(),
+        2 * patients,
+        "one start per episode: the first, and the one after the end"
+    );
+    let ended: BTreeSet<(&str, &str)> = ends
+        .iter()
+        .map(|a| (a.patient_id.as_str(), a.episode_id.as_str()))
+        .collect();
+    let first: BTreeSet<(&str, &str)> = starts
+        .iter()
+        .filter(|a| a.observed_at == t0)
+        .map(|a| (a.patient_id.as_str(), a.episode_id.as_str()))
+        .collect();
+    assert_eq!(ended, first, "each end names the first episode");
+    eprintln!("cooperative: a kept at least {fewest} of 4 partitions through the join");
+}
+
+/// A restore slowed down, then a second member joins: the partitions taken from the
+/// first mid-restore are restored in full by the second; no episode opens twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoke_in_the_middle_of_a_restore_leaves_the_next_owner_a_full_restore() {
+    let cluster = Cluster::new(4).with_state();
+    let group = "continuity-mid-restore";
+    let patients = 40;
+    let t0 = vitalwatch::clock::now_ms() - 60 * MIN;
+    cluster.produce(&round(patients, t0, 140.0)).await;
+    run_until(&cluster, group, patients as u64, Hooks::default(), false).await;
+
+    // a restores slowly: every partition's records wait 4 s before they are handed over.
+    let slow = Hooks {
+        before_restore: Some(Arc::new(|_| Some(Duration::from_secs(4)))),
+        ..Hooks::default()
+    };
+    let a = member(&cluster, group, slow);
+    assert!(
+        a.wait_for(Duration::from_secs(60), |s| s.restoring() > 0)
+            .await,
+        "a never began restoring"
+    );
+    assert!(a.status.readiness().is_err(), "not ready while restoring");
+    let b = member(&cluster, group, Hooks::default());
+    assert!(
+        b.wait_for(Duration::from_secs(60), |s| s.assigned_partitions() > 0
+            && s.readiness().is_ok())
+            .await
+    );
+    assert!(
+        a.wait_for(Duration::from_secs(60), |s| s.readiness().is_ok())
+            .await
+    );
+    cluster.produce(&round(patients, t0 + MIN, 141.0)).await;
+    cluster.produce(&round(patients, t0 + 2 * MIN, 80.0)).await;
+    until_committed(&cluster, group).await;
+    assert!(b.stop().await.clean);
+    assert!(a.stop().await.clean);
+
+    let alerts = cluster.alerts(2 * patients);
+    let starts = by_phase(&alerts, "start");
+    let ends = by_phase(&alerts, "end");
+    assert_eq!(starts.len(), patients, "no episode opened twice");
+    assert_eq!(ends.len(), patients);
+    let opened: BTreeMap<&str, &str> = starts
+        .iter()
+        .map(|a| (a.patient_id.as_str(), a.episode_id.as_str()))
+        .collect();
+    for end in &ends {
+        assert_eq!(
+            opened.get(end.patient_id.as_str()),
+            Some(&end.episode_id.as_str())
+        );
+    }
+}
+
+/// The alert topic's broker goes down after the state topic has seen checkpoints, and
+/// comes back: every partition's commits catch up with its end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_catch_up_after_an_alert_outage_with_durable_state() {
+    let group = "continuity-outage";
+    let cluster = Cluster::with_alerts_on_their_own_broker(4, group).with_state();
+    let rules = Arc::new(RuleSet::news2_red_flags().stateless());
+    let mut config = cluster.config(group);
+    fast_group_timeouts(&mut config);
+    config.client.insert("message.timeout.ms", "1500");
+    config.client.insert("queue.buffering.max.messages", "200");
+    config.queue_capacity = 64;
+    config.workers = 8;
+    let running = start(config, rules, Hooks::default());
+    cluster.produce(&traffic(2_000, 200, 0)).await;
+    until_committed(&cluster, group).await;
+
+    cluster.mock.broker_down(2).unwrap();
+    cluster.produce(&traffic(4_000, 200, 0)).await;
+    assert!(
+        running
+            .wait_for(Duration::from_secs(30), |s| s.counts().consumed >= 6_000)
+            .await,
+        "{:?}",
+        running.status.counts()
+    );
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    cluster.mock.broker_up(2).unwrap();
+    until_committed(&cluster, group).await;
+    assert!(running.stop().await.clean);
 }

@@ -425,7 +425,7 @@ async fn rebalance_moves_partitions_without_loss_or_early_commit() {
 async fn alert_sink_outage_blocks_commits_then_recovers_every_alert() {
     let t0 = Instant::now();
     let group = "sink-outage";
-    let cluster = Cluster::with_alerts_on_their_own_broker(2, group);
+    let cluster = Cluster::with_alerts_on_their_own_broker(2, group).with_state();
     let msgs = traffic(1_000, 20, 0);
     cluster.produce(&msgs).await;
     let input = cluster.read_all(&cluster.input, msgs.len(), Duration::from_secs(30));

@@ -3,7 +3,7 @@
 //! The value is a small JSON document, readable with any Kafka tool:
 //!
 //! ```json
-//! {"v":1,"patientId":"P-000123","seenAt":1763798460000,"offsets":[1041,-1],
+//! {"v":1,"group":"vitalwatch","patientId":"P-000123","seenAt":1763798460000,"offsets":[1041,-1],
 //!  "news2":{"chart":[[22.0,1763798400000],null,null,null,null,null,[38.1,1763798400000]],
 //!           "episode":{"severity":"medium","alerted":2,"alertedAt":1763798400000,
 //!                      "openedAt":1763798400000}},
@@ -11,6 +11,8 @@
 //!            "episode":null}]}
 //! ```
 //!
+//! - `group`: the consumer group that wrote it. Its offsets mean something only to that
+//!   group: a record of another group (two groups given one state topic) is refused.
 //! - `seenAt`: wall-clock time of the patient's last reading (the state TTL runs on).
 //! - `offsets`: the offsets of the last reading the state reflects, on the patient's
 //!   partition of the input topic and of the repartition topic (-1: none). A reading at
@@ -35,6 +37,8 @@ const VERSION: u8 = 1;
 #[derive(Serialize, Deserialize)]
 struct Record<'a> {
     v: u8,
+    #[serde(borrow)]
+    group: std::borrow::Cow<'a, str>,
     #[serde(rename = "patientId", borrow)]
     patient_id: std::borrow::Cow<'a, str>,
     #[serde(rename = "seenAt")]
@@ -102,6 +106,8 @@ pub enum SnapshotError {
     Version,
     /// Its `patientId` is not its key.
     Key,
+    /// Written by another consumer group.
+    Group,
 }
 
 impl SnapshotError {
@@ -110,6 +116,7 @@ impl SnapshotError {
             SnapshotError::Invalid => "invalid",
             SnapshotError::Version => "version",
             SnapshotError::Key => "key",
+            SnapshotError::Group => "group",
         }
     }
 }
@@ -122,16 +129,28 @@ pub(in crate::rules) struct Snapshot {
     pub(in crate::rules) rules: Vec<(u32, RuleMemory)>,
 }
 
-/// The record of one patient, appended to `out`.
+/// What a record is written from: a patient's state, borrowed.
+pub(in crate::rules) struct Parts<'a> {
+    pub(in crate::rules) seen_at: i64,
+    pub(in crate::rules) offsets: [i64; 2],
+    pub(in crate::rules) news2: &'a News2State,
+    pub(in crate::rules) rules: &'a [(u32, RuleMemory)],
+}
+
+/// The record of one patient, written by consumer group `group`, appended to `out`.
 pub(in crate::rules) fn encode(
+    group: &str,
     patient: &str,
-    seen_at: i64,
-    offsets: [i64; 2],
-    news2: &News2State,
-    rules: &[(u32, RuleMemory)],
+    parts: Parts<'_>,
     set: &RuleSet,
     out: &mut Vec<u8>,
 ) {
+    let Parts {
+        seen_at,
+        offsets,
+        news2,
+        rules,
+    } = parts;
     let (chart, episode) = news2.parts();
     let news2 = (chart.iter().any(Option::is_some) || episode.is_some()).then(|| News2Record {
         chart,
@@ -152,6 +171,7 @@ pub(in crate::rules) fn encode(
         .collect();
     let record = Record {
         v: VERSION,
+        group: group.into(),
         patient_id: patient.into(),
         seen_at,
         offsets,
@@ -165,6 +185,7 @@ pub(in crate::rules) fn encode(
 /// Reads the record of `key` against the rules in force: memory of a rule that is gone
 /// or changed is dropped, and so is a NEWS2 episode while NEWS2 is off.
 pub(in crate::rules) fn decode(
+    group: &str,
     key: &str,
     value: &[u8],
     set: &RuleSet,
@@ -175,6 +196,9 @@ pub(in crate::rules) fn decode(
     }
     if record.patient_id != key {
         return Err(SnapshotError::Key);
+    }
+    if record.group != group {
+        return Err(SnapshotError::Group);
     }
     let news2 = match record.news2 {
         Some(n) => {

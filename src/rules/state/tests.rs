@@ -718,7 +718,7 @@ fn durable_at(offset: i64) -> At {
 
 fn durable(set: Arc<RuleSet>) -> Evaluator {
     let mut eval = Evaluator::new(set, crate::settings::defaults().state_limits());
-    eval.set_durable(true);
+    eval.set_durable(Some(Arc::from("g")));
     eval
 }
 
@@ -869,12 +869,16 @@ fn a_forgotten_patient_leaves_a_tombstone_and_an_unreadable_record_is_refused() 
     for (value, why) in [
         (&b"not json"[..], SnapshotError::Invalid),
         (
-            br#"{"v":2,"patientId":"P-1","seenAt":0,"offsets":[-1,-1]}"#,
+            br#"{"v":2,"group":"g","patientId":"P-1","seenAt":0,"offsets":[-1,-1]}"#,
             SnapshotError::Version,
         ),
         (
-            br#"{"v":1,"patientId":"P-2","seenAt":0,"offsets":[-1,-1]}"#,
+            br#"{"v":1,"group":"g","patientId":"P-2","seenAt":0,"offsets":[-1,-1]}"#,
             SnapshotError::Key,
+        ),
+        (
+            br#"{"v":1,"group":"other","patientId":"P-1","seenAt":0,"offsets":[-1,-1]}"#,
+            SnapshotError::Group,
         ),
     ] {
         assert_eq!(b.restore("P-1", value, 0, (0, 1), T0, 0), Err(why));
@@ -882,7 +886,7 @@ fn a_forgotten_patient_leaves_a_tombstone_and_an_unreadable_record_is_refused() 
     assert_eq!(b.patients(), 0);
     // A record older than the TTL is not applied, and its tombstone is due.
     let old = format!(
-        r#"{{"v":1,"patientId":"P-1","seenAt":{},"offsets":[3,-1]}}"#,
+        r#"{{"v":1,"group":"g","patientId":"P-1","seenAt":{},"offsets":[3,-1]}}"#,
         T0 - ttl
     );
     assert_eq!(

@@ -174,10 +174,13 @@ pub struct Subject<'a> {
     pub alerts: &'a str,
     pub dlq: &'a str,
     pub repartition: &'a str,
+    pub state: &'a str,
     pub group: &'a str,
     pub workers: usize,
     pub rules: Option<&'a Path>,
     pub logs: &'a Path,
+    /// `log.level` of the child (`warn`; the restore stage reads `info` lines).
+    pub log_level: &'a str,
     /// The broker is the mock cluster (see [`MOCK_FETCH_WAIT_MS`]).
     pub mock: bool,
 }
@@ -198,6 +201,26 @@ pub struct Running {
 impl Running {
     pub fn pid(&self) -> u32 {
         self.child.0.id()
+    }
+
+    /// Stops the child with SIGTERM (it drains, commits and leaves its group) and waits
+    /// up to `timeout` for it to exit.
+    pub fn terminate(mut self, timeout: Duration) -> anyhow::Result<()> {
+        // SAFETY: kill(2) on the child's own pid; no memory is involved.
+        unsafe {
+            libc::kill(self.pid() as libc::pid_t, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if self.child.0.try_wait()?.is_some() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        bail!(
+            "vitalwatch did not exit within {timeout:?} of SIGTERM; see {}",
+            self.log.display()
+        )
     }
 
     /// Waits until `/readyz` answers 200 (subscribed, partitions assigned).
@@ -245,10 +268,11 @@ impl Subject<'_> {
             .env("VITALWATCH_KAFKA__ALERT_TOPIC", self.alerts)
             .env("VITALWATCH_KAFKA__DLQ_TOPIC", self.dlq)
             .env("VITALWATCH_KAFKA__REPARTITION_TOPIC", self.repartition)
+            .env("VITALWATCH_KAFKA__STATE_TOPIC", self.state)
             .env("VITALWATCH_PIPELINE__WORKERS", self.workers.to_string())
             .env("VITALWATCH_HTTP__LISTEN", http.to_string())
             .env("VITALWATCH_ADMIN__LISTEN", "")
-            .env("VITALWATCH_LOG__LEVEL", "warn")
+            .env("VITALWATCH_LOG__LEVEL", self.log_level)
             // Commits every second by default: a drain of a few seconds would be
             // measured to the next tick. 100 ms keeps that error small.
             .env(

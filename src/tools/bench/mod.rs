@@ -19,6 +19,7 @@ mod brokerless;
 mod child;
 mod latency;
 mod report;
+mod restore;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -65,6 +66,8 @@ pub struct Plan {
     pub cpu_bound_rules_per_metric: usize,
     pub latency_secs: f64,
     pub memory_backlogs: Vec<u64>,
+    /// Patients of the state-restore stage (none with `--no-state`).
+    pub restore_patients: Vec<u64>,
 }
 
 impl Plan {
@@ -85,6 +88,13 @@ impl Plan {
             } else {
                 vec![messages, messages * 4]
             },
+            restore_patients: if a.no_state {
+                Vec::new()
+            } else if a.quick {
+                vec![10_000]
+            } else {
+                vec![10_000, 100_000]
+            },
         }
     }
 }
@@ -103,6 +113,8 @@ pub struct Drain {
     pub rate: f64,
     pub cpu_secs_per_million: f64,
     pub peak_rss_mib: f64,
+    /// Records the run wrote to its state topic (runs with durable state).
+    pub state_records: Option<u64>,
 }
 
 impl Drain {
@@ -123,6 +135,7 @@ impl Drain {
             rate: d.messages as f64 / d.secs.max(1e-9),
             cpu_secs_per_million: d.cpu_secs / (d.messages as f64 / 1e6).max(1e-9),
             peak_rss_mib: d.peak_rss as f64 / (1024.0 * 1024.0),
+            state_records: None,
         };
         eprintln!(
             "  {:<10} {:<9} workers {:>2}  round {}: {:>9} msgs in {:>6.2} s = {:>9.0} msg/s, {:>5.2} CPU-s per M, peak RSS {:>6.1} MiB",
@@ -154,6 +167,7 @@ pub struct Results {
     pub saturated_rate: Option<f64>,
     pub latency: Option<Latency>,
     pub memory: Vec<Drain>,
+    pub restores: Vec<restore::Restore>,
     pub targets: Vec<report::Target>,
     pub elapsed_secs: f64,
 }
@@ -179,6 +193,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let exe = std::env::current_exe().context("cannot find the vitalwatch executable")?;
     let mut broker = Broker::connect(args.brokers.as_deref(), plan.partitions)?;
+    broker.state = !args.no_state;
     eprintln!(
         "vitalwatch bench on {} ({} cores); results in {}",
         broker.describe(),
@@ -197,6 +212,7 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         saturated_rate: None,
         latency: None,
         memory: Vec::new(),
+        restores: Vec::new(),
         targets: Vec::new(),
         elapsed_secs: 0.0,
     };
@@ -226,13 +242,43 @@ fn run(args: &BenchArgs) -> anyhow::Result<()> {
         )?;
         results.drains.push(Drain::new("raw", "", None, round, d));
         for &workers in &plan.workers {
+            // Each measured run with its own state topic, to count what it wrote.
+            let state = if broker.state {
+                broker.fresh_topic(&format!("state-vw{workers}"), topics.partitions)?
+            } else {
+                String::new()
+            };
             let group = broker.group(&format!("vw{workers}"));
             let d = topics
-                .subject(&exe, &broker, &group, workers, None, &logs)
+                .subject_with(&exe, &broker, &group, workers, None, &logs, &state)
                 .drain(&ends)?;
-            results
-                .drains
-                .push(Drain::new("vitalwatch", "shipped", Some(workers), round, d));
+            let mut drain = Drain::new("vitalwatch", "shipped", Some(workers), round, d);
+            if !state.is_empty() {
+                drain.state_records = Some(broker.records(&state, topics.partitions)?);
+                // The same drain with rule state in memory only: what durable state costs.
+                let group = broker.group(&format!("mem{workers}"));
+                let d = topics
+                    .subject_with(&exe, &broker, &group, workers, None, &logs, "")
+                    .drain(&ends)?;
+                results
+                    .drains
+                    .push(Drain::new(MEMORY_STATE, "shipped", Some(workers), round, d));
+            }
+            results.drains.push(drain);
+        }
+    }
+    save(&mut results, &out, started)?;
+    if broker.state {
+        for &patients in &plan.restore_patients {
+            stage(&format!(
+                "state restore: {patients} patients saved, then read back by a restart"
+            ));
+            let r = restore::run(&mut broker, &exe, &logs, patients)?;
+            eprintln!(
+                "  {} patients: {} state records ({} bytes) read back in {:.0} ms (slowest partition), ready {:.2} s after start",
+                r.patients, r.records, r.bytes, r.restore_ms, r.ready_secs
+            );
+            results.restores.push(r);
         }
     }
 
@@ -429,14 +475,19 @@ fn mean_payload_bytes() -> f64 {
     total as f64 / n as f64
 }
 
-/// Three fresh topics for one stage.
-struct Topics {
+/// The consumer label of drains run with `kafka.state_topic = ""`.
+pub(crate) const MEMORY_STATE: &str = "vitalwatch-memory";
+
+/// Fresh topics for one stage.
+pub(crate) struct Topics {
     input: String,
     alerts: String,
     dlq: String,
     /// The service's repartition topic, as its default configuration has one (loadgen
     /// keys by patient with the matching partitioner, so nothing goes through it).
     repartition: String,
+    /// The service's state topic, as its default configuration has one.
+    state: String,
     partitions: i32,
 }
 
@@ -450,6 +501,21 @@ impl Topics {
         rules: Option<&'a Path>,
         logs: &'a Path,
     ) -> Subject<'a> {
+        self.subject_with(exe, broker, group, workers, rules, logs, &self.state)
+    }
+
+    /// As [`Topics::subject`], with `state` as the service's state topic (`""`: off).
+    #[allow(clippy::too_many_arguments)]
+    fn subject_with<'a>(
+        &'a self,
+        exe: &'a Path,
+        broker: &'a Broker,
+        group: &'a str,
+        workers: usize,
+        rules: Option<&'a Path>,
+        logs: &'a Path,
+        state: &'a str,
+    ) -> Subject<'a> {
         Subject {
             exe,
             brokers: &broker.servers,
@@ -457,10 +523,12 @@ impl Topics {
             alerts: &self.alerts,
             dlq: &self.dlq,
             repartition: &self.repartition,
+            state,
             group,
             workers,
             rules,
             logs,
+            log_level: "warn",
             mock: broker.mock.is_some(),
         }
     }
@@ -477,6 +545,8 @@ struct Broker {
     admin: Option<(AdminClient<DefaultClientContext>, tokio::runtime::Runtime)>,
     /// Mean payload size of the generated traffic.
     message_bytes: f64,
+    /// Give the service a state topic (`--no-state` turns it off).
+    state: bool,
 }
 
 impl Broker {
@@ -494,6 +564,7 @@ impl Broker {
                     groups: 0,
                     created: Vec::new(),
                     admin: None,
+                    state: true,
                     message_bytes: mean_payload_bytes(),
                 })
             }
@@ -514,6 +585,7 @@ impl Broker {
                     created: Vec::new(),
                     admin: Some((admin, runtime)),
                     message_bytes: mean_payload_bytes(),
+                    state: true,
                 })
             }
         }
@@ -548,12 +620,36 @@ impl Broker {
             alerts: name("alerts"),
             dlq: name("dlq"),
             repartition: name("repartition"),
+            state: if self.state {
+                name("state")
+            } else {
+                String::new()
+            },
             partitions,
         };
-        for topic in [&t.input, &t.alerts, &t.dlq, &t.repartition] {
+        for topic in [&t.input, &t.alerts, &t.dlq, &t.repartition, &t.state] {
+            if topic.is_empty() {
+                continue;
+            }
             self.create(topic, partitions)?;
         }
         Ok(t)
+    }
+
+    /// One more fresh topic of `partitions`, named after `what`.
+    fn fresh_topic(&mut self, what: &str, partitions: i32) -> anyhow::Result<String> {
+        self.groups += 1;
+        let name = format!("vitalwatch-bench-{}-{what}-{}", self.run_id, self.groups);
+        self.create(&name, partitions)?;
+        Ok(name)
+    }
+
+    /// Records in `topic` now (end minus start, over its partitions).
+    fn records(&self, topic: &str, partitions: i32) -> anyhow::Result<u64> {
+        Ok(child::watermarks(&self.servers, topic, partitions)?
+            .iter()
+            .map(|&(_, low, high)| (high - low).max(0) as u64)
+            .sum())
     }
 
     fn create(&mut self, topic: &str, partitions: i32) -> anyhow::Result<()> {
@@ -578,6 +674,16 @@ impl Broker {
     /// Produces `n` generated messages with loadgen; returns the end offset per
     /// partition. Fails if the broker already dropped any of them.
     fn load(&self, topics: &Topics, n: u64) -> anyhow::Result<Vec<(i32, i64)>> {
+        self.load_patients(topics, n, PATIENTS)
+    }
+
+    /// As [`Broker::load`], over `patients` patients.
+    fn load_patients(
+        &self,
+        topics: &Topics,
+        n: u64,
+        patients: u32,
+    ) -> anyhow::Result<Vec<(i32, i64)>> {
         let topic = &topics.input;
         let args = LoadgenArgs {
             brokers: Some(self.servers.clone()),
@@ -587,7 +693,7 @@ impl Broker {
             config: None,
             messages: n,
             rate: 0,
-            patients: PATIENTS,
+            patients,
             abnormal_ratio: 0.05,
             invalid_ratio: 0.01,
             seed: 1,

@@ -296,8 +296,20 @@ pub fn markdown(r: &Results) -> String {
     }
     let mut configs = vec![("raw", None)];
     configs.extend(r.plan.workers.iter().map(|&w| ("vitalwatch", Some(w))));
-    s.push_str(&drains_table("Drain: shipped rules", &r.drains, &configs));
+    let mut with_memory = configs.clone();
+    with_memory.extend(
+        r.plan
+            .workers
+            .iter()
+            .map(|&w| (super::MEMORY_STATE, Some(w))),
+    );
+    s.push_str(&drains_table(
+        "Drain: shipped rules",
+        &r.drains,
+        &with_memory,
+    ));
     s.push('\n');
+    s.push_str(&state_cost(r));
     s.push_str(&drains_table(
         &format!(
             "Drain: CPU-bound rules ({} per metric, {} messages)",
@@ -343,6 +355,58 @@ pub fn markdown(r: &Results) -> String {
                 d.messages, d.rate, d.peak_rss_mib
             );
         }
+    }
+    s
+}
+
+/// What durable patient state costs: the drains with and without it, measured in the
+/// same run, and the restores.
+fn state_cost(r: &Results) -> String {
+    let mut s = String::new();
+    let memory = super::MEMORY_STATE;
+    if r.drains.iter().any(|d| d.consumer == memory) {
+        let _ = writeln!(
+            s,
+            "### Durable patient state: steady-state cost
+
+`vitalwatch` runs with a state topic (the default), `{memory}` with `kafka.state_topic = \"\"`, on the same backlog in the same run.\n\n| workers | msg/s with / without | CPU-s per M msgs with / without | state records written per input message |\n|---|---|---|---|"
+        );
+        for &w in &r.plan.workers {
+            let with = median_rate(&r.drains, "vitalwatch", Some(w));
+            let without = median_rate(&r.drains, memory, Some(w));
+            let cpu_with = median_of(&r.drains, "vitalwatch", Some(w), |d| d.cpu_secs_per_million);
+            let cpu_without = median_of(&r.drains, memory, Some(w), |d| d.cpu_secs_per_million);
+            let per_message = median(
+                select(&r.drains, "vitalwatch", Some(w))
+                    .filter_map(|d| d.state_records.map(|n| n as f64 / d.messages.max(1) as f64))
+                    .collect(),
+            );
+            let _ = writeln!(
+                s,
+                "| {w} | {with:.0} / {without:.0} = {:.2} | {cpu_with:.2} / {cpu_without:.2} = {:.2} | {per_message:.3} |",
+                with / without.max(1e-9),
+                cpu_with / cpu_without.max(1e-9),
+            );
+        }
+        s.push('\n');
+    }
+    if !r.restores.is_empty() {
+        s.push_str(
+            "### Durable patient state: restore\n\nA service drains a backlog of two readings per patient, is stopped with SIGTERM, and a second one in its group starts: its restore of every partition (assignment to live, the slowest partition) and the bytes it read back.\n\n| patients | records in the state topic | records read back | bytes read | restore (slowest partition) | start to ready |\n|---|---|---|---|---|---|\n",
+        );
+        for x in &r.restores {
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {:.1} MiB | {:.0} ms | {:.2} s |",
+                x.patients,
+                x.topic_records,
+                x.records,
+                x.bytes as f64 / (1024.0 * 1024.0),
+                x.restore_ms,
+                x.ready_secs
+            );
+        }
+        s.push('\n');
     }
     s
 }

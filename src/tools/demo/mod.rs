@@ -118,6 +118,9 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     if !k.repartition_topic.is_empty() {
         topics.push((&k.repartition_topic, args.partitions));
     }
+    if !k.state_topic.is_empty() {
+        topics.push((&k.state_topic, args.partitions));
+    }
     for (topic, partitions) in topics {
         mock.create_topic(topic, partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the in-process cluster"))?;
@@ -224,6 +227,9 @@ async fn demo(
                 " (readings not keyed by patient re-keyed via {t})"
             ))
     );
+    if let Some(t) = &config.state_topic {
+        say!("  state    patients' rule state saved in {t}, restored on assignment");
+    }
     say!(
         "  rules    {} ({} rules{})",
         rules_source,
