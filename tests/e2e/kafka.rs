@@ -2,8 +2,12 @@
 //! and the `VITALWATCH_*` variables that point `vitalwatch run` at them. Reading them back
 //! and the rest of the broker side are the tests' shared [`crate::support::kafka`].
 
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
 
 pub use crate::support::kafka::*;
 use crate::wait::wait_for;
@@ -33,13 +37,16 @@ pub struct Topics {
     pub dlq: String,
     /// `kafka.repartition_topic`: as many partitions as the input.
     pub repartition: String,
+    /// `kafka.state_topic`: as many partitions as the input, compacted when the broker
+    /// takes `cleanup.policy=compact` ([`state_topic_kind`]).
+    pub state: String,
     pub group: String,
     pub partitions: i32,
 }
 
 impl Topics {
-    /// Creates the input (with `partitions`), alert, DLQ and repartition topics on
-    /// `brokers`.
+    /// Creates the input (with `partitions`), alert, DLQ, repartition and state topics
+    /// on `brokers`.
     pub fn create(brokers: impl Into<Client>, scenario: &str, partitions: i32) -> Topics {
         let client: Client = brokers.into();
         let stamp = SystemTime::now()
@@ -54,6 +61,7 @@ impl Topics {
             alerts: format!("e2e-alerts-{id}"),
             dlq: format!("e2e-dlq-{id}"),
             repartition: format!("e2e-repartition-{id}"),
+            state: format!("e2e-state-{id}"),
             group: format!("e2e-group-{id}"),
             partitions,
         };
@@ -66,6 +74,7 @@ impl Topics {
                 (&t.repartition, partitions),
             ],
         );
+        create_state_topic(&t.client, &t.state, partitions);
         t
     }
 
@@ -83,6 +92,7 @@ impl Topics {
             ("VITALWATCH_KAFKA__ALERT_TOPIC", &self.alerts),
             ("VITALWATCH_KAFKA__DLQ_TOPIC", &self.dlq),
             ("VITALWATCH_KAFKA__REPARTITION_TOPIC", &self.repartition),
+            ("VITALWATCH_KAFKA__STATE_TOPIC", &self.state),
             ("VITALWATCH_KAFKA__GROUP_ID", &self.group),
         ]
         .into_iter()
@@ -115,4 +125,80 @@ impl Topics {
             },
         )
     }
+}
+
+/// How the broker took the state topics: `"compacted"` (`cleanup.policy=compact`
+/// accepted) or `"plain"` (refused, so created without it). Decided by the first state
+/// topic the suite creates.
+static STATE_TOPIC_KIND: OnceLock<&'static str> = OnceLock::new();
+
+/// `"compacted"` or `"plain"`: how this run's state topics were created (`"-"` before
+/// the first one).
+pub fn state_topic_kind() -> &'static str {
+    STATE_TOPIC_KIND.get().copied().unwrap_or("-")
+}
+
+/// Creates `name` with `partitions` as production does, compacted, and falls back to a
+/// plain topic when the broker refuses `cleanup.policy=compact` (then says so once).
+/// vitalwatch reads a state partition from its beginning to its end either way; without
+/// compaction the restore reads every record ever written rather than the latest per
+/// patient, which only costs time.
+pub fn create_state_topic(client: &Client, name: &str, partitions: i32) {
+    let admin: AdminClient<DefaultClientContext> = client.config().create().expect("admin client");
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let create = |compact: bool| {
+        let mut topic = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
+        if compact {
+            topic = topic.set("cleanup.policy", "compact");
+        }
+        let results = rt
+            .block_on(admin.create_topics(&[topic], &opts))
+            .expect("CreateTopics request");
+        results
+            .into_iter()
+            .try_for_each(|r| r.map(|_| ()).map_err(|(_, code)| code.to_string()))
+    };
+    let kind = match STATE_TOPIC_KIND.get().copied() {
+        Some("plain") => {
+            create(false).unwrap_or_else(|e| panic!("cannot create topic {name}: {e}"));
+            "plain"
+        }
+        _ => match create(true) {
+            Ok(()) => "compacted",
+            Err(refused) => {
+                // Only a refusal of the config falls back: the topic must not exist yet.
+                assert_eq!(
+                    partition_count(client, name),
+                    0,
+                    "{name} exists although CreateTopics failed: {refused}"
+                );
+                create(false).unwrap_or_else(|e| {
+                    panic!("cannot create topic {name} (compacted: {refused}; plain: {e})")
+                });
+                println!(
+                    "the broker refused cleanup.policy=compact for {name} ({refused}): state topics are plain"
+                );
+                "plain"
+            }
+        },
+    };
+    if STATE_TOPIC_KIND.set(kind).is_ok() {
+        println!("state topics: {kind} ({name}, {partitions} partitions)");
+    }
+    wait_for(
+        Duration::from_secs(30),
+        &format!("topic {name} visible"),
+        || {
+            let n = partition_count(client, name);
+            if n == partitions as usize {
+                Ok(())
+            } else {
+                Err(format!("{n} partitions"))
+            }
+        },
+    );
 }
