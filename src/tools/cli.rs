@@ -64,6 +64,10 @@ pub struct BenchArgs {
     /// measure what durable patient state costs against a run without this flag.
     #[arg(long)]
     pub no_state: bool,
+    /// Patient counts of the state-restore stage (default 10000 with --quick, else
+    /// 10000,100000).
+    #[arg(long, value_name = "N,N", value_delimiter = ',')]
+    pub restore_patients: Vec<u64>,
     /// Directory for results.json, results.md, the plots and the children's logs.
     #[arg(long, value_name = "DIR", default_value = "target/bench")]
     pub out: PathBuf,

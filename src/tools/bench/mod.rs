@@ -90,6 +90,8 @@ impl Plan {
             },
             restore_patients: if a.no_state {
                 Vec::new()
+            } else if !a.restore_patients.is_empty() {
+                a.restore_patients.clone()
             } else if a.quick {
                 vec![10_000]
             } else {
