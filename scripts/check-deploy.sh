@@ -734,7 +734,7 @@ check_standby() {
   # mock cluster, with the cooperative-sticky default and the state topic, this group
   # did not settle within the check's 45 s (under investigation); readiness of a standby
   # is what this check is about. Both defaults are covered on nisshi by the e2e suite.
-  VITALWATCH_KAFKA__CLIENT__PARTITION__ASSIGNMENT__STRATEGY=range VITALWATCH_KAFKA__STATE_TOPIC= \
+  VITALWATCH_KAFKA__CLIENT__PARTITION__ASSIGNMENT__STRATEGY=range VITALWATCH_KAFKA__STATE_TOPIC='' \
   RUST_LOG=warn "$BIN" demo --partitions 1 --rate 200 --duration $((STANDBY_WAIT + 90)) \
     --metrics-listen 127.0.0.1:0 >"$work/standby-demo.out" 2>"$work/standby-demo.err" &
   demo_pid=$!
