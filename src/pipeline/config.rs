@@ -88,7 +88,11 @@ impl PipelineConfig {
             .set("enable.auto.offset.store", "false")
             .set("auto.offset.reset", "earliest")
             .set("allow.auto.create.topics", "false")
-            .set("enable.partition.eof", "true");
+            .set("enable.partition.eof", "true")
+            // A partition assigned while a fetch long-polls another one at its end waits
+            // for that fetch to return: at the default 500 ms, a restore took 0.55 s
+            // however small; at 20 ms, 0.10-0.15 s (e2e on nisshi, 3 partitions).
+            .set("fetch.wait.max.ms", "20");
         c.remove("group.instance.id");
         c
     }

@@ -22,6 +22,9 @@
 //! 4. `continuity-scale`: 1 → 3 → 1 replicas mid-stream (cooperative-sticky): the
 //!    partitions that stay put keep being committed during each rebalance, and the ones
 //!    that move keep their patients' state.
+//! 5. `continuity-static`: two static members (`kafka.group_instance_id`); one restarts
+//!    three times (SIGTERM, SIGKILL, SIGTERM) within the session timeout: no rebalance
+//!    on the other, which keeps flowing, and the restarted one gets its partitions back.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -901,10 +904,11 @@ const COMMIT_SLACK: Duration = Duration::from_millis(2_500);
 /// a longer silence within a rebalance window means it stopped.
 const FLOWING_GAP_MS: i64 = 1_500;
 
-/// One rebalance: when it began and ended (the monotonic and the wall clock), and the
-/// partitions that stayed on vw-1 throughout.
+/// One rebalance (or restart): when it began and ended (the monotonic and the wall
+/// clock), and the partitions that stayed with one instance throughout.
 struct Window {
     what: &'static str,
+    partitions: i32,
     from: Instant,
     to: Instant,
     from_ms: i64,
@@ -913,9 +917,10 @@ struct Window {
 }
 
 impl Window {
-    fn begin(what: &'static str) -> Window {
+    fn begin(what: &'static str, partitions: i32) -> Window {
         Window {
             what,
+            partitions,
             from: Instant::now(),
             to: Instant::now(),
             from_ms: vitalwatch::clock::now_ms(),
@@ -935,11 +940,11 @@ impl Window {
     /// Returns the text and the kept partitions that stopped.
     fn report(&self, sampler: &Sampler, alerts: &[OwnedAlert]) -> (String, Vec<String>) {
         let samples = sampler.between(self.from, self.to + COMMIT_SLACK);
-        let prog = progress(&samples, SCALE_PARTITIONS as usize);
+        let prog = progress(&samples, self.partitions as usize);
         let mut stopped = Vec::new();
         let mut kept = Vec::new();
         let mut moved = Vec::new();
-        for p in 0..SCALE_PARTITIONS {
+        for p in 0..self.partitions {
             let mut emitted: Vec<i64> = alerts
                 .iter()
                 .filter(|a| a.source.partition == p)
@@ -977,7 +982,7 @@ impl Window {
             }
         }
         let text = format!(
-            "{}: window {:.1} s ({} offset samples to {:.1} s after); kept on vw-1 {:?}: {}; moved: {}",
+            "{}: window {:.1} s ({} offset samples to {:.1} s after); kept {:?}: {}; moved: {}",
             self.what,
             (self.to - self.from).as_secs_f64(),
             samples.len(),
@@ -1035,7 +1040,7 @@ fn scaling_1_3_1_moves_only_what_must_move_and_keeps_state() {
     ));
 
     // 1 → 3.
-    let mut out = Window::begin("1 → 3");
+    let mut out = Window::begin("1 → 3", SCALE_PARTITIONS);
     let mut vw2 = Vitalwatch::start("vw-2", &env, &logs);
     let mut vw3 = Vitalwatch::start("vw-3", &env, &logs);
     let split = wait_for(LONG, "three replicas own the partitions, all ready", || {
@@ -1080,7 +1085,7 @@ fn scaling_1_3_1_moves_only_what_must_move_and_keeps_state() {
     );
 
     // 3 → 1.
-    let mut back = Window::begin("3 → 1");
+    let mut back = Window::begin("3 → 1", SCALE_PARTITIONS);
     let kept_in = owned(&vw1);
     for vw in [&mut vw2, &mut vw3] {
         vw.signal("-TERM");
@@ -1180,5 +1185,191 @@ fn scaling_1_3_1_moves_only_what_must_move_and_keeps_state() {
     );
     assert!(stopped.is_empty(), "{}", stopped.join("\n"));
     assert_eq!(c.episodes, 2 * SCALE_PATIENTS, "{c}");
+    assert!(c.ok(), "{c}");
+}
+
+/// How many `partitions assigned` and `partitions revoked` events `vw` logged: each
+/// rebalance that involves it logs at least one.
+fn rebalance_events(vw: &Vitalwatch) -> usize {
+    vw.events("partitions assigned").len() + vw.events("partitions revoked").len()
+}
+
+/// `run`'s environment as the static group member `instance`.
+fn static_member(base: &[(String, String)], instance: &str) -> Vec<(String, String)> {
+    let mut env = base.to_vec();
+    env.push((
+        "VITALWATCH_KAFKA__GROUP_INSTANCE_ID".into(),
+        instance.to_owned(),
+    ));
+    env
+}
+
+/// Static membership: two members, `a` (the first to join, so the group's leader) and
+/// `b`. `a` is stopped and started again with the same `group.instance.id` three times
+/// (SIGTERM, SIGKILL, SIGTERM) within the session timeout: `b` sees no rebalance at all
+/// (not one more assigned or revoked event), its partitions keep flowing, and `a` gets
+/// its own partitions back and restores their state.
+#[test]
+#[ignore = "needs the nisshi broker: scripts/e2e.sh"]
+fn static_members_restart_without_a_rebalance() {
+    let mut sc = Scenario::begin("continuity-static");
+    let brokers = kafka::brokers();
+    let topics = Topics::create(&brokers, "cont-static", WARD_PARTITIONS);
+    let logs = process::log_dir("continuity-static");
+    let base = continuity_env(&topics, &[]);
+    let (env_a, env_b) = (
+        static_member(&base, "vw-static-a"),
+        static_member(&base, "vw-static-b"),
+    );
+    let mut rng = StdRng::seed_from_u64(seed());
+    let mut inst = Instances::default();
+    let all: BTreeSet<i32> = (0..WARD_PARTITIONS).collect();
+
+    let mut a = Vitalwatch::start("a-1", &env_a, &logs);
+    a.wait_ready(LONG);
+    let mut b = Vitalwatch::start("b", &env_b, &logs);
+    let (held_a, held_b) = wait_for(LONG, "a and b split the partitions, both ready", || {
+        let (pa, pb) = (owned(&a), owned(&b));
+        let ready = [&a, &b]
+            .iter()
+            .all(|vw| matches!(vw.readyz(), Ok((200, _))));
+        let union: BTreeSet<i32> = pa.union(&pb).copied().collect();
+        if !pa.is_empty() && !pb.is_empty() && pa.is_disjoint(&pb) && union == all && ready {
+            Ok((pa, pb))
+        } else {
+            Err(format!("a {pa:?}, b {pb:?}, both ready {ready}"))
+        }
+    });
+    let feed = Feed::start(&topics, WARD_PATIENTS, rng.random());
+    let sampler = Sampler::start(&topics);
+    wait_for(LONG, "every patient's episodes open", || {
+        let open = a.metrics().sum("vitalwatch_alerts_emitted_total", &[])
+            + b.metrics().sum("vitalwatch_alerts_emitted_total", &[]);
+        if feed.rounds() >= 8 && open >= (2 * WARD_PATIENTS) as f64 {
+            Ok(())
+        } else {
+            Err(format!("{open} alerts, {} rounds", feed.rounds()))
+        }
+    });
+    let b_events = rebalance_events(&b);
+    sc.step(format!(
+        "static members: a (vw-static-a) holds {held_a:?}, b (vw-static-b) holds {held_b:?}; b logged {b_events} assign/revoke events joining; \
+         {WARD_PATIENTS} patients breaching on {WARD_PARTITIONS} partitions, state topic {}",
+        kafka::state_topic_kind()
+    ));
+
+    let mut windows = Vec::new();
+    let mut back_in = Vec::new();
+    for i in 1..=3 {
+        let kill = i == 2;
+        let delay = rng.random_range(500..=3_000);
+        // The moment of the stop is the scenario's randomness, not a settling delay.
+        std::thread::sleep(Duration::from_millis(delay));
+        let mut w = Window::begin(
+            if kill { "SIGKILL a" } else { "SIGTERM a" },
+            WARD_PARTITIONS,
+        );
+        inst.skipped += state_metric(&a, "vitalwatch_state_readings_skipped_total");
+        if kill {
+            a.kill();
+            sc.kills += 1;
+        } else {
+            let (status, _) = a.terminate(Duration::from_secs(SHUTDOWN_TIMEOUT_SECS + 10));
+            assert!(status.success(), "{}: {status}\n{}", a.name, a.tail(20));
+        }
+        inst.add(&a);
+        let down = w.from.elapsed();
+        a = Vitalwatch::start(&format!("a-{}", i + 1), &env_a, &logs);
+        a.wait_ready(LONG);
+        let got = owned(&a);
+        w.end(held_b.clone());
+        let took = (w.to - w.from).as_secs_f64();
+        let (parts, records, ms) = restores(&a);
+        sc.step(format!(
+            "{} {i}/3 {delay} ms in (round {}): stopped in {:.1} s, {} ready {:.1} s after the stop holding {got:?}, restored {parts} partitions, {records} records, slowest {ms} ms; \
+             b's assign/revoke events {}",
+            w.what,
+            feed.rounds(),
+            down.as_secs_f64(),
+            a.name,
+            took,
+            rebalance_events(&b)
+        ));
+        assert_eq!(
+            got,
+            held_a,
+            "{} got a's partitions back\n{}",
+            a.name,
+            a.tail(20)
+        );
+        assert_eq!(
+            rebalance_events(&b),
+            b_events,
+            "b saw a rebalance when a restarted as a static member\n{}",
+            b.tail(20)
+        );
+        back_in.push(took);
+        windows.push(w);
+    }
+    let rounds = feed.rounds();
+    wait_for(
+        LONG,
+        "a cooldown's worth of rounds after the last restart",
+        || {
+            if feed.rounds() >= rounds + 12 {
+                Ok(())
+            } else {
+                Err(format!("round {}", feed.rounds()))
+            }
+        },
+    );
+    let sent = feed.recover();
+    topics.wait_committed_to_end(LONG);
+    for vw in [&mut a, &mut b] {
+        inst.skipped += state_metric(vw, "vitalwatch_state_readings_skipped_total");
+        let (status, _) = vw.terminate(Duration::from_secs(SHUTDOWN_TIMEOUT_SECS + 10));
+        assert!(status.success(), "{}: {status}\n{}", vw.name, vw.tail(20));
+        inst.add(vw);
+    }
+
+    let input = kafka::read_all(&topics.client, &topics.input);
+    let records = kafka::read_all(&topics.client, &topics.alerts);
+    let alerts: Vec<OwnedAlert> = records
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r.value()).ok())
+        .collect();
+    let mut stopped = Vec::new();
+    for w in &windows {
+        let (text, s) = w.report(&sampler, &alerts);
+        sc.step(&text);
+        stopped.extend(s);
+    }
+    let c = Continuity::check(&topics.input, &input, &records);
+    println!("{c}");
+    sc.messages = Some(input.len());
+    sc.lost = Some(c.lost);
+    sc.duplicates = Some(c.duplicates);
+    sc.note(format!(
+        "static membership: a restarted 3 times (SIGTERM, SIGKILL, SIGTERM), back with its partitions {held_a:?} {:.1}-{:.1} s after each stop, b saw no rebalance ({b_events} events throughout) and its partitions {held_b:?} kept flowing; \
+         alerts {} (phases {:?}), {} episodes, started twice {}; restores {} partitions, {} records, slowest {} ms; readings skipped as already counted {}",
+        back_in.iter().copied().fold(f64::INFINITY, f64::min),
+        back_in.iter().copied().fold(0.0, f64::max),
+        c.expected,
+        c.phases,
+        c.episodes,
+        c.restarted_episodes,
+        inst.restored_partitions,
+        inst.restored_records,
+        inst.max_restore_ms,
+        inst.skipped
+    ));
+    assert!(
+        inst.restore_problems.is_empty(),
+        "restores went live early:\n{}",
+        inst.restore_problems.join("\n")
+    );
+    assert_eq!(input.len(), sent);
+    assert!(stopped.is_empty(), "{}", stopped.join("\n"));
+    assert_eq!(c.episodes, 2 * WARD_PATIENTS, "{c}");
     assert!(c.ok(), "{c}");
 }
