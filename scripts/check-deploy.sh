@@ -12,12 +12,13 @@
 #                  variable overriding the file
 #   4. k8s         kubernetes-validate --strict on the manifests and on both rendered
 #                  kustomizations; the KEDA ScaledObject and TriggerAuthentication against
-#                  KEDA's CRD schemas; the files cross-checked (grace periods, ports,
-#                  probes, group, partitions, TLS, the Secret's files and keys, KEDA's
+#                  KEDA's CRD schemas, and the ScaledObject's target (the StatefulSet); the
+#                  files cross-checked (grace periods, ports, probes, group, partitions,
+#                  static membership, TLS, the Secret's files and keys, KEDA's
 #                  credentials); `vitalwatch check-config` on the image's config (refused
 #                  as shipped: it requires TLS; accepted with compose's environment) and on
 #                  the ConfigMap's (refused without the Secret's files; accepted with
-#                  stand-ins for them and the Deployment's environment)
+#                  stand-ins for them and the StatefulSet's environment)
 #   5. ldd         every library `ldd target/release/vitalwatch` lists comes from a Debian
 #                  package the Dockerfile's runtime stage installs, and the binary needs
 #                  no newer glibc than that Debian release has
@@ -447,7 +448,8 @@ check_k8s() {
 
   echo "KEDA ScaledObject and TriggerAuthentication against KEDA's CRD schemas:"
   if ensure_keda_schema; then
-    NODE_PATH=$node_modules node deploy/checks/keda-validate.cjs <"$work/configmap/keda-objects.json"
+    NODE_PATH=$node_modules node deploy/checks/keda-validate.cjs --target "$work/configmap/scale-target.json" \
+      <"$work/configmap/keda-objects.json"
   else
     echo "SKIPPED the schema validation against KEDA's CRDs: ${keda_skip_reason:-?};"
     echo "the KEDA objects had only the structural cross-checks above (scaleTargetRef, triggers, replica bounds, credentials)"
@@ -477,7 +479,8 @@ check_k8s() {
     env VITALWATCH_RULES__FILE="$out/rules.toml" \
     "$BIN" check-config --offline -c "$out/config.toml"
   # With stand-ins for the mounted Secret's files, at the same paths under $work/secrets,
-  # and the Deployment container's environment (a stand-in for values from the Secret).
+  # and the StatefulSet container's environment (stand-ins for the values from the Secret
+  # and from the downward API).
   local secrets=$work/secrets mount secret key path sed_args=() seen=" "
   cp "$out/config.toml" "$out/config-local.toml"
   echo "substituted: the mounted Secret's files by stand-ins (the Secret's content is the site's):"
@@ -499,7 +502,7 @@ check_k8s() {
     return 1
   fi
   echo "       rules.file /etc/vitalwatch/rules.toml -> $out/rules.toml (the ConfigMap's rules.toml)"
-  echo "the Deployment container's environment:"
+  echo "the StatefulSet container's environment:"
   read_env_file "$out/pod.env" pod_env
   local accepted
   accepted=$(env "${pod_env[@]}" VITALWATCH_RULES__FILE="$out/rules.toml" \

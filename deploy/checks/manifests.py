@@ -6,21 +6,27 @@
 Run by scripts/check-deploy.sh (from the repository root). The schemas say whether each
 file is well-formed; this says whether they agree: the grace periods exceed the drain
 deadline, the probes and the scrape point at the configured port, KEDA scales the
-Deployment, group and topic vitalwatch actually uses and never past the partition count,
+StatefulSet, group and topic vitalwatch actually uses and never past the partition count,
 the ConfigMap's rules are the shipped ones, the image and the ConfigMap require TLS (and
 only the local compose stack switches that off), the files the config reads are the
 mounted Secret's, and KEDA reaches the same brokers with the same credentials. Also: the
 topics compose creates (the repartition topic with the input's partition count), the
 image's HEALTHCHECK (the binary's `healthcheck` with the CMD's config file), the memory
 request against the measured resident set, and the image the kustomization sets.
+Static group membership (kafka.group_instance_id): the pods are a StatefulSet's, each
+with its own name as its id (the downward API's metadata.name), and no config file sets
+one for all.
 
 Writes into DIR, for scripts/check-deploy.sh:
   config.toml, rules.toml  the ConfigMap's files (for `vitalwatch check-config`)
   compose.env              the compose vitalwatch service's VITALWATCH_* environment
-  pod.env                  the Deployment container's VITALWATCH_* environment; a value
-                           from a Secret becomes a stand-in, named in a third column
+  pod.env                  the StatefulSet container's VITALWATCH_* environment; a value
+                           from a Secret or from the downward API becomes a stand-in,
+                           named in a third column
   secret-files.tsv         per mounted Secret file: mount path, Secret, key, file path
   keda-objects.json        the KEDA documents (for the schema check)
+  scale-target.json        apiVersion, kind and name of the base's workload, the target
+                           KEDA must scale (for keda-validate.cjs --target)
 Exit 1 on any failed check.
 """
 
@@ -52,12 +58,17 @@ MEMORY_REQUEST_HEADROOM = 1.25
 HEALTHCHECK_BOUND_SECS = 5
 # The readiness rule of the binary: /readyz is 200 once the consumer has received the
 # group's first assignment, even an EMPTY one (a standby beyond the partition count is
-# ready). A rollout at KEDA's maxReplicaCount runs maxReplicaCount + maxSurge pods; when
-# that exceeds the partitions, one member gets nothing, and only this rule lets it (and so
-# the rollout, with maxUnavailable 0) go on. scripts/check-deploy.sh 7 checks the binary
-# against it; if readiness ever requires partitions again, set this to False, and
-# maxReplicaCount + maxSurge must then stay within the partition count.
+# ready). A StatefulSet rollout replaces one pod at a time and goes on only once the new
+# pod is ready; a static member comes back with the assignment it had, so a pod that was
+# a standby (more replicas than partitions) comes back with nothing, and only this rule
+# lets it (and so the rollout) go on. scripts/check-deploy.sh 7 checks the binary against
+# it; if readiness ever requires partitions again, set this to False, and the replica
+# counts must then stay within the partition count.
 READY_WITH_EMPTY_ASSIGNMENT = True
+# Static membership: the env variable of kafka.group_instance_id, and where each pod's
+# value must come from (its own, stable name).
+INSTANCE_ID_ENV = "VITALWATCH_KAFKA__GROUP_INSTANCE_ID"
+INSTANCE_ID_FIELD = "metadata.name"
 failures = 0
 
 
@@ -94,17 +105,6 @@ def mebibytes(quantity):
     factor = {None: 1, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
               "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12}[m.group(2)]
     return float(m.group(1)) * factor / 2**20
-
-
-def pods_of(value, replicas, round_up):
-    """A rollingUpdate maxSurge/maxUnavailable (an int or a percentage) in pods."""
-    if isinstance(value, int):
-        return value
-    m = re.fullmatch(r"(\d+)%", str(value))
-    if not m:
-        return None
-    exact = replicas * int(m.group(1)) / 100
-    return int(-(-exact // 1)) if round_up else int(exact // 1)
 
 
 def arg_after(argv, flag):
@@ -263,7 +263,11 @@ def main():
     # Kubernetes
     base = sorted(p for p in glob.glob("deploy/k8s/base/*.yaml") if not p.endswith("kustomization.yaml"))
     docs = load_docs(base)
-    cm, dep, svc, pdb = (one(docs, k) for k in ("ConfigMap", "Deployment", "Service", "PodDisruptionBudget"))
+    cm, sts, svc, pdb = (one(docs, k) for k in ("ConfigMap", "StatefulSet", "Service", "PodDisruptionBudget"))
+    deployments = [d for _, d in docs if d.get("kind") == "Deployment"]
+    check(not deployments,
+          "k8s: no Deployment: its pods are renamed at every rollout, so their group.instance.id would be "
+          "too, and every rollout would leave the old names' partitions unread for session.timeout.ms")
     data = cm.get("data", {})
     try:
         k8s_cfg = tomllib.loads(data.get("config.toml", ""))
@@ -299,7 +303,9 @@ def main():
     check(kafka.get("require_tls") is True and uses_tls,
           f"k8s: ConfigMap config requires TLS (kafka.require_tls = true, security.protocol {protocol})")
 
-    spec = dep.get("spec", {}).get("template", {}).get("spec", {})
+    sts_spec = sts.get("spec", {})
+    sts_name = sts.get("metadata", {}).get("name")
+    spec = sts_spec.get("template", {}).get("spec", {})
     containers = spec.get("containers", [{}])
     c = containers[0] if containers else {}
     tgp = spec.get("terminationGracePeriodSeconds", 30)
@@ -323,7 +329,30 @@ def main():
           f"k8s: memory request {res.get('requests', {}).get('memory')} >= the measured peak RSS "
           f"{MEASURED_RSS_PEAK_MIB} MiB x {MEMORY_REQUEST_HEADROOM} headroom, and <= the limit "
           f"{res.get('limits', {}).get('memory')}")
-    rolling = dep.get("spec", {}).get("strategy", {}).get("rollingUpdate", {})
+    # The StatefulSet's shape for static membership.
+    update = sts_spec.get("updateStrategy", {})
+    check(update.get("type") == "RollingUpdate"
+          and update.get("rollingUpdate", {}).get("maxUnavailable", 1) == 1
+          and update.get("rollingUpdate", {}).get("partition", 0) == 0,
+          f"k8s: StatefulSet updateStrategy RollingUpdate, one pod at a time, every ordinal "
+          f"(delete-then-create, each ready before the next): {update}")
+    check(sts_spec.get("podManagementPolicy") == "Parallel",
+          f"k8s: StatefulSet podManagementPolicy Parallel, so scale-out starts its pods together "
+          f"(it has {sts_spec.get('podManagementPolicy', 'none: OrderedReady, one by one')})")
+    check(not sts_spec.get("volumeClaimTemplates"),
+          "k8s: StatefulSet without volumeClaimTemplates (patient state lives in kafka.state_topic)")
+    base_replicas = sts_spec.get("replicas", 1)
+    if base_replicas <= partitions:
+        check(True, f"k8s: the base's {base_replicas} replicas <= {partitions} partitions: every member can hold one")
+    else:
+        check(READY_WITH_EMPTY_ASSIGNMENT,
+              f"k8s: the base's {base_replicas} replicas for {partitions} partitions: a rollout waits for each "
+              f"pod to be ready, and the members left without a partition turn ready only because /readyz "
+              f"accepts an empty assignment (scripts/check-deploy.sh 7 checks the binary)")
+    svc_name = svc.get("metadata", {}).get("name")
+    check(bool(sts_spec.get("serviceName")) and sts_spec.get("serviceName") == svc_name
+          and svc.get("spec", {}).get("clusterIP") == "None",
+          f"k8s: StatefulSet serviceName {sts_spec.get('serviceName')!r} is the base's headless Service {svc_name!r}")
     k8s_repartition = kafka.get("repartition_topic", DEFAULT_REPARTITION_TOPIC)
     check(k8s_repartition in ("", repartition),
           f"k8s: the ConfigMap's kafka.repartition_topic ({k8s_repartition!r}, the default unless set) is "
@@ -333,7 +362,7 @@ def main():
           f"k8s: the ConfigMap's kafka.state_topic ({k8s_state!r}, the default unless set) is "
           f"the one compose creates ({state!r})")
 
-    # The image the kustomization sets: the Deployment's container image by name (so that
+    # The image the kustomization sets: the StatefulSet's container image by name (so that
     # `kustomize edit set image vitalwatch=REGISTRY/vitalwatch:TAG` in an overlay reaches
     # it), with the crate's version as its tag.
     with open("deploy/k8s/base/kustomization.yaml", encoding="utf-8") as f:
@@ -401,14 +430,38 @@ def main():
 
     pod_env = []
     env_secret = {}
+    env_field = {}
     for e in c.get("env", []):
         ref = e.get("valueFrom", {}).get("secretKeyRef")
+        field = e.get("valueFrom", {}).get("fieldRef")
         if ref:
             env_secret[e.get("name")] = (ref.get("name"), ref.get("key"))
             check(ref.get("optional") is not True, f"k8s: env {e.get('name')} from Secret {ref.get('name')} is not optional")
             pod_env.append((e.get("name"), f"stand-in-for-{ref.get('key')}", f"Secret {ref.get('name')}, key {ref.get('key')}"))
+        elif field:
+            path = field.get("fieldPath")
+            env_field[e.get("name")] = path
+            # The first pod's name for metadata.name, as the kubelet would set it.
+            if path == "metadata.name":
+                value, what = f"{sts_name}-0", "the downward API's metadata.name: the first pod's name"
+            else:
+                value, what = f"stand-in-for-{path}", f"the downward API's {path}"
+            pod_env.append((e.get("name"), value, what))
         elif "value" in e:
             pod_env.append((e.get("name"), env_str(e.get("value"))))
+    # Static membership: each pod's group.instance.id is its own name, which a StatefulSet
+    # keeps across restarts and never gives two pods at once; a value from anywhere else
+    # (a literal, the ConfigMap) would be one id for every pod, and they would fence each
+    # other.
+    instance_envs = [e for e in c.get("env", []) if e.get("name") == INSTANCE_ID_ENV]
+    check(len(instance_envs) == 1 and env_field.get(INSTANCE_ID_ENV) == INSTANCE_ID_FIELD,
+          f"k8s: the StatefulSet sets {INSTANCE_ID_ENV} from the downward API's {INSTANCE_ID_FIELD} "
+          f"(each pod's stable, unique name is its group.instance.id): "
+          f"{instance_envs or 'not set'}")
+    for where, cfg in (("the ConfigMap's config.toml", kafka), ("the image's config (deploy/docker/config.toml)",
+                                                               image_cfg.get("kafka", {}))):
+        check(str(cfg.get("group_instance_id", "")).strip() == "",
+              f"k8s: {where} sets no kafka.group_instance_id (one value read by every replica would fence them)")
     write_env(os.path.join(out, "pod.env"), [r for r in pod_env if r[0].startswith("VITALWATCH_")])
     check(PASSWORD_ENV not in {e.get("name") for e in c.get("env", [])},
           f"k8s: no {PASSWORD_ENV} in the pod's environment (the password is a file)")
@@ -422,14 +475,16 @@ def main():
         else:
             check(False, f"k8s: the SASL user name comes from the Secret ({USERNAME_ENV}), where KEDA reads it too")
 
-    pod_labels = dep.get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+    pod_labels = sts_spec.get("template", {}).get("metadata", {}).get("labels", {})
 
     def selects(selector):
         return bool(selector) and all(pod_labels.get(k) == v for k, v in selector.items())
 
-    check(selects(svc.get("spec", {}).get("selector")), "k8s: the Service selects the Deployment's pods")
+    check(selects(sts_spec.get("selector", {}).get("matchLabels")),
+          "k8s: the StatefulSet's selector matches its pod template's labels")
+    check(selects(svc.get("spec", {}).get("selector")), "k8s: the Service selects the StatefulSet's pods")
     check(selects(pdb.get("spec", {}).get("selector", {}).get("matchLabels")),
-          "k8s: the PodDisruptionBudget selects the Deployment's pods")
+          "k8s: the PodDisruptionBudget selects the StatefulSet's pods")
     ann = svc.get("metadata", {}).get("annotations", {})
     check(ann.get("prometheus.io/scrape") == "true" and ann.get("prometheus.io/port") == str(k8s_port),
           f"k8s: Service annotated for Prometheus scraping on port {k8s_port}")
@@ -437,13 +492,24 @@ def main():
     # KEDA: structure and agreement; the schema check is done by keda-validate.cjs.
     keda_files = sorted(p for p in glob.glob("deploy/k8s/keda/*.yaml") if not p.endswith("kustomization.yaml"))
     with open("deploy/k8s/keda/kustomization.yaml", encoding="utf-8") as f:
-        resources = yaml.safe_load(f).get("resources", [])
+        keda_kust = yaml.safe_load(f)
+    resources = keda_kust.get("resources", [])
+    # The overlay drops the base's `replicas`, which would otherwise reset KEDA's count on
+    # every apply; a patch whose target matches nothing is silently ignored by kustomize.
+    drops = [pt for pt in keda_kust.get("patches", [])
+             if pt.get("target", {}).get("kind") == sts.get("kind")
+             and pt.get("target", {}).get("name") == sts_name
+             and "path: /spec/replicas" in str(pt.get("patch", "")) and "op: remove" in str(pt.get("patch", ""))]
+    check(len(drops) == 1,
+          f"keda: the kustomization removes /spec/replicas from the {sts.get('kind')} {sts_name} (KEDA owns the count)")
     check(all(os.path.basename(p) in resources for p in keda_files),
           f"keda: the kustomization lists every file: {', '.join(os.path.basename(p) for p in keda_files)}")
     keda = load_docs(keda_files)
     objects = [d for _, d in keda]
     with open(os.path.join(out, "keda-objects.json"), "w", encoding="utf-8") as f:
         json.dump(objects, f)
+    with open(os.path.join(out, "scale-target.json"), "w", encoding="utf-8") as f:
+        json.dump({"apiVersion": sts.get("apiVersion"), "kind": sts.get("kind"), "name": sts_name}, f)
     scaled = [d for d in objects if d.get("kind") == "ScaledObject"]
     auths = {d.get("metadata", {}).get("name"): d for d in objects if d.get("kind") == "TriggerAuthentication"}
     check(len(scaled) == 1, f"keda: one ScaledObject (found {len(scaled)})")
@@ -451,31 +517,26 @@ def main():
         s = so.get("spec", {})
         check(so.get("apiVersion") == "keda.sh/v1alpha1" and so.get("kind") == "ScaledObject",
               f"keda: {so.get('kind')} {so.get('apiVersion')} is a keda.sh/v1alpha1 ScaledObject")
-        check(s.get("scaleTargetRef", {}).get("name") == dep.get("metadata", {}).get("name")
-              and s.get("scaleTargetRef", {}).get("kind", "Deployment") == "Deployment",
-              "keda: scaleTargetRef is the vitalwatch Deployment")
+        # KEDA's defaults: apiVersion apps/v1, kind Deployment.
+        target = s.get("scaleTargetRef", {})
+        check(target.get("name") == sts_name
+              and target.get("kind", "Deployment") == sts.get("kind")
+              and target.get("apiVersion", "apps/v1") == sts.get("apiVersion"),
+              f"keda: scaleTargetRef is the {sts.get('apiVersion')} {sts.get('kind')} {sts_name} (with KEDA's "
+              f"defaults it is {target.get('apiVersion', 'apps/v1')} {target.get('kind', 'Deployment')} {target.get('name')})")
         mx, mn = s.get("maxReplicaCount"), s.get("minReplicaCount", 0)
         check(isinstance(mx, int) and isinstance(mn, int) and 1 <= mn <= mx <= partitions,
               f"keda: minReplicaCount {mn} <= maxReplicaCount {mx} <= {partitions} partitions of patient-data")
-        # A rollout at maxReplicaCount: new pods before old (maxUnavailable 0), so up to
-        # maxReplicaCount + maxSurge group members. More than the partitions is allowed
-        # only because readiness accepts an empty assignment (READY_WITH_EMPTY_ASSIGNMENT):
-        # otherwise the member left without a partition, maybe the surge pod, could never
-        # turn ready and the rollout would wait for it forever.
+        # A rollout at maxReplicaCount: the StatefulSet replaces its pods delete-then-create,
+        # one at a time, with no surge, so it never runs more members than maxReplicaCount,
+        # each with a partition. More replicas than partitions (a base whose replicas were
+        # raised past them) leave members with nothing, and a static member comes back from
+        # a restart with what it had: only READY_WITH_EMPTY_ASSIGNMENT lets such a pod
+        # turn ready, and the rollout, which waits for each pod to be ready, go on.
         if isinstance(mx, int):
-            surge = pods_of(rolling.get("maxSurge", "25%"), mx, round_up=True)
-            unavailable = pods_of(rolling.get("maxUnavailable", "25%"), mx, round_up=False)
-            check(unavailable == 0 and isinstance(surge, int) and surge >= 1,
-                  f"k8s: rolling update new before old at maxReplicaCount {mx} "
-                  f"(maxSurge {surge} pod(s), maxUnavailable {unavailable})")
-            peak = mx + (surge or 0)
-            if peak <= partitions:
-                check(True, f"keda: a rollout at maxReplicaCount runs {peak} pods for {partitions} partitions")
-            else:
-                check(READY_WITH_EMPTY_ASSIGNMENT,
-                      f"keda: a rollout at maxReplicaCount runs {mx} + {surge} = {peak} pods for {partitions} "
-                      f"partitions: the {peak - partitions} member(s) left without a partition turn ready only because "
-                      f"/readyz accepts an empty assignment (scripts/check-deploy.sh 7 checks the binary)")
+            check(mx <= partitions,
+                  f"keda: a rollout at maxReplicaCount runs at most {mx} pods (a StatefulSet has no surge) "
+                  f"for {partitions} partitions")
         triggers = [t for t in s.get("triggers", []) if t.get("type") == "kafka"]
         if not check(len(triggers) == 1, "keda: one kafka trigger"):
             continue
