@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # Checks the deployment files without a Docker engine or a Kubernetes cluster:
 #
-#   1. compose     `docker compose config -q` on docker-compose.yml
+#   1. compose     `docker compose config -q` on docker-compose.yml; on compose's own
+#                  rendering of it (`config --format json`), the vitalwatch replicas as
+#                  static group members: one service each (vitalwatch-N), its name its
+#                  distinct group.instance.id, one container (container_name), one shared
+#                  definition; `promtool check config` on deploy/prometheus/prometheus.yml
 #   2. hadolint    `hadolint Dockerfile` (every ignored rule carries its reason inline)
 #   3. dashboard   the Grafana dashboard parses, and every PromQL expression in it parses
 #                  and selects only metrics (and labels) that a live /metrics scrape of a
@@ -16,7 +20,8 @@
 #                  files cross-checked (grace periods, ports, probes, group, partitions,
 #                  static membership, TLS, the Secret's files and keys, KEDA's
 #                  credentials); `vitalwatch check-config` on the image's config (refused
-#                  as shipped: it requires TLS; accepted with compose's environment) and on
+#                  as shipped: it requires TLS; accepted with the environment compose
+#                  gives each replica) and on
 #                  the ConfigMap's (refused without the Secret's files; accepted with
 #                  stand-ins for them and the StatefulSet's environment)
 #   5. ldd         every library `ldd target/release/vitalwatch` lists comes from a Debian
@@ -195,6 +200,13 @@ check_compose() {
   "${compose[@]}" -f docker-compose.yml config -q
   echo "docker compose config -q: ok"
   echo "services: $("${compose[@]}" -f docker-compose.yml config --services | sort | tr '\n' ' ')"
+  # Static membership as compose itself reads the file (the x-vitalwatch anchor and the
+  # merge keys resolved by compose, not by PyYAML): distinct instance ids, one container
+  # per replica. Check 4 runs the same checks on PyYAML's reading, with the rest.
+  "${compose[@]}" -f docker-compose.yml config --format json >"$work/compose-rendered.json"
+  "$venv/bin/python" deploy/checks/manifests.py --compose-rendered "$work/compose-rendered.json"
+  ensure_promtool
+  promtool check config deploy/prometheus/prometheus.yml
 }
 
 check_hadolint() {
@@ -351,13 +363,14 @@ healthcheck_on_host() {
   fi
   echo "on the host: ${argv[*]}"
 
-  # As a container of docker-compose.yml's vitalwatch service runs it (the image's config
-  # and the service's environment; rules.file as check 4 sets it), with http.listen from
-  # a variable.
+  # As a container of docker-compose.yml's first vitalwatch replica runs it (the image's
+  # config and the service's environment; rules.file as check 4 sets it), with
+  # http.listen from a variable. (The replicas' environments differ only in the
+  # instance id, which the health check does not read.)
   local compose_env=()
   "$venv/bin/python" deploy/checks/manifests.py --out "$work/hc-manifests" >"$work/hc-manifests.log" \
     || { cat "$work/hc-manifests.log"; return 1; }
-  echo "docker-compose.yml's environment for the vitalwatch service:"
+  echo "docker-compose.yml's environment for the $(head -n1 "$work/hc-manifests/compose-members.txt") service:"
   read_env_file "$work/hc-manifests/compose.env" compose_env
   expect_health "HEALTHCHECK, image config + compose's environment + VITALWATCH_HTTP__LISTEN=127.0.0.1:$port" ok \
     timeout 20 env "${compose_env[@]}" VITALWATCH_RULES__FILE=config/rules.toml \
@@ -466,10 +479,13 @@ check_k8s() {
     kafka.require_tls \
     env VITALWATCH_RULES__FILE=config/rules.toml \
     "$BIN" check-config --offline -c deploy/docker/config.toml
-  echo "the image's config with the environment docker-compose.yml gives the vitalwatch service:"
-  read_env_file "$out/compose.env" compose_env
-  env "${compose_env[@]}" VITALWATCH_RULES__FILE=config/rules.toml \
-    "$BIN" check-config --offline -c deploy/docker/config.toml
+  local member
+  while IFS= read -r member; do
+    echo "the image's config with the environment docker-compose.yml gives the $member service:"
+    read_env_file "$out/compose-$member.env" compose_env
+    env "${compose_env[@]}" VITALWATCH_RULES__FILE=config/rules.toml \
+      "$BIN" check-config --offline -c deploy/docker/config.toml
+  done <"$out/compose-members.txt"
 
   echo
   echo "vitalwatch check-config on the ConfigMap's configuration:"

@@ -15,11 +15,15 @@ image's HEALTHCHECK (the binary's `healthcheck` with the CMD's config file), the
 request against the measured resident set, and the image the kustomization sets.
 Static group membership (kafka.group_instance_id): the pods are a StatefulSet's, each
 with its own name as its id (the downward API's metadata.name), and no config file sets
-one for all.
+one for all; compose runs one service per replica, each with its service name as a
+distinct id and one container, from one shared definition, and Prometheus scrapes each
+by name.
 
 Writes into DIR, for scripts/check-deploy.sh:
   config.toml, rules.toml  the ConfigMap's files (for `vitalwatch check-config`)
-  compose.env              the compose vitalwatch service's VITALWATCH_* environment
+  compose.env              the first compose vitalwatch replica's VITALWATCH_* environment
+  compose-NAME.env         each replica's (vitalwatch-1, vitalwatch-2, ...), one a file
+  compose-members.txt      the replicas' service names, one a line
   pod.env                  the StatefulSet container's VITALWATCH_* environment; a value
                            from a Secret or from the downward API becomes a stand-in,
                            named in a third column
@@ -28,6 +32,13 @@ Writes into DIR, for scripts/check-deploy.sh:
   scale-target.json        apiVersion, kind and name of the base's workload, the target
                            KEDA must scale (for keda-validate.cjs --target)
 Exit 1 on any failed check.
+
+    manifests.py --compose-rendered FILE
+
+runs only the checks of the compose replicas as static group members (each its own
+service, with its name as a distinct group.instance.id, one container each, one shared
+definition) on compose's own rendering of docker-compose.yml
+(`docker compose config --format json`), anchors and merge keys resolved by compose.
 """
 
 import argparse
@@ -153,10 +164,85 @@ def write_env(path, env):
             f.write("\t".join(row) + "\n")
 
 
+def env_map(environment):
+    """A compose service's environment, a mapping or a list of KEY=VALUE, as a dict."""
+    if isinstance(environment, list):
+        return dict(item.split("=", 1) if "=" in item else (item, None) for item in environment)
+    return dict(environment or {})
+
+
+# The compose services of the vitalwatch replicas: one service per static group member,
+# named vitalwatch-1, vitalwatch-2, ... (compose cannot give the replicas of one service
+# different environments).
+COMPOSE_MEMBER = re.compile(r"vitalwatch-(\d+)")
+# What may differ between two replicas' services: their name, and which one builds.
+COMPOSE_PER_MEMBER_KEYS = {"container_name", "build", "pull_policy", "environment"}
+
+
+def compose_members(services, view):
+    """Checks compose's vitalwatch replicas as static group members and returns their
+    service names. `view` says whose reading of docker-compose.yml this is (PyYAML's, or
+    compose's own rendering, `docker compose config --format json`)."""
+    members = sorted((n for n in services if COMPOSE_MEMBER.fullmatch(n)),
+                     key=lambda n: int(COMPOSE_MEMBER.fullmatch(n).group(1)))
+    check(len(members) >= 2, f"compose ({view}): at least two vitalwatch replicas in the group: {', '.join(members)}")
+    if not members:
+        return members
+    image = services[members[0]].get("image")
+    # Any other service running the image's `run` would be a member without an id of its own.
+    runners = [n for n, svc in services.items() if svc.get("image") == image and n not in members
+               and "loadgen" not in (svc.get("command") or [])]
+    check(not runners, f"compose ({view}): every service running vitalwatch from {image} but loadgen is a "
+          f"vitalwatch-N replica (others: {', '.join(runners) or 'none'})")
+    ids = {}
+    for name in members:
+        svc = services[name]
+        iid = env_str(env_map(svc.get("environment")).get(INSTANCE_ID_ENV)).strip()
+        ids[name] = iid
+        replicas = svc.get("scale", (svc.get("deploy") or {}).get("replicas", 1))
+        check(iid == name and svc.get("container_name") == name and replicas in (None, 1),
+              f"compose ({view}): {name} is one static member: {INSTANCE_ID_ENV}={iid or '(unset)'} and "
+              f"container_name {svc.get('container_name')} are its service name, and it runs one container "
+              f"(replicas {replicas}; container_name makes compose refuse --scale)")
+    check(len(set(ids.values())) == len(ids) and all(ids.values()),
+          f"compose ({view}): the replicas' group.instance.id are distinct (two members with one id fence each "
+          f"other): {', '.join(f'{n}={i}' for n, i in ids.items())}")
+
+    def shared(svc):
+        common = {k: v for k, v in svc.items() if k not in COMPOSE_PER_MEMBER_KEYS}
+        common["environment"] = {k: env_str(v) for k, v in env_map(svc.get("environment")).items()
+                                 if k != INSTANCE_ID_ENV}
+        return common
+
+    first = shared(services[members[0]])
+    differ = [n for n in members[1:] if shared(services[n]) != first]
+    check(not differ, f"compose ({view}): the replicas share one definition (x-vitalwatch): they differ only in "
+          f"their name, instance id and build ({', '.join(differ) or 'none'} differ in more)")
+    builders = [n for n in members if services[n].get("build")]
+    users = [n for n, svc in services.items() if svc.get("image") == image and n not in builders]
+    pulling = [n for n in users if services[n].get("pull_policy") != "never"]
+    check(len(builders) == 1 and not pulling,
+          f"compose ({view}): one service builds {image} ({', '.join(builders) or 'none'}); the others that use "
+          f"it ({', '.join(users)}) never pull it" + (f" (pull_policy is not never: {', '.join(pulling)})" if pulling else ""))
+    return members
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--out", required=True)
-    out = ap.parse_args().out
+    ap.add_argument("--out")
+    ap.add_argument("--compose-rendered", metavar="FILE",
+                    help="only the static-membership checks of the compose replicas, on compose's own "
+                         "rendering of docker-compose.yml (`docker compose config --format json`)")
+    args = ap.parse_args()
+    if args.compose_rendered:
+        with open(args.compose_rendered, encoding="utf-8") as f:
+            rendered = json.load(f)
+        members = compose_members(rendered.get("services", {}), "as compose renders it")
+        print(f"compose: {len(members)} replica(s), {failures} problem(s)")
+        return 1 if failures else 0
+    if not args.out:
+        ap.error("--out DIR is required (or --compose-rendered FILE)")
+    out = args.out
     os.makedirs(out, exist_ok=True)
 
     # The image's configuration.
@@ -201,15 +287,16 @@ def main():
     with open("docker-compose.yml", encoding="utf-8") as f:
         compose = yaml.safe_load(f)
     services = compose.get("services", {})
-    expected = {"kafka", "topic-init", "vitalwatch", "loadgen", "prometheus", "grafana"}
+    expected = {"kafka", "topic-init", "vitalwatch-1", "vitalwatch-2", "loadgen", "prometheus", "grafana"}
     check(expected <= set(services), f"compose: services {', '.join(sorted(expected))}")
-    vw = services.get("vitalwatch", {})
-    check(vw.get("deploy", {}).get("replicas") == 2, "compose: vitalwatch runs 2 replicas")
+    members = compose_members(services, "PyYAML") or ["vitalwatch-1"]
+    # The replicas share their definition (checked above): the first stands for all.
+    vw = services.get(members[0], {})
     grace = seconds(vw.get("stop_grace_period", "10s"))
     shutdown = image_cfg.get("pipeline", {}).get("shutdown_timeout_secs", DEFAULT_SHUTDOWN_SECS)
     check(grace > shutdown,
           f"compose: vitalwatch stop_grace_period {grace:g}s > shutdown_timeout_secs {shutdown}s")
-    env = vw.get("environment", {})
+    env = env_map(vw.get("environment"))
     check(env.get("VITALWATCH_LOG__FORMAT") == "json", "compose: vitalwatch logs JSON")
     # The protocol of the broker listener compose's vitalwatch connects to, from the
     # kafka service's listener settings.
@@ -231,8 +318,15 @@ def main():
         check(require_tls == "false",
               f"compose: vitalwatch sets VITALWATCH_KAFKA__REQUIRE_TLS=false, the local stack's only "
               f"exception: its broker listener {bootstrap} is {listener}")
-    write_env(os.path.join(out, "compose.env"),
-              [(k, env_str(v)) for k, v in sorted(env.items()) if k.startswith("VITALWATCH_")])
+    # compose.env: the first replica's environment; compose-<service>.env: each one's.
+    for name in members:
+        rows = [(k, env_str(v)) for k, v in sorted(env_map(services.get(name, {}).get("environment")).items())
+                if k.startswith("VITALWATCH_")]
+        write_env(os.path.join(out, f"compose-{name}.env"), rows)
+        if name == members[0]:
+            write_env(os.path.join(out, "compose.env"), rows)
+    with open(os.path.join(out, "compose-members.txt"), "w", encoding="utf-8") as f:
+        f.write("".join(f"{name}\n" for name in members))
     init = " ".join(services.get("topic-init", {}).get("command", []))
     topics = {m.group(1): int(m.group(2)) for m in
               re.finditer(r"--topic (\S+) --partitions (\d+) --replication-factor 1", init)}
@@ -254,11 +348,18 @@ def main():
     loadgen = services.get("loadgen", {})
     check(loadgen.get("image") == vw.get("image") and "loadgen" in loadgen.get("command", []),
           "compose: loadgen runs `vitalwatch loadgen` from the vitalwatch image")
+    waits = loadgen.get("depends_on", {})
+    waits = set(waits) if isinstance(waits, (dict, list)) else set()
+    check(set(members) <= waits,
+          f"compose: loadgen starts after every vitalwatch replica (depends_on {', '.join(sorted(waits))})")
     with open("deploy/prometheus/prometheus.yml", encoding="utf-8") as f:
         prom = yaml.safe_load(f)
-    sd = [c for job in prom.get("scrape_configs", []) for c in job.get("dns_sd_configs", [])]
-    check(any("vitalwatch" in c.get("names", []) and c.get("port") == image_port for c in sd),
-          f"prometheus: DNS discovery of every vitalwatch replica on port {image_port}")
+    jobs = [job for job in prom.get("scrape_configs", []) if job.get("job_name") == "vitalwatch"]
+    targets = sorted(t for job in jobs for c in job.get("static_configs", []) for t in c.get("targets", []))
+    want = sorted(f"{name}:{image_port}" for name in members)
+    check(len(jobs) == 1 and targets == want,
+          f"prometheus: the vitalwatch job scrapes every compose replica by name on port {image_port}, "
+          f"and nothing else: {', '.join(targets) or 'no targets'} (compose has {', '.join(want)})")
 
     # Kubernetes
     base = sorted(p for p in glob.glob("deploy/k8s/base/*.yaml") if not p.endswith("kustomization.yaml"))
