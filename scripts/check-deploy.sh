@@ -39,8 +39,9 @@
 #                  group: `vitalwatch demo --partitions 1` (one input partition on its
 #                  in-process cluster) and two `vitalwatch run` processes joining the
 #                  demo's group on that cluster; the member(s) left without a partition
-#                  must answer /readyz 200 (else a rollout at KEDA's maxReplicaCount, one
-#                  pod more than partitions, could stall), and a member that has not had
+#                  must answer /readyz 200 (else a StatefulSet rollout, which waits for
+#                  each pod to be ready, would stop at a standby: a static member comes
+#                  back with the empty assignment it had), and a member that has not had
 #                  its first assignment must answer 503 "waiting for the group's first
 #                  assignment"
 #
@@ -733,8 +734,9 @@ check_rootfs() {
   ((hc_failed == 0))
 }
 
-# A replica with an empty assignment is ready (the rule a rollout at KEDA's
-# maxReplicaCount relies on: one pod more than partitions). A real consumer group, no
+# A replica with an empty assignment is ready (the rule a StatefulSet rollout with more
+# replicas than partitions relies on: it waits for each pod to be ready, and a standby
+# comes back from its restart with nothing). A real consumer group, no
 # fake broker: `vitalwatch demo --partitions 1` runs the pipeline on an in-process Kafka
 # cluster (librdkafka's mock cluster, a real Kafka protocol listener on 127.0.0.1) with
 # one input partition, and prints the cluster's address on its first line. Two

@@ -8,8 +8,9 @@ Every --member is a vitalwatch process of one consumer group (URL: its http.list
 http://127.0.0.1:PORT; LOG: its JSON log, if it has one). The group has more members than
 partitions, so once it has settled at least one member holds none. The rule checked:
 
-  * a member whose assignment is EMPTY answers /readyz 200 (a standby is ready: a rollout
-    at KEDA's maxReplicaCount, one pod more than partitions, must not wait for it);
+  * a member whose assignment is EMPTY answers /readyz 200 (a standby is ready: a
+    StatefulSet rollout waits for each pod to be ready, and a static member that stood
+    by comes back from its restart with nothing, so the rollout must not wait for it);
   * the --fresh member, whose brokers never answer, has had no assignment at all: it
     answers 503, never 200, and (once its pipeline runs) names the reason "waiting for the
     group's first assignment".
@@ -149,7 +150,7 @@ def main():
         if seen:
             answers = ", ".join("%s: %r" % (n, last.get(n, (None, "not asked"))[1]) for n in seen)
             print(f"FAIL no member without a partition answered /readyz 200 within {args.wait:g} s "
-                  f"({answers}): readiness requires partitions, so a rollout at maxReplicaCount could stall")
+                  f"({answers}): readiness requires partitions, so a rollout could stop at a standby")
         else:
             print(f"FAIL within {args.wait:g} s the group did not settle with a member holding no partition")
     if fresh_ready:
