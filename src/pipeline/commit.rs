@@ -2,7 +2,9 @@
 //!
 //! At-least-once, nothing lost: an offset is *stored* only once every message below it
 //! is done ([`super::offsets::OffsetTracker`] says which), and librdkafka's auto-commit
-//! commits what is stored, every [`AUTO_COMMIT_INTERVAL_MS`]. Two synchronous commits
+//! commits what is stored, every [`AUTO_COMMIT_INTERVAL_MS`]; with durable state, what
+//! is stored is a persisted checkpoint cut, committed at once ([`commit_stored`]). Two
+//! synchronous commits
 //! make the edges exact: on revoke, after the revoked partitions' in-flight work drained
 //! (bounded), and at shutdown, after everything drained. A commit that fails is retried
 //! by the next one and counted in `vitalwatch_commit_errors_total`; finished work whose
@@ -124,6 +126,19 @@ pub(crate) fn refresh<C: ConsumerContext>(
         && let Err(e) = consumer.commit(&tpl, CommitMode::Async)
     {
         debug!(error = %e, "refreshing the repartition topic's commits failed");
+    }
+}
+
+/// An asynchronous commit of everything stored, without waiting for the auto-commit
+/// timer: durable mode calls it when a checkpoint cut is persisted, so the committed
+/// offsets trail the cut by a round trip, not by up to another commit interval (a crash
+/// then reads less again).
+pub(crate) fn commit_stored<C: ConsumerContext>(consumer: &BaseConsumer<C>) {
+    match consumer.commit_consumer_state(CommitMode::Async) {
+        Ok(()) | Err(KafkaError::ConsumerCommit(RDKafkaErrorCode::NoOffset)) => {}
+        Err(e) => {
+            debug!(error = %e, "committing a persisted checkpoint failed (the auto-commit retries)")
+        }
     }
 }
 

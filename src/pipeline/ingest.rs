@@ -790,7 +790,10 @@ impl IngestState {
                 let e = self.stored.entry(tp).or_insert(offset);
                 *e = (*e).max(offset);
             }
-            commit::store(consumer, persisted, |tp| self.topic(tp.source).to_owned());
+            if !persisted.is_empty() {
+                commit::store(consumer, persisted, |tp| self.topic(tp.source).to_owned());
+                commit::commit_stored(consumer);
+            }
         } else {
             commit::store(consumer, advanced, |tp| self.topic(tp.source).to_owned());
         }
