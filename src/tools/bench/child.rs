@@ -181,7 +181,8 @@ pub struct Subject<'a> {
     pub logs: &'a Path,
     /// `log.level` of the child (`warn`; the restore stage reads `info` lines).
     pub log_level: &'a str,
-    /// The broker is the mock cluster (see [`MOCK_FETCH_WAIT_MS`]).
+    /// The broker is the mock cluster (see [`MOCK_FETCH_WAIT_MS`] and
+    /// [`MOCK_SESSION_TIMEOUT_MS`]).
     pub mock: bool,
 }
 
@@ -190,6 +191,12 @@ pub struct Subject<'a> {
 /// broker answers as soon as data is there. On the mock the subject waits at most this
 /// long, so that the latency run measures vitalwatch rather than the mock.
 pub const MOCK_FETCH_WAIT_MS: u64 = 5;
+
+/// The mock cluster holds a join to a group that already has members, or is still
+/// rebalancing after one left, for the session timeout less 1 s (`rdkafka_mock_cgrp.c`);
+/// at librdkafka's default 45 s the restore stage's second subject waited 44 s for its
+/// partitions. On the mock the subject's session is this long (Kafka's minimum).
+pub const MOCK_SESSION_TIMEOUT_MS: u64 = 6_000;
 
 /// `vitalwatch run` as configured by its environment, and the address of its /metrics.
 pub struct Running {
@@ -287,6 +294,10 @@ impl Subject<'_> {
             cmd.env(
                 "VITALWATCH_KAFKA__CLIENT__FETCH__WAIT__MAX__MS",
                 MOCK_FETCH_WAIT_MS.to_string(),
+            )
+            .env(
+                "VITALWATCH_KAFKA__CLIENT__SESSION__TIMEOUT__MS",
+                MOCK_SESSION_TIMEOUT_MS.to_string(),
             );
         }
         if let Some(rules) = self.rules {
