@@ -352,6 +352,21 @@ impl Continuity {
         c
     }
 
+    /// The scenario's counts for the summary table.
+    fn record(&self, sc: &mut Scenario, messages: usize) {
+        sc.messages = Some(messages);
+        sc.lost = Some(self.lost);
+        sc.duplicates = Some(self.duplicates);
+    }
+
+    /// The alerts and episodes, for a note.
+    fn brief(&self) -> String {
+        format!(
+            "alerts {} (phases {:?}), {} episodes, started twice {}",
+            self.expected, self.phases, self.episodes, self.restarted_episodes
+        )
+    }
+
     fn ok(&self) -> bool {
         self.lost == 0
             && self.unexpected == 0
@@ -454,6 +469,18 @@ impl Feed {
         self.rounds.load(Ordering::SeqCst)
     }
 
+    /// Waits until `n` more rounds were sent (`what` names the wait if it times out).
+    fn wait_rounds(&self, n: u64, what: &str) {
+        let from = self.rounds();
+        wait_for(LONG, what, || {
+            if self.rounds() >= from + n {
+                Ok(())
+            } else {
+                Err(format!("round {}", self.rounds()))
+            }
+        });
+    }
+
     /// Every patient recovers; returns the messages sent once the feed has finished.
     fn recover(mut self) -> usize {
         self.recover.store(true, Ordering::SeqCst);
@@ -510,6 +537,23 @@ struct Instances {
 }
 
 impl Instances {
+    /// The restores, for a note.
+    fn brief(&self) -> String {
+        format!(
+            "restores {} partitions, {} records, slowest {} ms",
+            self.restored_partitions, self.restored_records, self.max_restore_ms
+        )
+    }
+
+    /// No restore went live before it was complete.
+    fn assert_restores_complete(&self) {
+        assert!(
+            self.restore_problems.is_empty(),
+            "restores went live early:\n{}",
+            self.restore_problems.join("\n")
+        );
+    }
+
     fn add(&mut self, vw: &Vitalwatch) {
         let (parts, records, ms) = restores(vw);
         self.restored_partitions += parts;
@@ -584,18 +628,7 @@ fn restarts(name: &'static str, cycles: usize, kill: bool) {
         ));
     }
     // A reminder comes due on the last instance before the patients recover.
-    let rounds = feed.rounds();
-    wait_for(
-        LONG,
-        "a cooldown's worth of rounds on the last instance",
-        || {
-            if feed.rounds() >= rounds + 6 {
-                Ok(())
-            } else {
-                Err(format!("round {}", feed.rounds()))
-            }
-        },
-    );
+    feed.wait_rounds(6, "a cooldown's worth of rounds on the last instance");
     let sent = feed.recover();
     sc.step(format!("feed done: {sent} readings, then recovery"));
     topics.wait_committed_to_end(LONG);
@@ -609,20 +642,12 @@ fn restarts(name: &'static str, cycles: usize, kill: bool) {
     let alerts = kafka::read_all(&topics.client, &topics.alerts);
     let c = Continuity::check(&topics.input, &input, &alerts);
     println!("{c}");
-    sc.messages = Some(input.len());
-    sc.lost = Some(c.lost);
-    sc.duplicates = Some(c.duplicates);
+    c.record(&mut sc, input.len());
     sc.note(format!(
-        "{cycles} {} under load, {WARD_PATIENTS} patients; alerts {} (phases {:?}), {} episodes: each one start, one end, started twice {}; \
-         restores: {} partitions, {} records, slowest {} ms; readings skipped as already counted {}; state topic {}",
+        "{cycles} {} under load, {WARD_PATIENTS} patients; {}; {}; readings skipped as already counted {}; state topic {}",
         if kill { "SIGKILLs" } else { "SIGTERM restarts" },
-        c.expected,
-        c.phases,
-        c.episodes,
-        c.restarted_episodes,
-        inst.restored_partitions,
-        inst.restored_records,
-        inst.max_restore_ms,
+        c.brief(),
+        inst.brief(),
         inst.skipped,
         kafka::state_topic_kind()
     ));
@@ -633,11 +658,7 @@ fn restarts(name: &'static str, cycles: usize, kill: bool) {
             stop_times.iter().max().unwrap().as_secs_f64()
         ));
     }
-    assert!(
-        inst.restore_problems.is_empty(),
-        "restores went live early:\n{}",
-        inst.restore_problems.join("\n")
-    );
+    inst.assert_restores_complete();
     assert_eq!(input.len(), sent, "the input holds what the feed sent");
     assert_eq!(
         c.episodes,
@@ -782,9 +803,7 @@ fn a_news2_chart_survives_a_restart() {
             )),
         }
     }
-    sc.messages = Some(input.len());
-    sc.lost = Some(c.lost);
-    sc.duplicates = Some(c.duplicates);
+    c.record(&mut sc, input.len());
     sc.note(format!(
         "{NEWS2_PATIENTS} charts scoring 4 before a SIGTERM restart, 38.5 °C after it: {} news2_medium scored {scored:?} with nothing missing (oracle 5); \
          restored {records} records over {parts} partitions, slowest {ms} ms",
@@ -793,6 +812,17 @@ fn a_news2_chart_survives_a_restart() {
     assert_eq!(before, 0, "a chart scoring 4 raises nothing");
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
     assert!(c.lost == 0 && c.unexpected == 0 && c.wrong == 0, "{c}");
+}
+
+/// The input topic, the alert topic's records, and those records as alerts.
+fn outcome(topics: &Topics) -> (Vec<Record>, Vec<Record>, Vec<OwnedAlert>) {
+    let input = kafka::read_all(&topics.client, &topics.input);
+    let records = kafka::read_all(&topics.client, &topics.alerts);
+    let alerts = records
+        .iter()
+        .filter_map(|r| serde_json::from_slice(r.value()).ok())
+        .collect();
+    (input, records, alerts)
 }
 
 /// Partitions `vw` owns now, from its `partitions assigned` and `partitions revoked`
@@ -1071,18 +1101,7 @@ fn scaling_1_3_1_moves_only_what_must_move_and_keeps_state() {
         restores(&vw3)
     ));
     // Three replicas work for a while: reminders come due on the moved patients.
-    let rounds = feed.rounds();
-    wait_for(
-        LONG,
-        "a cooldown's worth of rounds on three replicas",
-        || {
-            if feed.rounds() >= rounds + 8 {
-                Ok(())
-            } else {
-                Err(format!("round {}", feed.rounds()))
-            }
-        },
-    );
+    feed.wait_rounds(8, "a cooldown's worth of rounds on three replicas");
 
     // 3 → 1.
     let mut back = Window::begin("3 → 1", SCALE_PARTITIONS);
@@ -1118,27 +1137,15 @@ fn scaling_1_3_1_moves_only_what_must_move_and_keeps_state() {
         restored_in - vw1_restores_out
     ));
 
-    let rounds = feed.rounds();
-    wait_for(LONG, "a cooldown's worth of rounds on vw-1", || {
-        // Past the last window's commit slack, too.
-        if feed.rounds() >= rounds + 12 {
-            Ok(())
-        } else {
-            Err(format!("round {}", feed.rounds()))
-        }
-    });
+    // Past the last window's commit slack, too.
+    feed.wait_rounds(12, "a cooldown's worth of rounds on vw-1");
     let sent = feed.recover();
     topics.wait_committed_to_end(LONG);
     let (status, _) = vw1.terminate(Duration::from_secs(SHUTDOWN_TIMEOUT_SECS + 10));
     assert!(status.success(), "{status}\n{}", vw1.tail(20));
     inst.add(&vw1);
 
-    let input = kafka::read_all(&topics.client, &topics.input);
-    let records = kafka::read_all(&topics.client, &topics.alerts);
-    let alerts: Vec<OwnedAlert> = records
-        .iter()
-        .filter_map(|r| serde_json::from_slice(r.value()).ok())
-        .collect();
+    let (input, records, alerts) = outcome(&topics);
     let (out_text, mut stopped) = out.report(&sampler, &alerts);
     let (back_text, stopped_back) = back.report(&sampler, &alerts);
     stopped.extend(stopped_back);
@@ -1146,29 +1153,17 @@ fn scaling_1_3_1_moves_only_what_must_move_and_keeps_state() {
     sc.step(&back_text);
     let c = Continuity::check(&topics.input, &input, &records);
     println!("{c}");
-    sc.messages = Some(input.len());
-    sc.lost = Some(c.lost);
-    sc.duplicates = Some(c.duplicates);
+    c.record(&mut sc, input.len());
     sc.note(format!(
-        "{SCALE_PATIENTS} patients on {SCALE_PARTITIONS} partitions; 1 → 3 in {:.1} s, vw-1 kept {:?}; 3 → 1 in {:.1} s, vw-1 restored only the {} partitions it got back; \
-         alerts {} (phases {:?}), {} episodes, started twice {}; restores {} partitions, {} records, slowest {} ms",
+        "{SCALE_PATIENTS} patients on {SCALE_PARTITIONS} partitions; 1 → 3 in {:.1} s, vw-1 kept {:?}; 3 → 1 in {:.1} s, vw-1 restored only the {} partitions it got back; {}; {}",
         (out.to - out.from).as_secs_f64(),
         out.kept,
         (back.to - back.from).as_secs_f64(),
         restored_in - vw1_restores_out,
-        c.expected,
-        c.phases,
-        c.episodes,
-        c.restarted_episodes,
-        inst.restored_partitions,
-        inst.restored_records,
-        inst.max_restore_ms
+        c.brief(),
+        inst.brief()
     ));
-    assert!(
-        inst.restore_problems.is_empty(),
-        "restores went live early:\n{}",
-        inst.restore_problems.join("\n")
-    );
+    inst.assert_restores_complete();
     assert_eq!(input.len(), sent);
     assert!(
         !out.kept.is_empty(),
@@ -1311,18 +1306,7 @@ fn static_members_restart_without_a_rebalance() {
         back_in.push(took);
         windows.push(w);
     }
-    let rounds = feed.rounds();
-    wait_for(
-        LONG,
-        "a cooldown's worth of rounds after the last restart",
-        || {
-            if feed.rounds() >= rounds + 12 {
-                Ok(())
-            } else {
-                Err(format!("round {}", feed.rounds()))
-            }
-        },
-    );
+    feed.wait_rounds(12, "a cooldown's worth of rounds after the last restart");
     let sent = feed.recover();
     topics.wait_committed_to_end(LONG);
     for vw in [&mut a, &mut b] {
@@ -1332,12 +1316,7 @@ fn static_members_restart_without_a_rebalance() {
         inst.add(vw);
     }
 
-    let input = kafka::read_all(&topics.client, &topics.input);
-    let records = kafka::read_all(&topics.client, &topics.alerts);
-    let alerts: Vec<OwnedAlert> = records
-        .iter()
-        .filter_map(|r| serde_json::from_slice(r.value()).ok())
-        .collect();
+    let (input, records, alerts) = outcome(&topics);
     let mut stopped = Vec::new();
     for w in &windows {
         let (text, s) = w.report(&sampler, &alerts);
@@ -1346,28 +1325,17 @@ fn static_members_restart_without_a_rebalance() {
     }
     let c = Continuity::check(&topics.input, &input, &records);
     println!("{c}");
-    sc.messages = Some(input.len());
-    sc.lost = Some(c.lost);
-    sc.duplicates = Some(c.duplicates);
+    c.record(&mut sc, input.len());
     sc.note(format!(
         "static membership: a restarted 3 times (SIGTERM, SIGKILL, SIGTERM), back with its partitions {held_a:?} {:.1}-{:.1} s after each stop, b saw no rebalance ({b_events} events throughout) and its partitions {held_b:?} kept flowing; \
-         alerts {} (phases {:?}), {} episodes, started twice {}; restores {} partitions, {} records, slowest {} ms; readings skipped as already counted {}",
+         {}; {}; readings skipped as already counted {}",
         back_in.iter().copied().fold(f64::INFINITY, f64::min),
         back_in.iter().copied().fold(0.0, f64::max),
-        c.expected,
-        c.phases,
-        c.episodes,
-        c.restarted_episodes,
-        inst.restored_partitions,
-        inst.restored_records,
-        inst.max_restore_ms,
+        c.brief(),
+        inst.brief(),
         inst.skipped
     ));
-    assert!(
-        inst.restore_problems.is_empty(),
-        "restores went live early:\n{}",
-        inst.restore_problems.join("\n")
-    );
+    inst.assert_restores_complete();
     assert_eq!(input.len(), sent);
     assert!(stopped.is_empty(), "{}", stopped.join("\n"));
     assert_eq!(c.episodes, 2 * WARD_PATIENTS, "{c}");
