@@ -13,6 +13,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{BaseProducer, BaseRecord, FutureProducer, FutureRecord, Producer};
 use rdkafka::{Offset, TopicPartitionList};
@@ -306,7 +307,21 @@ pub fn read_range(
         let Some(polled) = consumer.poll(Duration::from_millis(200)) else {
             continue;
         };
-        let m = polled.unwrap_or_else(|e| panic!("reading {topic}: {e}"));
+        let m = match polled {
+            Ok(m) => m,
+            // librdkafka reports a lost connection (all of them, even) as an error event
+            // and reconnects by itself: the read goes on until the deadline. Anything
+            // else about the topic is the test's failure.
+            Err(KafkaError::MessageConsumption(
+                code @ (RDKafkaErrorCode::AllBrokersDown
+                | RDKafkaErrorCode::BrokerTransportFailure
+                | RDKafkaErrorCode::BrokerNotAvailable),
+            )) => {
+                eprintln!("reading {topic}: {code:?}, reconnecting");
+                continue;
+            }
+            Err(e) => panic!("reading {topic}: {e}"),
+        };
         let p = m.partition();
         let Some(&end) = left.get(&p) else { continue };
         if m.offset() >= end {
