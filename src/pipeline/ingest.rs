@@ -453,14 +453,18 @@ impl ConsumerContext for IngestContext {
         err: RDKafkaRespErr,
         tpl: &mut TopicPartitionList,
     ) {
+        // Once the group handle has terminated it answers no assign, unassign or protocol
+        // request (each would wait forever, librdkafka issue 4884) and owns nothing: a
+        // rebalance event still queued from before the close only updates the books.
+        let assign = err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS;
+        if assign && consumer.closed() {
+            debug!("assignment after the consumer closed: ignored");
+            return;
+        }
         let tps = self.with_shadows(tpl);
         let list = self.list(&tps);
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        if err == RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS {
-            let done = if cooperative {
+        if assign {
+            let done = if cooperative(consumer) {
                 consumer.incremental_assign(&list)
             } else {
                 consumer.assign(&list)
@@ -481,7 +485,11 @@ impl ConsumerContext for IngestContext {
             st.revoke(consumer, self, &tps, lost, self.drain_timeout, &self.status);
             self.after_change(&st);
         }
-        let done = if cooperative {
+        if consumer.closed() {
+            debug!("revoke after the consumer closed: nothing to hand back");
+            return;
+        }
+        let done = if cooperative(consumer) {
             consumer.incremental_unassign(&list)
         } else {
             consumer.unassign()
@@ -1192,14 +1200,31 @@ pub enum Outcome {
     Crashed,
 }
 
+/// The consumer after a graceful stop: everything is committed, but it is still a member
+/// of the group. [`Member::leave`] closes it, which runs the close's revoke through the
+/// rebalance callback and sends the LeaveGroup. The caller reports the outcome first and
+/// bounds the wait for the leave, because librdkafka's close can wait forever: once the
+/// group handle has terminated it drops an assign or unassign request without answering
+/// it (librdkafka issue 4884), and a rebalance event still queued then blocks the close.
+pub struct Member(BaseConsumer<IngestContext>);
+
+impl Member {
+    /// Closes the consumer and leaves the group (a static member keeps its place).
+    pub fn leave(self) {
+        drop(self.0);
+        m::partitions_assigned(&[]);
+    }
+}
+
 /// The ingest loop. Runs on its own thread until `shutdown` (graceful, bounded by
-/// `shutdown_timeout`) or `crash` (tests: leave like a killed process).
+/// `shutdown_timeout`) or `crash` (tests: leave like a killed process). After a graceful
+/// stop it hands back the consumer, still in the group, for the caller to [`Member::leave`].
 pub fn run(
     consumer: BaseConsumer<IngestContext>,
     shutdown: CancellationToken,
     crash: Option<CancellationToken>,
     shutdown_timeout: Duration,
-) -> Outcome {
+) -> (Outcome, Option<Member>) {
     let ctx = consumer.context().clone();
     let status = ctx.status.clone();
     let mut blocked_since: Option<Instant> = None;
@@ -1209,7 +1234,7 @@ pub fn run(
         if crash.as_ref().is_some_and(CancellationToken::is_cancelled) {
             // Like SIGKILL: no close, no commit. The group notices by timeout.
             std::mem::forget(consumer);
-            return Outcome::Crashed;
+            return (Outcome::Crashed, None);
         }
         if shutdown.is_cancelled() {
             break;
@@ -1310,13 +1335,23 @@ pub fn run(
             "shutdown deadline reached: unfinished messages stay uncommitted and will be read again"
         );
     }
-    // Dropping the consumer leaves the group (its revoke callback finds nothing to wait for).
-    drop(consumer);
-    m::partitions_assigned(&[]);
-    Outcome::Stopped {
-        clean: unfinished == 0,
-        committed,
-    }
+    // Leaving the group is the caller's (its revoke callback finds nothing to wait for).
+    (
+        Outcome::Stopped {
+            clean: unfinished == 0,
+            committed,
+        },
+        Some(Member(consumer)),
+    )
+}
+
+/// Whether the group runs the cooperative protocol (asked of the group handle, which
+/// must not have terminated: see [`IngestContext::rebalance`]).
+fn cooperative<C: ConsumerContext>(consumer: &BaseConsumer<C>) -> bool {
+    matches!(
+        consumer.rebalance_protocol(),
+        RebalanceProtocol::Cooperative
+    )
 }
 
 fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, st: &mut IngestState, pause: bool) {

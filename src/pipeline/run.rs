@@ -33,6 +33,10 @@ pub struct Report {
     pub crashed: bool,
 }
 
+/// The least a graceful stop waits for the consumer to leave the group, whatever is left
+/// of `pipeline.shutdown_timeout_secs`: a clean close takes milliseconds.
+const LEAVE_WAIT: Duration = Duration::from_secs(3);
+
 /// Runs the pipeline until `shutdown` is cancelled, then drains and commits within
 /// `config.shutdown_timeout`. Errors only for start-up failures; a missed shutdown
 /// deadline is `Report::clean == false`.
@@ -175,6 +179,7 @@ pub async fn run(
     );
 
     let (result_tx, result_rx) = oneshot::channel();
+    let (left_tx, left_rx) = oneshot::channel::<()>();
     let shutdown_timeout = config.shutdown_timeout;
     let crash = hooks.crash.clone();
     let shutdown_started = {
@@ -187,8 +192,12 @@ pub async fn run(
     std::thread::Builder::new()
         .name("vw-ingest".into())
         .spawn(move || {
-            let outcome = ingest::run(consumer, shutdown, crash, shutdown_timeout);
+            let (outcome, member) = ingest::run(consumer, shutdown, crash, shutdown_timeout);
             let _ = result_tx.send(outcome);
+            if let Some(member) = member {
+                member.leave();
+                let _ = left_tx.send(());
+            }
         })
         .context("cannot start the ingest thread")?;
 
@@ -249,6 +258,18 @@ pub async fn run(
             .unwrap_or_else(|e| Err(anyhow::anyhow!("flush task failed: {e}")));
             if let Err(e) = &flushed {
                 warn!(error = %e, "producers not fully flushed");
+            }
+            // Everything is committed; leaving the group only spares the others a session
+            // timeout, so a close that hangs in librdkafka (see `ingest::Member`) must not
+            // keep the process from exiting.
+            let remaining = shutdown_timeout.saturating_sub(started.elapsed());
+            if tokio::time::timeout(remaining.max(LEAVE_WAIT), left_rx)
+                .await
+                .is_err()
+            {
+                warn!(
+                    "the consumer did not leave the group in time; stopping without it (its partitions move once its session times out)"
+                );
             }
             let clean = clean && joined.is_ok() && flushed.is_ok();
             let counts = status.counts();
