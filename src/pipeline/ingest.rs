@@ -239,6 +239,9 @@ pub(crate) struct IngestState {
     to_store: Vec<(Tp, i64)>,
     /// Durable mode: the offsets last stored for commit, per partition.
     stored: std::collections::BTreeMap<Tp, i64>,
+    /// Durable mode: input partitions whose restore ended since the last `store`, to
+    /// resume.
+    to_resume: Vec<i32>,
 }
 
 pub struct IngestContext {
@@ -549,6 +552,7 @@ impl IngestState {
             durable: None,
             to_store: Vec::new(),
             stored: std::collections::BTreeMap::new(),
+            to_resume: Vec::new(),
         }
     }
 
@@ -559,12 +563,12 @@ impl IngestState {
         }
     }
 
-    /// Durable mode: routes restored records, resumes partitions whose restore ended,
-    /// takes a checkpoint when one is due, and releases what is done. Returns the input
-    /// partitions whose restore ended (to resume).
-    fn durable_turn(&mut self, due: bool) -> Vec<i32> {
+    /// Durable mode: routes restored records, notes the partitions whose restore ended
+    /// (for `store` to resume), takes a checkpoint when one is due, and releases what is
+    /// done.
+    fn durable_turn(&mut self, due: bool) {
         let Some(d) = &mut self.durable else {
-            return Vec::new();
+            return;
         };
         let mut ended = Vec::new();
         let events = d.take_events();
@@ -587,8 +591,11 @@ impl IngestState {
                 RestoreEvent::Ended { partition, .. } => ended.push(partition),
             }
         }
+        // Resumed by the next `store`, whichever loop took the event (a revoke's final
+        // checkpoint waits here too).
+        self.to_resume.extend(ended);
         let Some(d) = &mut self.durable else {
-            return ended;
+            return;
         };
         let checkpoint = if due {
             d.checkpoint(&self.tracker, None, false)
@@ -606,7 +613,6 @@ impl IngestState {
             });
         }
         self.flush_all();
-        ended
     }
 
     /// Durable mode: a final checkpoint of input partitions `partitions` (all assigned
@@ -773,7 +779,10 @@ impl IngestState {
         }
         self.last_store = self.clock.now;
         if self.durable.is_some() {
-            let ended = self.durable_turn(true);
+            self.durable_turn(true);
+            let mut ended = std::mem::take(&mut self.to_resume);
+            // Assigned again meanwhile: its new restore resumes it.
+            ended.retain(|&p| !self.durable.as_ref().is_some_and(|d| d.is_restoring(p)));
             self.resume_restored(consumer, &ended);
         }
         self.metrics
