@@ -10,6 +10,7 @@
 //! alarm-fatigue machinery every kind shares in [`alarm`].
 
 pub(crate) mod alarm;
+pub mod context;
 mod event;
 pub(crate) mod file;
 pub mod live;

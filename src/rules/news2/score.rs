@@ -48,6 +48,35 @@ pub(crate) const fn parameter_index(metric: Metric) -> Option<usize> {
     }
 }
 
+/// Which SpO2 scale a patient's chart uses (RCP NEWS2 chart 1). Scale 1 is the default;
+/// Scale 2 (target 88–92 %, hypercapnic respiratory failure) is a clinical decision per
+/// patient, recorded in the patient's context.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Spo2Scale {
+    #[default]
+    One,
+    Two,
+}
+
+impl Spo2Scale {
+    /// The scale's number, as alerts and context records write it.
+    pub const fn number(self) -> u8 {
+        match self {
+            Spo2Scale::One => 1,
+            Spo2Scale::Two => 2,
+        }
+    }
+
+    /// The scale numbered `n`, when there is one.
+    pub const fn from_number(n: u64) -> Option<Spo2Scale> {
+        match n {
+            1 => Some(Spo2Scale::One),
+            2 => Some(Spo2Scale::Two),
+            _ => None,
+        }
+    }
+}
+
 /// One row of a parameter's band table: values `v` between `lower` and `upper` (each
 /// bound included or excluded, or absent at the ends of the chart) score `score`.
 ///
