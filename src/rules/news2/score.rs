@@ -14,8 +14,10 @@
 //! two printed bands belongs to the one further from normal. 20.5 /min scores as 21–24,
 //! 35.05 °C as ≤35.0.
 //!
-//! SpO2 is scored on scale 1. Scale 2 (hypercapnic respiratory failure, target 88–92 %)
-//! needs a clinical decision per patient that the input does not carry.
+//! SpO2 is scored on the patient's scale ([`Spo2Scale`], [`score_spo2`]). Scale 1 is the
+//! default; Scale 2 (hypercapnic respiratory failure, target 88–92 %) is a clinical
+//! decision per patient, which comes from the patient's context, and scores a reading by
+//! whether the patient was on air or oxygen when it was taken.
 
 use std::ops::Bound::{self, Excluded, Included, Unbounded};
 use std::ops::RangeBounds;
@@ -121,6 +123,26 @@ const SPO2: [Band; 4] = [
     band(Included(96.0), Unbounded, 0),      // ≥96
 ];
 
+/// Scale 2 on air, percent: below 88 as scale 2 on oxygen, 88 and above all score 0.
+const SPO2_SCALE_2_AIR: [Band; 4] = [
+    band(Unbounded, Excluded(84.0), 3),      // ≤83
+    band(Included(84.0), Excluded(86.0), 2), // 84–85
+    band(Included(86.0), Excluded(88.0), 1), // 86–87
+    band(Included(88.0), Unbounded, 0),      // ≥88 (88–92, or ≥93 on air)
+];
+
+/// Scale 2 on oxygen, percent: above the 88–92 % target scores again, a value between
+/// two printed bands going to the one further from normal (92.5 scores as 93–94).
+const SPO2_SCALE_2_OXYGEN: [Band; 7] = [
+    band(Unbounded, Excluded(84.0), 3),      // ≤83
+    band(Included(84.0), Excluded(86.0), 2), // 84–85
+    band(Included(86.0), Excluded(88.0), 1), // 86–87
+    band(Included(88.0), Included(92.0), 0), // 88–92
+    band(Excluded(92.0), Included(94.0), 1), // 93–94 on oxygen
+    band(Excluded(94.0), Included(96.0), 2), // 95–96 on oxygen
+    band(Excluded(96.0), Unbounded, 3),      // ≥97 on oxygen
+];
+
 /// 0 = air, 1 = oxygen. The decoder lets nothing else through; should another value
 /// reach this table anyway, anything but a clear 0 scores as oxygen, the higher score, so
 /// that a broken code errs towards a review rather than away from one.
@@ -179,7 +201,27 @@ pub(crate) const fn bands(metric: Metric) -> Option<&'static [Band]> {
     }
 }
 
-/// Score 0..=3 of one value (SpO2 on scale 1). `None` when NEWS2 does not score
+/// The SpO2 band table of `scale`; on scale 2, on air or on oxygen (scale 1 does not
+/// depend on oxygen). Each covers every real number exactly once.
+pub(crate) const fn spo2_bands(scale: Spo2Scale, on_oxygen: bool) -> &'static [Band] {
+    match (scale, on_oxygen) {
+        (Spo2Scale::One, _) => &SPO2,
+        (Spo2Scale::Two, false) => &SPO2_SCALE_2_AIR,
+        (Spo2Scale::Two, true) => &SPO2_SCALE_2_OXYGEN,
+    }
+}
+
+/// Score 0..=3 of an SpO2 value (percent) on `scale`, for a patient on oxygen
+/// (`on_oxygen`) or on air when it was taken; scale 1 ignores `on_oxygen`. `None` for
+/// NaN, which no band holds.
+pub fn score_spo2(scale: Spo2Scale, value: f64, on_oxygen: bool) -> Option<u8> {
+    spo2_bands(scale, on_oxygen)
+        .iter()
+        .find(|band| band.contains(value))
+        .map(|band| band.score)
+}
+
+/// Score 0..=3 of one value (SpO2 on scale 1: [`score_spo2`] for another). `None` when NEWS2 does not score
 /// `metric`, and for NaN, which no band holds (the decoder never lets one through).
 pub fn score(metric: Metric, value: f64) -> Option<u8> {
     bands(metric)?
@@ -375,6 +417,89 @@ mod tests {
         ),
     ];
 
+    /// SpO2 scale 2: (value, score on air, score on oxygen), both sides of every printed
+    /// boundary and halfway between two printed bands.
+    const SCALE_2_EDGES: &[(f64, u8, u8)] = &[
+        (0.0, 3, 3),
+        (83.0, 3, 3),
+        (83.5, 3, 3),
+        (84.0, 2, 2),
+        (85.0, 2, 2),
+        (85.5, 2, 2),
+        (86.0, 1, 1),
+        (87.0, 1, 1),
+        (87.5, 1, 1),
+        (88.0, 0, 0),
+        (90.0, 0, 0),
+        (92.0, 0, 0),
+        (92.5, 0, 1),
+        (93.0, 0, 1),
+        (94.0, 0, 1),
+        (94.5, 0, 2),
+        (95.0, 0, 2),
+        (96.0, 0, 2),
+        (96.5, 0, 3),
+        (97.0, 0, 3),
+        (100.0, 0, 3),
+    ];
+
+    #[test]
+    fn every_scale_2_edge_scores_as_the_chart_says() {
+        let mut wrong = Vec::new();
+        for &(value, air, oxygen) in SCALE_2_EDGES {
+            for (on_oxygen, expected) in [(false, air), (true, oxygen)] {
+                let got = score_spo2(Spo2Scale::Two, value, on_oxygen);
+                if got != Some(expected) {
+                    wrong.push(format!(
+                        "scale 2 {value} oxygen={on_oxygen}: {got:?}, chart says {expected}"
+                    ));
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn scale_1_ignores_oxygen_and_is_the_spo2_table() {
+        let (_, cases) = EDGES[1];
+        assert_eq!(EDGES[1].0, Spo2);
+        for &(value, expected) in cases {
+            for on_oxygen in [false, true] {
+                assert_eq!(
+                    score_spo2(Spo2Scale::One, value, on_oxygen),
+                    Some(expected),
+                    "{value} oxygen={on_oxygen}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn scale_2_values_as_decoded_from_json_score_like_the_literals() {
+        for &(value, air, oxygen) in SCALE_2_EDGES {
+            let parsed: f64 = serde_json::from_str(&value.to_string()).unwrap();
+            assert_eq!(
+                score_spo2(Spo2Scale::Two, parsed, false),
+                Some(air),
+                "{value}"
+            );
+            assert_eq!(
+                score_spo2(Spo2Scale::Two, parsed, true),
+                Some(oxygen),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn scale_2_nan_scores_nothing() {
+        for on_oxygen in [false, true] {
+            for scale in [Spo2Scale::One, Spo2Scale::Two] {
+                assert_eq!(score_spo2(scale, f64::NAN, on_oxygen), None);
+            }
+        }
+    }
+
     #[test]
     fn every_band_edge_scores_as_the_chart_says() {
         let mut wrong = Vec::new();
@@ -464,6 +589,9 @@ mod tests {
         for metric in PARAMETERS {
             check_contiguous(metric, bands(metric).unwrap());
         }
+        check_contiguous(Spo2, spo2_bands(Spo2Scale::Two, false));
+        check_contiguous(Spo2, spo2_bands(Spo2Scale::Two, true));
+        assert_eq!(spo2_bands(Spo2Scale::One, true), bands(Spo2).unwrap());
     }
 
     #[test]
@@ -692,6 +820,19 @@ mod tests {
         ) {
             let holding = bands(metric).unwrap().iter().filter(|b| b.contains(value)).count();
             prop_assert_eq!(holding, 1, "{} {}", metric, value);
+        }
+
+        #[test]
+        fn exactly_one_scale_2_band_holds_any_number(
+            on_oxygen in any::<bool>(),
+            value in prop_oneof![
+                any::<f64>().prop_filter("not NaN", |v| !v.is_nan()),
+                0.0..100.0f64,
+            ],
+        ) {
+            let table = spo2_bands(Spo2Scale::Two, on_oxygen);
+            let holding = table.iter().filter(|b| b.contains(value)).count();
+            prop_assert_eq!(holding, 1, "{} oxygen={}", value, on_oxygen);
         }
 
         #[test]
