@@ -2,7 +2,8 @@
 //! reading of every parameter, alerting `news2_medium` and `news2_high`. The chart's
 //! bands and risk are [`score`]'s (pure); this module holds the rule ([`News2Rule`]), its
 //! `[news2]` table in the rules file ([`parse`]), and a patient's chart and episode with
-//! what one reading does to them ([`News2State::observe`]).
+//! what one reading does to them ([`News2State::observe_on`]), on the patient's SpO2
+//! scale.
 
 mod score;
 
@@ -159,14 +160,29 @@ pub(super) fn parse(
     }))
 }
 
+const SPO2: usize = match parameter_index(Metric::Spo2) {
+    Some(i) => i,
+    None => panic!("SpO2 is a NEWS2 parameter"),
+};
+const OXYGEN: usize = match parameter_index(Metric::SupplementalOxygen) {
+    Some(i) => i,
+    None => panic!("supplemental oxygen is a NEWS2 parameter"),
+};
+
 /// The latest observation of one NEWS2 parameter.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Latest {
     value: f64,
     /// `i64::MIN` when never observed.
     at: i64,
-    /// Its NEWS2 score, computed once when the reading is stored.
+    /// Its NEWS2 score (SpO2 on scale 1), computed once when the reading is stored.
     score: u8,
+    /// Its score on SpO2 scale 2 (for other parameters, `score`): the patient's scale
+    /// may change between readings, so a stored reading is scored on both.
+    score2: u8,
+    /// SpO2: whether the patient was on oxygen when it was taken, what scale 2 scores
+    /// it by (the hysteresis scores value ± margin again). False for other parameters.
+    on_oxygen: bool,
 }
 
 impl Latest {
@@ -174,7 +190,52 @@ impl Latest {
         value: 0.0,
         at: i64::MIN,
         score: 0,
+        score2: 0,
+        on_oxygen: false,
     };
+
+    /// A reading of `metric` at `at`; `on_oxygen` only matters for SpO2.
+    fn new(metric: Metric, value: f64, at: i64, on_oxygen: bool) -> Latest {
+        let spo2 = metric == Metric::Spo2;
+        let score = score(metric, value).unwrap_or(0);
+        Latest {
+            value,
+            at,
+            score,
+            score2: if spo2 {
+                score_spo2(Spo2Scale::Two, value, on_oxygen).unwrap_or(0)
+            } else {
+                score
+            },
+            on_oxygen: spo2 && on_oxygen,
+        }
+    }
+
+    /// Its score on the patient's SpO2 `scale`.
+    fn score_on(&self, scale: Spo2Scale) -> u8 {
+        match scale {
+            Spo2Scale::One => self.score,
+            Spo2Scale::Two => self.score2,
+        }
+    }
+
+    /// The score `value` would have in this reading's place, on `scale`.
+    fn rescore(&self, metric: Metric, value: f64, scale: Spo2Scale) -> Option<u8> {
+        if metric == Metric::Spo2 {
+            score_spo2(scale, value, self.on_oxygen)
+        } else {
+            score(metric, value)
+        }
+    }
+}
+
+/// Whether the patient was on oxygen at time `t`, as far as the chart knows: its
+/// supplemental-oxygen reading says oxygen (value > 0) and was taken at or before `t`.
+/// The chart keeps only the latest oxygen reading, so when that one is later than `t`
+/// the status at `t` is unknown and taken as air (the lower scale 2 score above 92 %).
+fn on_oxygen_at(latest: &[Latest; 7], t: i64) -> bool {
+    let o2 = &latest[OXYGEN];
+    o2.at != i64::MIN && o2.at <= t && o2.value > 0.0
 }
 
 /// One patient's NEWS2 memory: the latest reading of each parameter and the open
@@ -207,22 +268,26 @@ impl News2State {
     }
 
     /// The state [`News2State::parts`] described; scores are computed again.
+    ///
+    /// The snapshot holds no oxygen status per SpO2 reading, so SpO2 is scored with the
+    /// chart's own oxygen reading: oxygen when that was taken at or before the SpO2
+    /// reading and says oxygen, else air. This is an approximation: an oxygen reading
+    /// taken after the SpO2 one hides the status the SpO2 reading was scored with
+    /// (oxygen then, air assumed now), until the next SpO2 reading. Only scale 2 above
+    /// 92 % depends on it.
     pub(crate) fn from_parts(chart: [Option<(f64, i64)>; 7], episode: Option<Episode>) -> Self {
+        let oxygen = chart[OXYGEN];
         let mut latest = [Latest::NONE; 7];
         for ((slot, reading), metric) in latest.iter_mut().zip(chart).zip(PARAMETERS) {
             if let Some((value, at)) = reading {
-                *slot = Latest {
-                    value,
-                    at,
-                    score: score(metric, value).unwrap_or(0),
-                };
+                let on_oxygen = oxygen.is_some_and(|(o2, o2_at)| o2_at <= at && o2 > 0.0);
+                *slot = Latest::new(metric, value, at, on_oxygen);
             }
         }
         News2State { latest, episode }
     }
 
-    /// A reading of parameter `param` (its [`PARAMETERS`] index) at observation time `t`:
-    /// the chart updated, then evaluated; appends what to publish.
+    /// As [`News2State::observe_on`] for a patient on SpO2 scale 1.
     pub(crate) fn observe(
         &mut self,
         rule: &News2Rule,
@@ -231,20 +296,43 @@ impl News2State {
         t: i64,
         out: &mut Vec<Event>,
     ) {
+        self.observe_on(rule, param, reading, t, Spo2Scale::One, out);
+    }
+
+    /// A reading of parameter `param` (its [`PARAMETERS`] index) at observation time `t`
+    /// of a patient whose chart uses SpO2 `scale` (the patient's current scale: the
+    /// aggregate, the breakdown and the hysteresis score SpO2 on it): the chart updated,
+    /// then evaluated; appends what to publish.
+    ///
+    /// An SpO2 reading is stored with the oxygen status it was taken under: the latest
+    /// supplemental-oxygen reading taken at or before it (value > 0: oxygen), air when
+    /// there is none. A later oxygen reading does not change it.
+    pub(crate) fn observe_on(
+        &mut self,
+        rule: &News2Rule,
+        param: usize,
+        reading: (Metric, f64),
+        t: i64,
+        scale: Spo2Scale,
+        out: &mut Vec<Event>,
+    ) {
         let (metric, value) = reading;
-        let latest = &mut self.latest[param];
         // The latest by observation time, not by arrival.
-        if t >= latest.at {
-            *latest = Latest {
-                value,
-                at: t,
-                score: score(metric, value).unwrap_or(0),
-            };
+        if t >= self.latest[param].at {
+            let on_oxygen = metric == Metric::Spo2 && on_oxygen_at(&self.latest, t);
+            self.latest[param] = Latest::new(metric, value, t, on_oxygen);
+            // A new latest oxygen reading taken at or before the SpO2 reading is the
+            // status that reading was taken under (the same one a restore uses).
+            let spo2 = self.latest[SPO2];
+            if param == OXYGEN && spo2.at != i64::MIN && t <= spo2.at {
+                self.latest[SPO2] = Latest::new(Metric::Spo2, spo2.value, spo2.at, value > 0.0);
+            }
         }
         let chart = Chart {
             latest: &self.latest,
             t,
             max_age_ms: rule.max_age_ms,
+            scale,
         };
         step(&mut self.episode, rule, &chart, out);
     }
@@ -255,6 +343,8 @@ struct Chart<'a> {
     latest: &'a [Latest; 7],
     t: i64,
     max_age_ms: i64,
+    /// The patient's SpO2 scale.
+    scale: Spo2Scale,
 }
 
 impl Chart<'_> {
@@ -271,7 +361,7 @@ impl Chart<'_> {
             if self.stale(l) {
                 any_stale = true;
             } else {
-                aggregate.add(l.score);
+                aggregate.add(l.score_on(self.scale));
             }
         }
         (aggregate, any_stale)
@@ -288,11 +378,11 @@ impl Chart<'_> {
             .any(|((l, metric), margin)| {
                 l.at != i64::MIN
                     && !self.stale(l)
-                    && (l.score >= 3
+                    && (l.score_on(self.scale) >= 3
                         || (margin > 0.0
                             && [l.value - margin, l.value + margin]
                                 .into_iter()
-                                .any(|v| score(metric, v) == Some(3))))
+                                .any(|v| l.rescore(metric, v, self.scale) == Some(3))))
             })
     }
 
@@ -302,7 +392,7 @@ impl Chart<'_> {
             (l.at != i64::MIN).then(|| Scored {
                 value: l.value,
                 observed_at: l.at,
-                score: l.score,
+                score: l.score_on(self.scale),
                 stale: self.stale(&l),
             })
         });
