@@ -123,9 +123,14 @@ impl RuleSet {
                 Condition::Above(t) => ("above", t),
                 Condition::Below(t) => ("below", t),
             };
+            let scale_2 = match r.scale_2 {
+                Some(Condition::Above(t)) => format!("scale_2_above = {t:?}\n"),
+                Some(Condition::Below(t)) => format!("scale_2_below = {t:?}\n"),
+                None => String::new(),
+            };
             let _ = writeln!(
                 out,
-                "[[threshold]]\nid = {}\nmetric = \"{}\"\n{key} = {t:?}\nseverity = \"{}\"\n\
+                "[[threshold]]\nid = {}\nmetric = \"{}\"\n{key} = {t:?}\n{scale_2}severity = \"{}\"\n\
                  for_secs = {}\ncooldown_secs = {}\nclear_margin = {:?}\nemit_resolved = {}\n",
                 toml::Value::String(r.id.clone()),
                 r.metric.as_str(),

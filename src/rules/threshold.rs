@@ -1,5 +1,5 @@
 //! The threshold rule kind: a metric strictly above or below a fixed value, optionally
-//! sustained. Its `[[threshold]]` table in the rules file ([`parse`]), and what one
+//! sustained; an SpO2 rule may give another value for patients on SpO2 scale 2. Its `[[threshold]]` table in the rules file ([`parse`]), and what one
 //! observation does to a patient's run and episode of the rule ([`step`]).
 
 use std::collections::HashMap;
@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::alarm::{Alarm, Episode, open_or_repeat};
 use super::event::{EpisodeStep, Severity};
-use super::news2::News2Rule;
+use super::news2::{News2Rule, Spo2Scale};
 use super::parse::{MAX_SPAN_SECS, RulesError, Source, alarm, rule_name, secs_to_ms};
 use crate::vitals::Metric;
 
@@ -70,6 +70,9 @@ pub struct ThresholdRule {
     pub id: String,
     pub(crate) metric: Metric,
     pub(crate) condition: Condition,
+    /// An SpO2 rule's condition for patients on NEWS2 SpO2 scale 2 (`scale_2_below`,
+    /// `scale_2_above`); `None`: `condition` on both scales.
+    pub(crate) scale_2: Option<Condition>,
     pub(crate) severity: Severity,
     /// The condition must hold for every observation over this span (observation
     /// timestamps, milliseconds) before the rule fires; 0 fires on the first.
@@ -82,6 +85,15 @@ impl ThresholdRule {
     pub(crate) fn is_stateless(&self) -> bool {
         self.for_ms == 0 && self.alarm.is_stateless()
     }
+
+    /// The condition for a patient on SpO2 `scale`: `scale_2` on scale 2 when the rule
+    /// gives one, else `condition`.
+    pub(crate) fn condition_on(&self, scale: Spo2Scale) -> Condition {
+        match (scale, self.scale_2) {
+            (Spo2Scale::Two, Some(c)) => c,
+            _ => self.condition,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -92,6 +104,8 @@ pub(super) struct RawThreshold {
     metric: Option<Spanned<String>>,
     above: Option<Spanned<f64>>,
     below: Option<Spanned<f64>>,
+    scale_2_above: Option<Spanned<f64>>,
+    scale_2_below: Option<Spanned<f64>>,
     severity: Option<Spanned<String>>,
     for_secs: Option<Spanned<u64>>,
     cooldown_secs: Option<Spanned<u64>>,
@@ -173,6 +187,38 @@ pub(super) fn parse(
     if let Some(problem) = outside_plausible(metric, condition) {
         return Err(fail(threshold_line, problem));
     }
+    let scale_2 = match (raw.scale_2_above, raw.scale_2_below) {
+        (None, None) => None,
+        (Some(a), Some(b)) => {
+            return Err(fail(
+                src.line(a.span()).max(src.line(b.span())),
+                "give only one of `scale_2_above` or `scale_2_below`".into(),
+            ));
+        }
+        (Some(a), None) => Some((Condition::Above(*a.get_ref()), src.line(a.span()))),
+        (None, Some(b)) => Some((Condition::Below(*b.get_ref()), src.line(b.span()))),
+    };
+    if let Some((c, line)) = scale_2 {
+        let key = match c {
+            Condition::Above(_) => "scale_2_above",
+            Condition::Below(_) => "scale_2_below",
+        };
+        if metric != Metric::Spo2 {
+            return Err(fail(
+                line,
+                format!(
+                    "`{key}` is for spo2 rules only (NEWS2 SpO2 scale 2), not {}",
+                    metric.as_str()
+                ),
+            ));
+        }
+        if !c.threshold().is_finite() {
+            return Err(fail(line, format!("`{key}` must be a finite number")));
+        }
+        if let Some(problem) = outside_plausible(metric, c) {
+            return Err(fail(line, format!("`{key}`: {problem}")));
+        }
+    }
     let severity_name = raw
         .severity
         .ok_or_else(|| fail(rule_line, "`severity` is missing".into()))?;
@@ -204,23 +250,26 @@ pub(super) fn parse(
     // A margin that puts the clear value outside what the metric can read would
     // keep the first alert open for ever.
     let (low, high) = metric.plausible_range();
-    let bound = condition.clear_bound(alarm.clear_margin);
-    if alarm.clear_margin > 0.0 && !(low..=high).contains(&bound) {
-        return Err(fail(
-            margin_line.unwrap_or(rule_line),
-            format!(
-                "`clear_margin` {} would clear at {bound}, outside {}'s range [{low}, {high}] {}",
-                alarm.clear_margin,
-                metric.as_str(),
-                metric.unit()
-            ),
-        ));
+    for c in std::iter::once(condition).chain(scale_2.map(|(c, _)| c)) {
+        let bound = c.clear_bound(alarm.clear_margin);
+        if alarm.clear_margin > 0.0 && !(low..=high).contains(&bound) {
+            return Err(fail(
+                margin_line.unwrap_or(rule_line),
+                format!(
+                    "`clear_margin` {} would clear at {bound}, outside {}'s range [{low}, {high}] {}",
+                    alarm.clear_margin,
+                    metric.as_str(),
+                    metric.unit()
+                ),
+            ));
+        }
     }
     id_lines.insert(id.clone(), id_line);
     Ok(ThresholdRule {
         id,
         metric,
         condition,
+        scale_2: scale_2.map(|(c, _)| c),
         severity,
         for_ms: secs_to_ms(for_secs),
         alarm,
@@ -296,10 +345,26 @@ impl ThresholdRule {
     }
 }
 
-/// One observation through a threshold rule's run and episode; what to publish.
+/// One observation through a threshold rule's run and episode, for a patient on SpO2
+/// scale 1; what to publish.
 pub(super) fn step(
     memory: &mut RuleMemory,
     rule: &ThresholdRule,
+    breach: bool,
+    value: f64,
+    t: i64,
+) -> Option<EpisodeStep> {
+    let condition = rule.condition_on(Spo2Scale::One);
+    step_on(memory, rule, condition, breach, value, t)
+}
+
+/// As [`step`], with the rule's `condition` for this patient (on SpO2 scale 2,
+/// [`ThresholdRule::condition_on`]): `breach` is whether it fires, and an open episode
+/// clears by the rule's `clear_margin` past it.
+pub(super) fn step_on(
+    memory: &mut RuleMemory,
+    rule: &ThresholdRule,
+    condition: Condition,
     breach: bool,
     value: f64,
     t: i64,
@@ -310,7 +375,7 @@ pub(super) fn step(
             memory.breach_since = None;
         }
         if let Some(open) = memory.episode
-            && rule.condition.cleared(value, rule.alarm.clear_margin)
+            && condition.cleared(value, rule.alarm.clear_margin)
         {
             memory.episode = None;
             return rule.alarm.emit_resolved.then_some(open.end());
@@ -322,4 +387,118 @@ pub(super) fn step(
         return None;
     }
     open_or_repeat(&mut memory.episode, rule.severity, t, &rule.alarm)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::rules::RuleSet;
+
+    fn parse_rule(body: &str) -> Result<RuleSet, RulesError> {
+        RuleSet::parse(
+            &format!("[[threshold]]\nid = \"r\"\n{body}\nseverity = \"medium\"\n"),
+            Path::new("rules.toml"),
+        )
+    }
+
+    #[test]
+    fn scale_2_is_read_on_spo2_rules_and_chosen_by_the_scale() {
+        let set = parse_rule("metric = \"spo2\"\nbelow = 92\nscale_2_below = 84").unwrap();
+        let rule = &set.rules()[0];
+        assert_eq!(rule.scale_2, Some(Condition::Below(84.0)));
+        assert_eq!(rule.condition_on(Spo2Scale::One), Condition::Below(92.0));
+        assert_eq!(rule.condition_on(Spo2Scale::Two), Condition::Below(84.0));
+
+        let set = parse_rule("metric = \"spo2\"\nbelow = 92\nscale_2_above = 96").unwrap();
+        assert_eq!(
+            set.rules()[0].condition_on(Spo2Scale::Two),
+            Condition::Above(96.0)
+        );
+
+        // Without one, both scales use the rule's condition.
+        let set = parse_rule("metric = \"spo2\"\nbelow = 92").unwrap();
+        let rule = &set.rules()[0];
+        assert_eq!(rule.scale_2, None);
+        assert_eq!(rule.condition_on(Spo2Scale::Two), Condition::Below(92.0));
+    }
+
+    #[test]
+    fn scale_2_errors_name_the_line_and_the_key() {
+        for (body, line, says) in [
+            (
+                "metric = \"heart_rate\"\nabove = 130\nscale_2_above = 120",
+                5,
+                "`scale_2_above` is for spo2 rules only",
+            ),
+            (
+                "metric = \"spo2\"\nbelow = 92\nscale_2_below = 84\nscale_2_above = 96",
+                6,
+                "only one of `scale_2_above` or `scale_2_below`",
+            ),
+            (
+                "metric = \"spo2\"\nbelow = 92\nscale_2_below = nan",
+                5,
+                "`scale_2_below` must be a finite number",
+            ),
+            (
+                "metric = \"spo2\"\nbelow = 92\nscale_2_below = inf",
+                5,
+                "`scale_2_below` must be a finite number",
+            ),
+            (
+                "metric = \"spo2\"\nbelow = 92\nscale_2_below = 150",
+                5,
+                "`scale_2_below`: threshold 150 is outside spo2's plausible range",
+            ),
+            (
+                "metric = \"spo2\"\nbelow = 92\nscale_2_above = 100",
+                5,
+                "`scale_2_above`: threshold 100 leaves no plausible spo2 reading",
+            ),
+        ] {
+            let e = parse_rule(body).unwrap_err();
+            assert_eq!(e.line, Some(line), "{body}: {e}");
+            assert_eq!(e.rule.as_deref(), Some("r"), "{body}: {e}");
+            assert!(e.message.contains(says), "{body}: {e}");
+        }
+    }
+
+    #[test]
+    fn the_shipped_spo2_low_flags_scale_2_at_its_3_band() {
+        let set = RuleSet::news2_red_flags();
+        let spo2_low = set.rules().iter().find(|r| r.id == "spo2_low").unwrap();
+        assert_eq!(spo2_low.scale_2, Some(Condition::Below(84.0)));
+        // Every other shipped rule is the same on both scales.
+        for r in set.rules().iter().filter(|r| r.id != "spo2_low") {
+            assert_eq!(r.scale_2, None, "{}", r.id);
+        }
+        // The stateless variant keeps it, and it survives the round trip through to_toml.
+        let stateless = set.stateless();
+        let spo2_low = stateless
+            .rules()
+            .iter()
+            .find(|r| r.id == "spo2_low")
+            .unwrap();
+        assert_eq!(spo2_low.scale_2, Some(Condition::Below(84.0)));
+        let back = RuleSet::parse(&set.to_toml(), Path::new("back.toml")).unwrap();
+        assert_eq!(back.rules(), set.rules());
+    }
+
+    #[test]
+    fn a_scale_2_episode_clears_past_the_scale_2_condition() {
+        let set = RuleSet::news2_red_flags();
+        let rule = set.rules().iter().find(|r| r.id == "spo2_low").unwrap();
+        let on_2 = rule.condition_on(Spo2Scale::Two);
+        let mut memory = RuleMemory::EMPTY;
+        assert!(step_on(&mut memory, rule, on_2, on_2.fires(83.0), 83.0, 0).is_some());
+        // 84 % no longer fires but is within the margin: the episode stays open.
+        assert!(!on_2.fires(84.0));
+        assert_eq!(step_on(&mut memory, rule, on_2, false, 84.0, 1), None);
+        assert!(memory.episode.is_some());
+        // 85 % is the clear value on scale 2 (on scale 1 it would still be in breach).
+        assert_eq!(step_on(&mut memory, rule, on_2, false, 85.0, 2), None);
+        assert_eq!(memory, RuleMemory::EMPTY);
+    }
 }
