@@ -451,3 +451,253 @@ fn step(episode: &mut Option<Episode>, rule: &News2Rule, chart: &Chart<'_>, out:
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The patient's SpO2 scale through the chart: worked examples of scale 2 (RCP NEWS2
+    //! 2017, chart 1) and the oxygen status each SpO2 reading is scored with.
+
+    use super::*;
+    use crate::rules::{RuleSet, ThresholdRule};
+    use Metric::*;
+
+    const MIN: i64 = 60_000;
+
+    fn news2_rule() -> News2Rule {
+        *RuleSet::news2_red_flags().news2().unwrap()
+    }
+
+    fn spo2_low() -> ThresholdRule {
+        RuleSet::news2_red_flags()
+            .rules()
+            .iter()
+            .find(|r| r.id == "spo2_low")
+            .unwrap()
+            .clone()
+    }
+
+    /// Readings `(metric, value, minute)` into `state` on `scale`; what they published.
+    fn feed(
+        state: &mut News2State,
+        scale: Spo2Scale,
+        readings: &[(Metric, f64, i64)],
+    ) -> Vec<Event> {
+        let rule = news2_rule();
+        let mut out = Vec::new();
+        for &(metric, value, minute) in readings {
+            let param = parameter_index(metric).unwrap();
+            state.observe_on(&rule, param, (metric, value), minute * MIN, scale, &mut out);
+        }
+        out
+    }
+
+    /// The chart's aggregate as of minute `minute` on `scale`.
+    fn aggregate_at(state: &News2State, minute: i64, scale: Spo2Scale) -> Aggregate {
+        let chart = Chart {
+            latest: &state.latest,
+            t: minute * MIN,
+            max_age_ms: news2_rule().max_age_ms,
+            scale,
+        };
+        chart.aggregate().0
+    }
+
+    /// SpO2's score in the chart on `scale`.
+    fn spo2_score(state: &News2State, scale: Spo2Scale) -> u8 {
+        state.latest[SPO2].score_on(scale)
+    }
+
+    /// A healthy adult on air but for SpO2 89 %, the last reading.
+    const AT_89_ON_AIR: [(Metric, f64, i64); 7] = [
+        (RespiratoryRate, 16.0, 0),   // 12–20 /min        0
+        (SupplementalOxygen, 0.0, 0), // air               0
+        (SystolicBp, 125.0, 0),       // 111–219 mmHg      0
+        (HeartRate, 72.0, 0),         // 51–90 /min        0
+        (Consciousness, 0.0, 0),      // alert             0
+        (Temperature, 36.8, 0),       // 36.1–38.0 °C      0
+        (Spo2, 89.0, 1),              // scale 2: 88–92 0; scale 1: ≤91 3
+    ];
+
+    #[test]
+    fn scale_2_at_89_on_air_scores_0_and_spo2_low_does_not_fire() {
+        let mut state = News2State::NEW;
+        let out = feed(&mut state, Spo2Scale::Two, &AT_89_ON_AIR);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 0);
+        assert_eq!(
+            aggregate_at(&state, 1, Spo2Scale::Two),
+            Aggregate {
+                total: 0,
+                max_single: 0
+            }
+        );
+        assert!(!spo2_low().condition_on(Spo2Scale::Two).fires(89.0));
+    }
+
+    #[test]
+    fn scale_1_at_89_on_air_scores_3_and_spo2_low_fires() {
+        let mut state = News2State::NEW;
+        let out = feed(&mut state, Spo2Scale::One, &AT_89_ON_AIR);
+        let [
+            Event::News2 {
+                severity,
+                breakdown,
+                ..
+            },
+        ] = out.as_slice()
+        else {
+            panic!("one news2 alert expected: {out:?}");
+        };
+        assert_eq!(*severity, Severity::Medium);
+        assert_eq!(
+            breakdown.aggregate,
+            Aggregate {
+                total: 3,
+                max_single: 3
+            }
+        );
+        assert_eq!(breakdown.parameters[SPO2].map(|s| s.score), Some(3));
+        assert!(spo2_low().condition_on(Spo2Scale::One).fires(89.0));
+        // `observe` is scale 1.
+        let mut same = News2State::NEW;
+        let mut out = Vec::new();
+        for &(metric, value, minute) in &AT_89_ON_AIR {
+            let param = parameter_index(metric).unwrap();
+            same.observe(
+                &news2_rule(),
+                param,
+                (metric, value),
+                minute * MIN,
+                &mut out,
+            );
+        }
+        assert_eq!(out.len(), 1);
+        assert_eq!(spo2_score(&same, Spo2Scale::One), 3);
+    }
+
+    #[test]
+    fn scale_2_on_oxygen_at_97_scores_3() {
+        let mut state = News2State::NEW;
+        let out = feed(
+            &mut state,
+            Spo2Scale::Two,
+            &[(SupplementalOxygen, 1.0, 0), (Spo2, 97.0, 1)],
+        );
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 3); // ≥97 on oxygen
+        assert_eq!(spo2_score(&state, Spo2Scale::One), 0); // ≥96
+        // Oxygen 2 + SpO2 3: a single 3, medium.
+        let [Event::News2 { breakdown, .. }] = out.as_slice() else {
+            panic!("one news2 alert expected: {out:?}");
+        };
+        assert_eq!(breakdown.parameters[SPO2].map(|s| s.score), Some(3));
+        assert_eq!(
+            breakdown.aggregate,
+            Aggregate {
+                total: 5,
+                max_single: 3
+            }
+        );
+        // The same reading on air scores 0 on scale 2.
+        let mut air = News2State::NEW;
+        feed(
+            &mut air,
+            Spo2Scale::Two,
+            &[(SupplementalOxygen, 0.0, 0), (Spo2, 97.0, 1)],
+        );
+        assert_eq!(spo2_score(&air, Spo2Scale::Two), 0);
+    }
+
+    #[test]
+    fn an_oxygen_reading_after_the_spo2_reading_does_not_rescore_it() {
+        let mut state = News2State::NEW;
+        feed(
+            &mut state,
+            Spo2Scale::Two,
+            &[(SupplementalOxygen, 1.0, 0), (Spo2, 95.0, 1)],
+        );
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 2); // 95–96 on oxygen
+        feed(&mut state, Spo2Scale::Two, &[(SupplementalOxygen, 0.0, 2)]);
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 2, "taken on oxygen");
+        // The next SpO2 reading is taken on air.
+        feed(&mut state, Spo2Scale::Two, &[(Spo2, 95.0, 3)]);
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 0);
+    }
+
+    #[test]
+    fn an_oxygen_reading_at_or_before_the_spo2_reading_is_its_status_whenever_it_arrives() {
+        // Oxygen at the SpO2 reading's own time, arriving after it.
+        let mut state = News2State::NEW;
+        feed(
+            &mut state,
+            Spo2Scale::Two,
+            &[(Spo2, 93.0, 1), (SupplementalOxygen, 1.0, 1)],
+        );
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 1); // 93–94 on oxygen
+        // No oxygen reading at or before it: air.
+        let mut state = News2State::NEW;
+        feed(&mut state, Spo2Scale::Two, &[(Spo2, 93.0, 1)]);
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 0);
+    }
+
+    #[test]
+    fn the_scale_is_the_one_passed_with_each_reading() {
+        // A patient moved from scale 2 to scale 1: the chart's stored SpO2 is scored on
+        // the new scale at once, without a new SpO2 reading.
+        let mut state = News2State::NEW;
+        let out = feed(&mut state, Spo2Scale::Two, &AT_89_ON_AIR);
+        assert!(out.is_empty());
+        let out = feed(&mut state, Spo2Scale::One, &[(HeartRate, 72.0, 2)]);
+        assert_eq!(out.len(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn the_single_three_hysteresis_scores_on_the_patients_scale() {
+        // On oxygen at 96 %: scale 2 scores 2, within spo2's margin (1) of 97, a 3; on
+        // scale 1 it scores 0 and 95 or 97 are no 3 either.
+        let mut state = News2State::NEW;
+        feed(
+            &mut state,
+            Spo2Scale::Two,
+            &[(SupplementalOxygen, 1.0, 0), (Spo2, 96.0, 1)],
+        );
+        let rule = news2_rule();
+        let holds = |scale| {
+            Chart {
+                latest: &state.latest,
+                t: MIN,
+                max_age_ms: rule.max_age_ms,
+                scale,
+            }
+            .holds_single_three(&rule)
+        };
+        assert!(holds(Spo2Scale::Two));
+        assert!(!holds(Spo2Scale::One));
+    }
+
+    #[test]
+    fn a_restored_chart_scores_spo2_with_the_charts_oxygen_reading() {
+        let mut state = News2State::NEW;
+        feed(
+            &mut state,
+            Spo2Scale::Two,
+            &[(SupplementalOxygen, 1.0, 0), (Spo2, 97.0, 1)],
+        );
+        let (chart, episode) = state.parts();
+        let back = News2State::from_parts(chart, episode);
+        assert_eq!(spo2_score(&back, Spo2Scale::Two), 3);
+        assert_eq!(spo2_score(&back, Spo2Scale::One), 0);
+
+        // The approximation: the oxygen reading after the SpO2 one is all the snapshot
+        // has, so the SpO2 reading taken on oxygen is restored as taken on air.
+        feed(&mut state, Spo2Scale::Two, &[(SupplementalOxygen, 0.0, 2)]);
+        assert_eq!(spo2_score(&state, Spo2Scale::Two), 3);
+        let (chart, episode) = state.parts();
+        let back = News2State::from_parts(chart, episode);
+        assert_eq!(spo2_score(&back, Spo2Scale::Two), 0);
+    }
+
+    #[test]
+    fn a_reading_still_costs_24_bytes() {
+        assert_eq!(std::mem::size_of::<Latest>(), 24);
+    }
+}
