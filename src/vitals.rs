@@ -483,7 +483,9 @@ fn check_timestamp(t: i64, limits: &DecodeLimits, now_ms: i64) -> Result<(), Dec
     Ok(())
 }
 
-fn validate_patient_id(id: &str) -> Result<(), DecodeError> {
+/// The contract's patient-id rule: the decoder's `patientId`, and the context topic's
+/// key and `patientId` ([`crate::rules::context::parse`]).
+pub(crate) fn validate_patient_id(id: &str) -> Result<(), DecodeError> {
     if id.is_empty() {
         return Err(DecodeError::BadPatientId("is empty"));
     }
