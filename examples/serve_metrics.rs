@@ -65,6 +65,7 @@ async fn main() -> anyhow::Result<()> {
         dlq_topic: "patient-data-dlq".into(),
         repartition_topic: None,
         state_topic: None,
+        context_topic: None,
         group_instance_id: None,
         restore_timeout: std::time::Duration::from_secs(120),
         input_partitioner: vitalwatch::pipeline::repartition::Partitioner::Murmur2,

@@ -12,7 +12,7 @@ use serde::ser::SerializeMap;
 use xxhash_rust::xxh3::Xxh3;
 
 use crate::rules::news2;
-use crate::rules::state::Reading;
+use crate::rules::state::{Applied, Reading};
 use crate::rules::{AlertStatus, Breakdown, Event, Phase, RuleSet, Scored, Severity};
 
 /// Where the observation behind an alert was read.
@@ -112,6 +112,20 @@ pub(crate) struct Alert<'a> {
     /// The NEWS2 chart behind a `news2_*` alert.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) news2: Option<News2Chart<'a>>,
+    /// The SpO2 scale a NEWS2 or SpO2 alert was evaluated on (1 unless the patient's
+    /// context says 2).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) spo2_scale: Option<u8>,
+    /// Under a patient context: whether the context suppressed the alert when it was
+    /// observed (it is published all the same, and a console decides what to show).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) suppressed: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) suppress_reason: Option<&'a str>,
+    /// Under a patient context: the context record's version (its offset on the context
+    /// topic).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) context_version: Option<i64>,
 }
 
 /// A NEWS2 breakdown as JSON: `{"score":7,"parameters":{"respiratory_rate":{"value":22,
@@ -221,8 +235,37 @@ impl<'a> Alert<'a> {
             observed_at: reading.timestamp,
             emitted_at,
             source,
+            spo2_scale: (metric == "news2" || metric == "spo2").then_some(1),
             news2,
+            suppressed: None,
+            suppress_reason: None,
+            context_version: None,
         }
+    }
+
+    /// The alert as evaluated under the patient's context `context` (`None`: the
+    /// defaults, unchanged): the threshold actually used, the SpO2 scale, the
+    /// suppression and the context's version.
+    pub(crate) fn under(
+        mut self,
+        context: Option<&'a Applied>,
+        rules: &RuleSet,
+        event: &Event,
+    ) -> Alert<'a> {
+        let Some(c) = context else {
+            return self;
+        };
+        if let Event::Threshold { rule, .. } = event {
+            self.threshold = c.condition(rules, *rule).threshold();
+        }
+        if self.spo2_scale.is_some() {
+            self.spo2_scale = Some(c.spo2_scale().number());
+        }
+        let reason = c.suppressed_at(self.observed_at);
+        self.suppressed = Some(reason.is_some());
+        self.suppress_reason = reason;
+        self.context_version = Some(c.version());
+        self
     }
 
     /// Appends the JSON encoding to `out` (reuse one buffer across alerts).
@@ -264,6 +307,16 @@ pub struct OwnedAlert {
     pub source: OwnedSource,
     #[serde(default)]
     pub news2: Option<serde_json::Value>,
+    /// NEWS2 and SpO2 alerts: the SpO2 scale used.
+    #[serde(default)]
+    pub spo2_scale: Option<u8>,
+    /// Alerts evaluated under a patient context.
+    #[serde(default)]
+    pub suppressed: Option<bool>,
+    #[serde(default)]
+    pub suppress_reason: Option<String>,
+    #[serde(default)]
+    pub context_version: Option<i64>,
 }
 
 fn firing() -> String {
@@ -412,6 +465,10 @@ mod tests {
             emitted_at: 1_763_798_400_123,
             source: src(12345),
             news2: None,
+            spo2_scale: None,
+            suppressed: None,
+            suppress_reason: None,
+            context_version: None,
         };
         let json: serde_json::Value = serde_json::from_slice(&alert.to_json()).unwrap();
         assert_eq!(json["alertId"].as_str().unwrap().len(), 32);

@@ -59,15 +59,20 @@ pub(crate) fn source_headers(headers: OwnedHeaders, from: From<'_>) -> OwnedHead
 
 /// The headers of the dead letter of the message at `from`, refused for `error`.
 pub(crate) fn headers(from: From<'_>, error: &DecodeError) -> OwnedHeaders {
-    let message = error.to_string();
+    refused(from, error.reason(), &error.to_string())
+}
+
+/// The headers of the dead letter of the message at `from`, refused with reason code
+/// `reason` and `message` (which never quotes the record).
+pub(crate) fn refused(from: From<'_>, reason: &str, message: &str) -> OwnedHeaders {
     let headers = OwnedHeaders::new_with_capacity(6)
         .insert(Header {
             key: REASON,
-            value: Some(error.reason()),
+            value: Some(reason),
         })
         .insert(Header {
             key: MESSAGE,
-            value: Some(&message),
+            value: Some(message),
         });
     source_headers(headers, from)
 }

@@ -50,6 +50,13 @@ pub(crate) const STATE_RESTORES: &str = "vitalwatch_state_restores_total";
 pub(crate) const STATE_RECORDS_RESTORED: &str = "vitalwatch_state_records_restored_total";
 pub(crate) const STATE_RECORDS_WRITTEN: &str = "vitalwatch_state_records_written_total";
 pub(crate) const STATE_READINGS_SKIPPED: &str = "vitalwatch_state_readings_skipped_total";
+pub(crate) const CONTEXT_RECORDS: &str = "vitalwatch_context_records_total";
+pub(crate) const CONTEXT_CATCH_UPS: &str = "vitalwatch_context_catch_ups_total";
+pub(crate) const PATIENT_CONTEXTS: &str = "vitalwatch_patient_contexts";
+pub(crate) const ALERTS_SUPPRESSED: &str = "vitalwatch_alerts_suppressed_total";
+
+/// The `result` label values of [`CONTEXT_RECORDS`].
+pub(crate) const CONTEXT_RESULTS: [&str; 3] = ["applied", "reset", "bad"];
 
 /// The `reason` label values of [`MESSAGES_MISPLACED`] (`pipeline::repartition` says what
 /// each means).
@@ -170,7 +177,7 @@ pub const CATALOGUE: [MetricDef; 14] = [
 ];
 
 /// Metrics the clinical rules and operations added after the design's table was written.
-pub const RULE_STATE_METRICS: [MetricDef; 13] = [
+pub const RULE_STATE_METRICS: [MetricDef; 17] = [
     def(
         ALERTS_RESOLVED,
         Kind::Counter,
@@ -224,6 +231,30 @@ pub const RULE_STATE_METRICS: [MetricDef; 13] = [
         Kind::Counter,
         &[],
         "Readings read again (after a crash or a rewind) that the patient's saved state already reflects: not counted twice.",
+    ),
+    def(
+        CONTEXT_RECORDS,
+        Kind::Counter,
+        &["result"],
+        "Patient context records read from kafka.context_topic: applied, reset (a tombstone: back to the defaults), bad (dead-lettered as bad_context; the previous context stays).",
+    ),
+    def(
+        CONTEXT_CATCH_UPS,
+        Kind::Counter,
+        &["outcome"],
+        "Newly assigned partitions whose patient context was read to its end before their readings: complete, or incomplete (timed out or failed; went live with what was read).",
+    ),
+    def(
+        PATIENT_CONTEXTS,
+        Kind::Gauge,
+        &["worker"],
+        "Patients with a context (kafka.context_topic) a worker holds.",
+    ),
+    def(
+        ALERTS_SUPPRESSED,
+        Kind::Counter,
+        &["rule"],
+        "Alerts published while their patient's context suppressed them (marked suppressed, with the reason); also counted in vitalwatch_alerts_emitted_total.",
     ),
     def(
         PATIENT_STATE_EVICTIONS,
@@ -344,6 +375,12 @@ fn register_all() {
         counter!(STATE_RESTORES, "outcome" => outcome).absolute(0);
     }
     counter!(STATE_RECORDS_WRITTEN).absolute(0);
+    for result in CONTEXT_RESULTS {
+        counter!(CONTEXT_RECORDS, "result" => result).absolute(0);
+    }
+    for outcome in ["complete", "incomplete"] {
+        counter!(CONTEXT_CATCH_UPS, "outcome" => outcome).absolute(0);
+    }
     counter!(STATE_READINGS_SKIPPED).absolute(0);
     for sink in [
         SinkKind::Alerts,
@@ -635,6 +672,23 @@ pub(crate) fn state_restore(outcome: &'static str) {
 
 pub(crate) fn state_records_restored(result: &'static str, n: u64) {
     counter!(STATE_RECORDS_RESTORED, "result" => result).increment(n);
+}
+
+pub(crate) fn context_records(result: &'static str, n: u64) {
+    counter!(CONTEXT_RECORDS, "result" => result).increment(n);
+}
+
+pub(crate) fn context_catch_up(complete: bool) {
+    let outcome = if complete { "complete" } else { "incomplete" };
+    counter!(CONTEXT_CATCH_UPS, "outcome" => outcome).increment(1);
+}
+
+pub(crate) fn patient_contexts(worker: usize) -> Gauge {
+    gauge!(PATIENT_CONTEXTS, "worker" => worker.to_string())
+}
+
+pub(crate) fn alerts_suppressed(rule: &str) -> Counter {
+    counter!(ALERTS_SUPPRESSED, "rule" => rule.to_owned())
 }
 
 pub(crate) fn state_records_written() -> Counter {

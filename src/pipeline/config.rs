@@ -25,6 +25,8 @@ pub struct PipelineConfig {
     pub group_instance_id: Option<String>,
     /// Each patient's rule state (`kafka.state_topic`); `None`: memory only.
     pub state_topic: Option<String>,
+    /// Per-patient context (`kafka.context_topic`); `None`: off.
+    pub context_topic: Option<String>,
     /// How long a partition's state restore may take (`pipeline.restore_timeout_secs`).
     pub restore_timeout: Duration,
     /// How the input's producers partition by key (`kafka.input_partitioner`).
@@ -97,6 +99,16 @@ impl PipelineConfig {
         c
     }
 
+    /// The patient context's consumer: as the restore's, assigned by hand and following
+    /// its partitions after the catch-up, so idle partitions are long-polled longer.
+    pub(crate) fn context_config(&self) -> ClientConfig {
+        let mut c = self.restore_config();
+        c.set("client.id", "vitalwatch-context")
+            .set("group.id", format!("{}-context", self.group_id))
+            .set("fetch.wait.max.ms", "100");
+        c
+    }
+
     /// Producer settings: idempotent, acknowledged by all in-sync replicas, and a
     /// delivery timeout short enough that a failing broker shows in readiness quickly.
     pub(crate) fn producer_config(&self) -> ClientConfig {
@@ -125,6 +137,9 @@ impl PipelineConfig {
             ("kafka.alert_topic", self.alert_topic.as_str()),
             ("kafka.dlq_topic", self.dlq_topic.as_str()),
         ];
+        if let Some(t) = &self.context_topic {
+            v.push(("kafka.context_topic", t.as_str()));
+        }
         if let Some(t) = &self.state_topic {
             v.push(("kafka.state_topic", t.as_str()));
         }

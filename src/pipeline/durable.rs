@@ -62,6 +62,15 @@ pub(crate) enum Control {
         partition: i32,
         records: Vec<(CompactString, Option<Vec<u8>>)>,
     },
+    /// Patient context read from input partition `partition`'s context partition, for
+    /// patients of this worker, in the order read (`None`: back to the defaults).
+    Context {
+        partition: i32,
+        records: Vec<(CompactString, Option<crate::rules::context::PatientContext>)>,
+    },
+    /// The partition's context is read again from the beginning (assigned anew): forget
+    /// what was read of it before.
+    ForgetContexts(i32),
 }
 
 /// One partition's share of a checkpoint.

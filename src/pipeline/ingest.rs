@@ -25,8 +25,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, error, info, warn};
 
 use super::commit;
+use super::context_feed::{ContextFeed, FeedEvent};
 use super::durable::{Control, Durable, Event as RestoreEvent};
-use super::offsets::{OffsetTracker, Source, Tp};
+use super::offsets::{Claim, OffsetTracker, Source, Tp};
 use super::record::Record;
 use super::repartition::{self, Misplaced, Partitioner, Route};
 use super::sink::{Completed, Done, DoneKind};
@@ -35,6 +36,8 @@ use super::work::{Observed, Origin, Work};
 use crate::clock::Clock;
 use crate::deadletter;
 use crate::metrics::{self as m, PipelineMetrics, RebalanceEvent};
+use crate::rules::context as patient_context;
+use crate::rules::live::LiveRules;
 use crate::telemetry::Episode;
 use crate::vitals::{DecodeError, DecodeLimits, decode_value};
 
@@ -239,9 +242,12 @@ pub(crate) struct IngestState {
     to_store: Vec<(Tp, i64)>,
     /// Durable mode: the offsets last stored for commit, per partition.
     stored: std::collections::BTreeMap<Tp, i64>,
-    /// Durable mode: input partitions whose restore ended since the last `store`, to
-    /// resume.
+    /// Input partitions whose restore or context catch-up ended since the last `store`,
+    /// to resume unless the other still holds them.
     to_resume: Vec<i32>,
+    /// Patient context (`kafka.context_topic`) and the rules its records are checked
+    /// against; `None`: off.
+    pub(crate) contexts: Option<(ContextFeed, LiveRules)>,
 }
 
 pub struct IngestContext {
@@ -334,11 +340,18 @@ impl IngestContext {
                 d.begin_restore(tp.partition, claim);
                 st.tell_workers(|| Control::Forget(tp.partition));
             }
+            if tp.source == Source::Input
+                && let Some((feed, _)) = &mut st.contexts
+            {
+                // Nor until its patients' context is read to its end.
+                feed.begin(tp.partition);
+                st.tell_workers(|| Control::ForgetContexts(tp.partition));
+            }
         }
-        if st.durable.is_some()
+        if (st.durable.is_some() || st.contexts.is_some())
             && let Err(e) = consumer.pause(&self.list(tps))
         {
-            warn!(error = %e, "cannot pause newly assigned partitions for their state restore");
+            warn!(error = %e, "cannot pause newly assigned partitions for their state restore or context catch-up");
         }
         if self.repartition_topic.is_some() {
             st.refresh_partition_count(consumer, &self.input_topic);
@@ -553,7 +566,108 @@ impl IngestState {
             to_store: Vec::new(),
             stored: std::collections::BTreeMap::new(),
             to_resume: Vec::new(),
+            contexts: None,
         }
+    }
+
+    /// Whether input partition `p` is held paused: its patients' state is being
+    /// restored, or its patient context read to its end.
+    fn is_held(&self, p: i32) -> bool {
+        self.durable.as_ref().is_some_and(|d| d.is_restoring(p))
+            || self
+                .contexts
+                .as_ref()
+                .is_some_and(|(f, _)| f.is_catching_up(p))
+    }
+
+    /// Patient context: applies what the context thread read (good records to the
+    /// patients' workers, bad ones to the DLQ) and notes the partitions caught up (for
+    /// `store` to resume).
+    fn context_turn(&mut self) {
+        let Some((feed, rules)) = &mut self.contexts else {
+            return;
+        };
+        let events = feed.take_events();
+        if events.is_empty() {
+            return;
+        }
+        let topic = feed.topic().to_owned();
+        let rules = rules.load();
+        let workers = self.workers.len();
+        for event in events {
+            let (partition, records) = match event {
+                FeedEvent::CaughtUp { partition } => {
+                    self.to_resume.push(partition);
+                    continue;
+                }
+                FeedEvent::Records { partition, records } => (partition, records),
+            };
+            let mut per_worker: Vec<Vec<_>> = (0..workers).map(|_| Vec::new()).collect();
+            let (mut applied, mut reset) = (0, 0);
+            for r in records {
+                let parsed =
+                    patient_context::parse(r.key.as_deref(), r.value.as_deref(), r.offset, &rules)
+                        .map_err(|e| e.to_string())
+                        .and_then(|(patient, context)| match self.route.home(&patient) {
+                            Some(home) if home != partition => Err(format!(
+                                "the record is on partition {partition} of the context topic, but its patient's home is partition {home} of the input topic: write it keyed by patient id with the input's partitioner"
+                            )),
+                            _ => Ok((patient, context)),
+                        });
+                match parsed {
+                    Ok((patient, context)) => {
+                        if context.is_some() {
+                            applied += 1;
+                        } else {
+                            reset += 1;
+                        }
+                        per_worker[route(&patient, workers)].push((patient, context));
+                    }
+                    Err(message) => {
+                        m::context_records("bad", 1);
+                        let from = deadletter::From {
+                            topic: &topic,
+                            partition,
+                            offset: r.offset,
+                            timestamp: r.timestamp,
+                        };
+                        warn!(
+                            partition,
+                            offset = r.offset,
+                            reason = patient_context::REASON,
+                            "patient context record refused: dead-lettered, the patient's previous context stays in force"
+                        );
+                        self.dlq.batch.push(Outgoing {
+                            done: Done {
+                                claim: Claim {
+                                    source: Source::Input,
+                                    partition,
+                                    epoch: u64::MAX,
+                                },
+                                offset: r.offset,
+                                received: self.clock.now,
+                                kind: DoneKind::ContextDeadLettered,
+                            },
+                            key: r.key,
+                            payload: r.value,
+                            headers: deadletter::refused(from, patient_context::REASON, &message),
+                            partition: None,
+                        });
+                    }
+                }
+            }
+            for (result, n) in [("applied", applied), ("reset", reset)] {
+                if n > 0 {
+                    m::context_records(result, n);
+                }
+            }
+            for (w, records) in per_worker.into_iter().enumerate() {
+                if !records.is_empty() {
+                    self.workers[w].push_control(Control::Context { partition, records });
+                }
+            }
+        }
+        self.flush_all();
     }
 
     /// Queues `control` for every worker, behind what each was handed so far.
@@ -740,6 +854,11 @@ impl IngestState {
                     self.to_store.extend(store);
                 }
             }
+            Completed::Acked(done) if done.kind == DoneKind::ContextDeadLettered => {
+                // Not an input message: no offset of the group moves.
+                self.metrics.dlq_published.increment(1);
+                status.dlq_published();
+            }
             Completed::Acked(done) => {
                 if self.tracker.complete(done.claim, done.offset).is_ok() {
                     self.metrics
@@ -751,7 +870,7 @@ impl IngestState {
                             status.dlq_published();
                         }
                         DoneKind::Forwarded => status.forwarded(),
-                        DoneKind::Evaluated => {}
+                        DoneKind::Evaluated | DoneKind::ContextDeadLettered => {}
                     }
                 }
             }
@@ -778,11 +897,15 @@ impl IngestState {
             return;
         }
         self.last_store = self.clock.now;
-        if self.durable.is_some() {
+        if self.durable.is_some() || self.contexts.is_some() {
             self.durable_turn(true);
+            self.context_turn();
             let mut ended = std::mem::take(&mut self.to_resume);
-            // Assigned again meanwhile: its new restore resumes it.
-            ended.retain(|&p| !self.durable.as_ref().is_some_and(|d| d.is_restoring(p)));
+            // Still held by the other (or assigned again meanwhile): whichever ends last
+            // resumes it.
+            ended.retain(|&p| !self.is_held(p));
+            ended.sort_unstable();
+            ended.dedup();
             self.resume_restored(consumer, &ended);
         }
         self.metrics
@@ -1061,6 +1184,20 @@ impl IngestState {
         unfinished
     }
 
+    /// Input partitions `input` moved away: their contexts are no longer followed, and
+    /// the workers forget them.
+    fn contexts_revoked(&mut self, input: &[i32]) {
+        let Some((feed, _)) = &mut self.contexts else {
+            return;
+        };
+        for &p in input {
+            feed.revoked(p);
+        }
+        for &p in input {
+            self.tell_workers(|| Control::ForgetContexts(p));
+        }
+    }
+
     /// Revoke: stop routing the partitions, wait (bounded) for their in-flight work,
     /// commit what is done, forget them. A lost assignment commits nothing.
     fn revoke<C: ConsumerContext>(
@@ -1102,6 +1239,7 @@ impl IngestState {
                     d.revoked(p);
                 }
             }
+            self.contexts_revoked(&input);
             warn!(partitions = ?input, "partitions lost: their in-flight work will not be committed");
             return;
         }
@@ -1175,6 +1313,7 @@ impl IngestState {
                 d.revoked(p);
             }
         }
+        self.contexts_revoked(&input);
         if self.closing {
             // The final commit has just committed everything stored; a synchronous commit
             // from inside the close's own revoke can wait forever under the cooperative
@@ -1374,14 +1513,11 @@ fn pause<C: ConsumerContext>(consumer: &BaseConsumer<C>, st: &mut IngestState, p
     let result = if pause {
         consumer.pause(&assignment)
     } else {
-        // Partitions still restoring their patients' state stay paused.
+        // Partitions still restoring their patients' state or reading their context
+        // stay paused.
         let mut resume = TopicPartitionList::new();
         for e in assignment.elements() {
-            if !st
-                .durable
-                .as_ref()
-                .is_some_and(|d| d.is_restoring(e.partition()))
-            {
+            if !st.is_held(e.partition()) {
                 resume.add_partition(e.topic(), e.partition());
             }
         }

@@ -9,6 +9,7 @@
 
 mod commit;
 mod config;
+mod context_feed;
 mod durable;
 mod hooks;
 pub mod ingest;

@@ -81,6 +81,16 @@ impl Outcome {
                  give it as many (a patient's state is kept in the partition of the same number)"
             ));
         }
+        if let (Some(input), Some(context)) = (
+            self.partitions("kafka.input_topic"),
+            self.partitions("kafka.context_topic"),
+        ) && input != context
+        {
+            problems.push(format!(
+                "kafka.context_topic: has {context} partitions but kafka.input_topic has {input}; \
+                 give it as many (a patient's context is read with the input partition of the same number)"
+            ));
+        }
         problems
     }
 }

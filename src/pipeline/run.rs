@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::config::{ClientConfigError, PipelineConfig};
+use super::context_feed::ContextFeed;
 use super::durable::Durable;
 use super::hooks::Hooks;
 use super::ingest::{self, BATCH, IngestContext, IngestState, Job, Outbox, Outgoing, Routing};
@@ -47,6 +48,7 @@ pub async fn run(
     shutdown: CancellationToken,
     hooks: Hooks,
 ) -> anyhow::Result<Report> {
+    let rules: LiveRules = rules.into();
     if shutdown.is_cancelled() {
         // Stopped before it started (SIGTERM during the broker check): nothing was read.
         return Ok(Report {
@@ -94,7 +96,7 @@ pub async fn run(
     let forward_done = done_tx.clone();
     let assignment = Arc::new(Assignment::default());
     let mut shared = WorkerShared::new(
-        rules.into(),
+        rules.clone(),
         config.state_limits,
         Publisher::Kafka(alerts.clone()),
         done_tx,
@@ -151,6 +153,9 @@ pub async fn run(
             hooks.before_restore.clone(),
         )?);
     }
+    if let Some(topic) = &config.context_topic {
+        state.contexts = Some((ContextFeed::start(&config, topic, status.clone())?, rules));
+    }
     let context = IngestContext::new(state, status.clone(), config.shutdown_timeout, assignment);
     let consumer: BaseConsumer<IngestContext> = config
         .consumer_config()
@@ -172,6 +177,7 @@ pub async fn run(
         dlq = %config.dlq_topic,
         repartition = config.repartition_topic.as_deref().unwrap_or("off"),
         state = config.state_topic.as_deref().unwrap_or("off (memory only)"),
+        context = config.context_topic.as_deref().unwrap_or("off"),
         group = %config.group_id,
         workers = config.workers,
         queue_capacity = config.queue_capacity,

@@ -46,6 +46,9 @@ pub(crate) enum DoneKind {
     DeadLettered,
     /// Misplaced, with its copy on the repartition topic acknowledged.
     Forwarded,
+    /// A refused record of the patient context topic, with its dead letter acknowledged
+    /// (no offset of the group's depends on it).
+    ContextDeadLettered,
 }
 
 /// What comes back to ingest on the completion channel.

@@ -60,6 +60,8 @@ pub struct Status {
     draining: AtomicBool,
     /// Partitions whose patient state is being restored (not read yet).
     restoring: AtomicUsize,
+    /// Partitions whose patient context is being caught up with (not read yet).
+    catching_up: AtomicUsize,
     /// Shutdown was requested: the pipeline drains and leaves the group.
     stopping: AtomicBool,
     pub(super) running: AtomicBool,
@@ -113,6 +115,7 @@ impl Default for Status {
             input_missing: AtomicBool::new(false),
             draining: AtomicBool::new(false),
             restoring: AtomicUsize::new(0),
+            catching_up: AtomicUsize::new(0),
             stopping: AtomicBool::new(false),
             running: AtomicBool::new(false),
             ingest_beat_ms: AtomicU64::new(0),
@@ -182,6 +185,15 @@ impl Status {
         self.restoring.load(Ordering::Relaxed)
     }
 
+    pub(crate) fn set_catching_up(&self, partitions: usize) {
+        self.catching_up.store(partitions, Ordering::Relaxed);
+    }
+
+    /// Partitions whose patient context is still being read to its end.
+    pub fn catching_up(&self) -> usize {
+        self.catching_up.load(Ordering::Relaxed)
+    }
+
     pub(crate) fn set_draining(&self, draining: bool) {
         self.draining.store(draining, Ordering::Relaxed);
     }
@@ -241,6 +253,9 @@ impl Status {
         }
         if !self.joined.load(Ordering::Relaxed) {
             return Err("waiting for the group's first assignment");
+        }
+        if self.catching_up() > 0 {
+            return Err("catching up with patient context of newly assigned partitions");
         }
         if self.restoring() > 0 {
             return Err("restoring patient state of newly assigned partitions");

@@ -5,6 +5,7 @@
 //! were read. A worker publishes the alerts an observation raises without waiting for
 //! their delivery; the observation is done when the last alert is acknowledged.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,9 @@ struct RuleCounters {
     resolved: Vec<Option<Counter>>,
     /// NEWS2, (medium, high): alerts, and resolved events (labelled with the same ids).
     news2: Option<([Counter; 2], [Counter; 2])>,
+    /// `alerts_suppressed` by rule index, then NEWS2 medium and high; made on first use
+    /// (suppression is rare).
+    suppressed: Mutex<HashMap<usize, Counter>>,
 }
 
 impl RuleCounters {
@@ -135,11 +139,28 @@ impl RuleCounters {
             alerts,
             resolved,
             news2,
+            suppressed: Mutex::new(HashMap::new()),
         }
     }
 }
 
 impl RuleCounters {
+    /// Counts `event` in `vitalwatch_alerts_suppressed_total`.
+    fn count_suppressed(&self, event: &Event) {
+        let (slot, id) = match event {
+            Event::Threshold { rule, .. } => (*rule, self.rules.rules()[*rule].id.as_str()),
+            Event::News2 { severity, .. } => (
+                self.rules.len() + usize::from(*severity == Severity::High),
+                News2Rule::id(*severity),
+            ),
+        };
+        let mut counters = self.suppressed.lock().unwrap_or_else(|p| p.into_inner());
+        counters
+            .entry(slot)
+            .or_insert_with(|| m::alerts_suppressed(id))
+            .increment(1);
+    }
+
     /// Counts `event` in `vitalwatch_alerts_emitted_total` or, for the end of an
     /// episode, `vitalwatch_alerts_resolved_total`.
     fn count(&self, event: &Event) {
@@ -191,6 +212,7 @@ pub(crate) async fn run(
 ) {
     let depth = m::worker_queue_depth(index);
     let patients = m::patient_states(index);
+    let contexts = m::patient_contexts(index);
     let evictions = m::patient_state_evictions();
     let rules = shared.rules.load();
     let mut local = Local {
@@ -214,6 +236,7 @@ pub(crate) async fn run(
             Job::Control(control) => {
                 handle_control(&shared, &mut local, control).await;
                 patients.set(local.evaluator.patients() as f64);
+                contexts.set(local.evaluator.contexts() as f64);
                 continue;
             }
         };
@@ -330,6 +353,7 @@ async fn evaluate(
         offset: work.origin.offset,
     };
     let rules = &*counters.rules;
+    let context = evaluator.context(&work.obs.patient_id);
     for event in events.iter() {
         counters.count(event);
         let alert = Alert::from_event(
@@ -339,7 +363,11 @@ async fn evaluate(
             work.obs.reading,
             source,
             now_ms,
-        );
+        )
+        .under(context, rules, event);
+        if alert.suppressed == Some(true) {
+            counters.count_suppressed(event);
+        }
         buf.clear();
         alert.encode_into(buf);
         shared
@@ -420,6 +448,12 @@ async fn handle_control(shared: &WorkerShared, local: &mut Local, control: Contr
                 }
             }
         }
+        Control::Context { partition, records } => {
+            for (patient, context) in records {
+                local.evaluator.set_context(&patient, partition, context);
+            }
+        }
+        Control::ForgetContexts(p) => local.evaluator.forget_contexts(p),
         Control::Forget(p) => {
             local.evaluator.forget_partition(p);
             local.staged.retain(|(_, partition, _)| *partition != p);

@@ -157,12 +157,22 @@ impl RuleSet {
         self.evaluate_indexed(obs).map(|(_, r)| r)
     }
 
-    /// Indices of the rules of `metric` that `value` breaches, in file order.
+    /// Indices of the rules of `metric` that `value` breaches, in file order, for a
+    /// patient whose context (`Some`) may set its own conditions: overrides, the SpO2
+    /// scale.
     #[inline]
-    pub(crate) fn breached(&self, metric: Metric, value: f64) -> impl Iterator<Item = usize> + '_ {
+    pub(crate) fn breached_under<'a>(
+        &'a self,
+        metric: Metric,
+        value: f64,
+        ctx: Option<&'a state::Applied>,
+    ) -> impl Iterator<Item = usize> + 'a {
         self.by_metric[metric.index()]
             .iter()
-            .filter(move |(condition, _)| condition.fires(value))
+            .filter(move |&&(condition, i)| match ctx {
+                None => condition.fires(value),
+                Some(a) => a.condition(self, i).fires(value),
+            })
             .map(|&(_, i)| i)
     }
 

@@ -41,9 +41,10 @@ use compact_str::CompactString;
 use hashbrown::HashMap;
 
 use super::RuleSet;
+use super::context::PatientContext;
 use super::event::{EpisodeStep, Event};
-use super::news2::{self, News2State};
-use super::threshold::{self, RuleMemory};
+use super::news2::{self, News2State, Spo2Scale};
+use super::threshold::{self, Condition, RuleMemory};
 use crate::vitals::{Metric, Observation};
 use snapshot::{Snapshot, SnapshotError};
 
@@ -125,6 +126,78 @@ pub struct Evictions {
     pub(crate) reassigned: u64,
 }
 
+/// A patient's context as the evaluator applies it: the record, and its threshold
+/// overrides resolved to the indices of the rules in force.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub(crate) context: PatientContext,
+    /// The input partition whose context partition delivered it.
+    pub(crate) partition: i32,
+    /// (rule index, the patient's condition), for the overrides whose rule is in force.
+    overrides: Vec<(u32, Condition)>,
+}
+
+impl Applied {
+    /// `context` over `rules`: an override whose rule id is no longer in force, or whose
+    /// rule changed direction (a hot reload), is dropped; the rest follow their rule.
+    fn resolve(context: PatientContext, partition: i32, rules: &RuleSet) -> Applied {
+        let overrides = context
+            .overrides
+            .iter()
+            .filter_map(|o| {
+                let i = rules.rules().iter().position(|r| *r.id == *o.rule_id)?;
+                let same_direction = matches!(
+                    (rules.rules()[i].condition, o.condition),
+                    (Condition::Above(_), Condition::Above(_))
+                        | (Condition::Below(_), Condition::Below(_))
+                );
+                same_direction.then_some((i as u32, o.condition))
+            })
+            .collect();
+        Applied {
+            context,
+            partition,
+            overrides,
+        }
+    }
+
+    /// The condition of rule `i` of `rules` for this patient.
+    #[inline]
+    pub(crate) fn condition(&self, rules: &RuleSet, i: usize) -> Condition {
+        match self.overrides.iter().find(|(r, _)| *r as usize == i) {
+            Some(&(_, c)) => c,
+            None => rules.rules()[i].condition_on(self.context.spo2_scale),
+        }
+    }
+
+    pub(crate) fn spo2_scale(&self) -> Spo2Scale {
+        self.context.spo2_scale
+    }
+
+    /// The suppression's reason, when an observation at `t` falls within it.
+    pub(crate) fn suppressed_at(&self, t: i64) -> Option<&str> {
+        self.context
+            .suppress
+            .as_ref()
+            .filter(|s| t < s.until)
+            .map(|s| &*s.reason)
+    }
+
+    /// The context record's version (its offset on the context topic).
+    pub(crate) fn version(&self) -> i64 {
+        self.context.version
+    }
+}
+
+/// The condition of rule `i` for a patient with context `ctx` (or none).
+#[inline]
+fn condition_of(rules: &RuleSet, i: usize, ctx: Option<&Applied>) -> Condition {
+    match ctx {
+        None => rules.rules()[i].condition,
+        Some(a) => a.condition(rules, i),
+    }
+}
+
 /// Per-patient rule state for one worker.
 pub struct Evaluator {
     rules: Arc<RuleSet>,
@@ -148,6 +221,9 @@ pub struct Evaluator {
     /// forgotten (their partition there) whose record must go.
     dirty: Vec<CompactString>,
     forgotten: Vec<(i32, CompactString)>,
+    /// Patient context, apart from the rule state: the TTL and the capacity never drop
+    /// a clinical decision, only a new record, a tombstone, or the partition moving away.
+    contexts: HashMap<CompactString, Box<Applied>>,
 }
 
 struct Patient {
@@ -193,6 +269,7 @@ impl Evaluator {
             group: Arc::from(""),
             dirty: Vec::new(),
             forgotten: Vec::new(),
+            contexts: HashMap::new(),
         }
     }
 
@@ -213,6 +290,42 @@ impl Evaluator {
 
     pub fn take_evictions(&mut self) -> Evictions {
         std::mem::take(&mut self.evictions)
+    }
+
+    /// Puts `context` in force for `patient` (`None`: back to the defaults), as read
+    /// from input partition `partition`'s context partition. Applies from the next
+    /// reading on; an open episode ends, or is held, by the next reading's evaluation
+    /// under the new settings.
+    pub fn set_context(&mut self, patient: &str, partition: i32, context: Option<PatientContext>) {
+        match context {
+            Some(c) => {
+                let applied = Applied::resolve(c, partition, &self.rules);
+                self.contexts
+                    .insert(CompactString::new(patient), Box::new(applied));
+            }
+            None => {
+                self.contexts.remove(patient);
+            }
+        }
+    }
+
+    /// The context in force for `patient`.
+    pub fn context(&self, patient: &str) -> Option<&Applied> {
+        if self.contexts.is_empty() {
+            return None;
+        }
+        self.contexts.get(patient).map(|a| &**a)
+    }
+
+    /// Patients with a context now.
+    pub fn contexts(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// Forgets the contexts read from `partition`'s context partition (it is read again
+    /// from the beginning, or moved away).
+    pub(crate) fn forget_contexts(&mut self, partition: i32) {
+        self.contexts.retain(|_, a| a.partition != partition);
     }
 
     /// Evaluates one observation of `patient` read from `owner` at `now_ms` (a
@@ -248,15 +361,21 @@ impl Evaluator {
     ) -> bool {
         let owner = at.owner;
         let rules = &*self.rules;
+        let ctx = if self.contexts.is_empty() {
+            None
+        } else {
+            self.contexts.get(patient).map(|a| &**a)
+        };
         if rules.is_stateless() {
-            // Nothing to remember: every breach alerts.
             // Nothing to remember: every breach alerts, an episode of its own.
-            out.extend(rules.breached(reading.metric, reading.value).map(|rule| {
-                Event::Threshold {
-                    rule,
-                    step: EpisodeStep::start(reading.timestamp),
-                }
-            }));
+            out.extend(
+                rules
+                    .breached_under(reading.metric, reading.value, ctx)
+                    .map(|rule| Event::Threshold {
+                        rule,
+                        step: EpisodeStep::start(reading.timestamp),
+                    }),
+            );
             return true;
         }
         let news2_param = rules
@@ -289,7 +408,7 @@ impl Evaluator {
             }
             None if news2_param.is_some()
                 || rules
-                    .breached(reading.metric, reading.value)
+                    .breached_under(reading.metric, reading.value, ctx)
                     .next()
                     .is_some() =>
             {
@@ -326,7 +445,7 @@ impl Evaluator {
         // the rules that neither fire nor remember (nearly all) cost one comparison each,
         // in `breached`'s 24-byte stream.
         let first = out.len();
-        for i in rules.breached(reading.metric, reading.value) {
+        for i in rules.breached_under(reading.metric, reading.value, ctx) {
             let rule = &rules.rules()[i];
             if rule.is_stateless() {
                 out.push(Event::Threshold {
@@ -342,9 +461,10 @@ impl Evaluator {
                     state.rules.len() - 1
                 }
             };
-            if let Some(step) = threshold::step(
+            if let Some(step) = threshold::step_on(
                 &mut state.rules[slot].1,
                 rule,
+                condition_of(rules, i, ctx),
                 true,
                 reading.value,
                 reading.timestamp,
@@ -356,13 +476,19 @@ impl Evaluator {
         while s < state.rules.len() {
             let (i, mut memory) = state.rules[s];
             let rule = &rules.rules()[i as usize];
-            if rule.metric != reading.metric || rule.condition.fires(reading.value) {
+            let condition = condition_of(rules, i as usize, ctx);
+            if rule.metric != reading.metric || condition.fires(reading.value) {
                 s += 1;
                 continue;
             }
-            if let Some(step) =
-                threshold::step(&mut memory, rule, false, reading.value, reading.timestamp)
-            {
+            if let Some(step) = threshold::step_on(
+                &mut memory,
+                rule,
+                condition,
+                false,
+                reading.value,
+                reading.timestamp,
+            ) {
                 out.push(Event::Threshold {
                     rule: i as usize,
                     step,
@@ -382,11 +508,12 @@ impl Evaluator {
         });
 
         if let (Some(param), Some(rule)) = (news2_param, rules.news2()) {
-            state.news2.observe(
+            state.news2.observe_on(
                 rule,
                 param,
                 (reading.metric, reading.value),
                 reading.timestamp,
+                ctx.map_or(Spo2Scale::One, Applied::spo2_scale),
                 out,
             );
         }
@@ -554,6 +681,9 @@ impl Evaluator {
                     .map(|&i| i as u32)
             })
             .collect();
+        for a in self.contexts.values_mut() {
+            **a = Applied::resolve(a.context.clone(), a.partition, &new);
+        }
         let keep_news2 = new.news2().is_some();
         for p in self.patients.values_mut() {
             p.rules.retain_mut(|(i, _)| match remap[*i as usize] {

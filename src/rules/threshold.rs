@@ -345,22 +345,10 @@ impl ThresholdRule {
     }
 }
 
-/// One observation through a threshold rule's run and episode, for a patient on SpO2
-/// scale 1; what to publish.
-pub(super) fn step(
-    memory: &mut RuleMemory,
-    rule: &ThresholdRule,
-    breach: bool,
-    value: f64,
-    t: i64,
-) -> Option<EpisodeStep> {
-    let condition = rule.condition_on(Spo2Scale::One);
-    step_on(memory, rule, condition, breach, value, t)
-}
-
-/// As [`step`], with the rule's `condition` for this patient (on SpO2 scale 2,
-/// [`ThresholdRule::condition_on`]): `breach` is whether it fires, and an open episode
-/// clears by the rule's `clear_margin` past it.
+/// One observation through a threshold rule's run and episode; what to publish.
+/// `condition` is the rule's for this patient (its SpO2 scale's,
+/// [`ThresholdRule::condition_on`], or the patient's own override): `breach` is whether
+/// it fires, and an open episode clears by the rule's `clear_margin` past it.
 pub(super) fn step_on(
     memory: &mut RuleMemory,
     rule: &ThresholdRule,

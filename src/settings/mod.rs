@@ -74,6 +74,9 @@ pub struct KafkaSettings {
     /// Each patient's rule state, restored when a partition is assigned; "" keeps it in
     /// memory only.
     pub state_topic: String,
+    /// Per-patient clinical settings (SpO2 scale, overrides, suppression), compacted,
+    /// keyed by patient id, co-partitioned with the input topic; "" turns it off.
+    pub context_topic: String,
     /// The partitioner the input's producers use (`murmur2`: Java clients; `crc32`:
     /// librdkafka-based clients), to tell which observations are on their patient's
     /// partition.
@@ -316,6 +319,7 @@ impl Settings {
             dlq_topic: k.dlq_topic.clone(),
             repartition_topic: Some(k.repartition_topic.clone()).filter(|t| !t.is_empty()),
             state_topic: Some(k.state_topic.clone()).filter(|t| !t.is_empty()),
+            context_topic: Some(k.context_topic.clone()).filter(|t| !t.is_empty()),
             restore_timeout: Duration::from_secs(self.pipeline.restore_timeout_secs),
             input_partitioner: k.input_partitioner,
             client: k.client.clone(),
@@ -416,6 +420,24 @@ impl Settings {
                 .contains(&&k.state_topic),
             "kafka.state_topic",
             "must differ from kafka.input_topic, kafka.alert_topic, kafka.dlq_topic and kafka.repartition_topic",
+        );
+        check(
+            k.context_topic.is_empty() || valid_topic_name(&k.context_topic),
+            "kafka.context_topic",
+            "must be a Kafka topic name: 1-249 characters of a-z A-Z 0-9 . _ - (or \"\" for off)",
+        );
+        check(
+            k.context_topic.is_empty()
+                || ![
+                    &k.input_topic,
+                    &k.alert_topic,
+                    &k.dlq_topic,
+                    &k.repartition_topic,
+                    &k.state_topic,
+                ]
+                .contains(&&k.context_topic),
+            "kafka.context_topic",
+            "must differ from kafka.input_topic, kafka.alert_topic, kafka.dlq_topic, kafka.repartition_topic and kafka.state_topic",
         );
         let p = &self.pipeline;
         check(

@@ -3,6 +3,7 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod context;
 mod continuity;
 mod helpers;
 mod hostile;

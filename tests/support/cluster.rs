@@ -34,6 +34,8 @@ pub struct Cluster {
     pub repartition: Option<String>,
     /// The state topic, when the test asked for one ([`Cluster::with_state`]).
     pub state: Option<String>,
+    /// The patient context topic, when the test asked for one ([`Cluster::with_context`]).
+    pub context: Option<String>,
     /// Partitions of the input topic.
     pub partitions: i32,
 }
@@ -55,6 +57,7 @@ impl Cluster {
             dlq: format!("patient-data-dlq-{n}"),
             repartition: None,
             state: None,
+            context: None,
             partitions,
         }
     }
@@ -107,6 +110,15 @@ impl Cluster {
         self
     }
 
+    /// Adds a patient context topic with the input's partition count; `config` turns
+    /// patient context on with it.
+    pub fn with_context(mut self) -> Cluster {
+        let topic = format!("{}-context", self.input);
+        self.mock.create_topic(&topic, self.partitions, 1).unwrap();
+        self.context = Some(topic);
+        self
+    }
+
     pub fn bootstrap(&self) -> String {
         self.mock.bootstrap_servers()
     }
@@ -126,6 +138,7 @@ impl Cluster {
             dlq_topic: self.dlq.clone(),
             repartition_topic: self.repartition.clone(),
             state_topic: self.state.clone(),
+            context_topic: self.context.clone(),
             group_instance_id: None,
             restore_timeout: Duration::from_secs(30),
             input_partitioner: Partitioner::Murmur2,

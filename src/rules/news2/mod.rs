@@ -287,18 +287,6 @@ impl News2State {
         News2State { latest, episode }
     }
 
-    /// As [`News2State::observe_on`] for a patient on SpO2 scale 1.
-    pub(crate) fn observe(
-        &mut self,
-        rule: &News2Rule,
-        param: usize,
-        reading: (Metric, f64),
-        t: i64,
-        out: &mut Vec<Event>,
-    ) {
-        self.observe_on(rule, param, reading, t, Spo2Scale::One, out);
-    }
-
     /// A reading of parameter `param` (its [`PARAMETERS`] index) at observation time `t`
     /// of a patient whose chart uses SpO2 `scale` (the patient's current scale: the
     /// aggregate, the breakdown and the hysteresis score SpO2 on it): the chart updated,
@@ -558,21 +546,6 @@ mod tests {
         );
         assert_eq!(breakdown.parameters[SPO2].map(|s| s.score), Some(3));
         assert!(spo2_low().condition_on(Spo2Scale::One).fires(89.0));
-        // `observe` is scale 1.
-        let mut same = News2State::NEW;
-        let mut out = Vec::new();
-        for &(metric, value, minute) in &AT_89_ON_AIR {
-            let param = parameter_index(metric).unwrap();
-            same.observe(
-                &news2_rule(),
-                param,
-                (metric, value),
-                minute * MIN,
-                &mut out,
-            );
-        }
-        assert_eq!(out.len(), 1);
-        assert_eq!(spo2_score(&same, Spo2Scale::One), 3);
     }
 
     #[test]
