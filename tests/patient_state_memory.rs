@@ -48,12 +48,16 @@ fn live() -> isize {
     LIVE.load(Ordering::Relaxed)
 }
 
+/// The counter is process-wide: the tests here measure one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 const PATIENTS: usize = 1_000_000;
 const CAP: usize = 50_000; // the default rules.max_patients_per_worker
 const T0: i64 = 1_763_798_400_000;
 
 #[test]
 fn a_million_distinct_patients_stay_within_the_cap_in_count_and_bytes() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
     // The shipped rules: NEWS2 on, so every patient observed gets state.
     let rules = Arc::new(RuleSet::news2_red_flags());
     let limits = StateLimits {
@@ -110,4 +114,50 @@ fn a_million_distinct_patients_stay_within_the_cap_in_count_and_bytes() {
     // And what it holds is a few hundred bytes a patient: the cap bounds memory at
     // workers × max_patients_per_worker × this.
     assert!(per_patient < 512.0, "{per_patient} B per patient");
+}
+
+#[test]
+fn a_million_patient_contexts_cost_a_few_hundred_bytes_each() {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let rules = Arc::new(RuleSet::news2_red_flags());
+    let limits = vitalwatch::settings::defaults().state_limits();
+    let mut eval = Evaluator::new(rules.clone(), limits);
+    let before = live();
+    let mut bytes_read = 0usize;
+    for n in 0..PATIENTS {
+        let id = format!("P-{n:010}");
+        // A third each: Scale 2, an override, a suppression (as a ward writes them, with
+        // who and when).
+        let value = match n % 3 {
+            0 => format!(
+                r#"{{"patientId":"{id}","spo2Scale":2,"updatedBy":"ward-7-nurse","updatedAt":{T0}}}"#
+            ),
+            1 => format!(
+                r#"{{"patientId":"{id}","overrides":{{"heart_rate_high":{{"above":150}}}},"updatedBy":"ward-7-nurse","updatedAt":{T0}}}"#
+            ),
+            _ => format!(
+                r#"{{"patientId":"{id}","suppress":{{"until":{T0},"reason":"procedure"}},"updatedBy":"ward-7-nurse","updatedAt":{T0}}}"#
+            ),
+        };
+        bytes_read += id.len() + value.len();
+        let (patient, context) = vitalwatch::rules::context::parse(
+            Some(id.as_bytes()),
+            Some(value.as_bytes()),
+            n as i64,
+            &rules,
+        )
+        .expect("a good record");
+        eval.set_context(&patient, (n % 12) as i32, context);
+    }
+    let held = live() - before;
+    assert_eq!(eval.contexts(), PATIENTS);
+    assert_eq!(eval.patients(), 0, "contexts are not rule state");
+    let per_patient = held as f64 / PATIENTS as f64;
+    eprintln!(
+        "patient context: {PATIENTS} patients held = {:.1} MiB ({per_patient:.0} B each), \
+         from {:.1} MiB of records",
+        held as f64 / 1048576.0,
+        bytes_read as f64 / 1048576.0,
+    );
+    assert!(per_patient < 512.0, "{per_patient} B per patient context");
 }

@@ -898,3 +898,157 @@ fn a_forgotten_patient_leaves_a_tombstone_and_an_unreadable_record_is_refused() 
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].value, None);
 }
+
+/// `json` parsed as patient P-1's context record at offset `version` under `set`.
+fn context_of(set: &RuleSet, json: &str, version: i64) -> crate::rules::context::PatientContext {
+    let (_, context) =
+        crate::rules::context::parse(Some(b"P-1"), Some(json.as_bytes()), version, set)
+            .unwrap_or_else(|e| panic!("{e}"));
+    context.expect("not a tombstone")
+}
+
+#[test]
+fn an_override_moves_a_patients_threshold_both_ways_with_its_hysteresis() {
+    let set = hr_high("clear_margin = 5\nemit_resolved = true");
+    let mut eval = Evaluator::new(set.clone(), crate::settings::defaults().state_limits());
+    let athlete = context_of(
+        &set,
+        r#"{"patientId":"P-1","overrides":{"hr_high":{"above":150}}}"#,
+        7,
+    );
+    eval.set_context("P-1", 0, Some(athlete));
+    // 140 is within the patient's limit; 151 opens; 146 is within the margin of 150, so
+    // the episode holds; 145 clears it.
+    let got = feed(
+        &mut eval,
+        HeartRate,
+        &[(0, 140.0), (10, 151.0), (20, 146.0), (30, 145.0)],
+    );
+    assert_eq!(seconds(&got), [10, 30]);
+    assert_eq!(got[1].1[0].step().phase, Phase::End);
+    let applied = eval.context("P-1").expect("in force");
+    assert_eq!(applied.condition(&set, 0), Condition::Above(150.0));
+    assert_eq!(applied.version(), 7);
+
+    // A lower limit for a known bradycardic patient: the other way round.
+    let low = rules(
+        "[[threshold]]\nid = \"hr_low\"\nmetric = \"heart_rate\"\nbelow = 41\nseverity = \"medium\"\nclear_margin = 5\nemit_resolved = true\n",
+    );
+    let mut eval = Evaluator::new(low.clone(), crate::settings::defaults().state_limits());
+    let athlete = context_of(
+        &low,
+        r#"{"patientId":"P-1","overrides":{"hr_low":{"below":35}}}"#,
+        1,
+    );
+    eval.set_context("P-1", 0, Some(athlete));
+    let got = feed(
+        &mut eval,
+        HeartRate,
+        &[(0, 38.0), (10, 34.0), (20, 39.0), (30, 40.0)],
+    );
+    assert_eq!(seconds(&got), [10, 30], "opens below 35, ends at 35 + 5");
+}
+
+#[test]
+fn a_tombstone_returns_the_patient_to_the_rules_threshold() {
+    let set = hr_high("cooldown_secs = 0");
+    let mut eval = Evaluator::new(set.clone(), crate::settings::defaults().state_limits());
+    let own = context_of(
+        &set,
+        r#"{"patientId":"P-1","overrides":{"hr_high":{"above":150}}}"#,
+        3,
+    );
+    eval.set_context("P-1", 0, Some(own));
+    assert!(feed(&mut eval, HeartRate, &[(0, 140.0)]).is_empty());
+    eval.set_context("P-1", 0, None);
+    assert!(eval.context("P-1").is_none());
+    assert_eq!(seconds(&feed(&mut eval, HeartRate, &[(1, 140.0)])), [1]);
+}
+
+#[test]
+fn a_scale_2_patient_on_target_raises_nothing_where_scale_1_raises_spo2_low_and_news2() {
+    let set = Arc::new(RuleSet::news2_red_flags());
+    let limits = crate::settings::defaults().state_limits();
+    let copd = context_of(&set, r#"{"patientId":"P-1","spo2Scale":2}"#, 0);
+    let mut scale_2 = Evaluator::new(set.clone(), limits);
+    scale_2.set_context("P-1", 0, Some(copd));
+    let mut scale_1 = Evaluator::new(set.clone(), limits);
+    let chart = [
+        (SupplementalOxygen, 0.0),
+        (Spo2, 89.0),
+        (RespiratoryRate, 16.0),
+        (HeartRate, 80.0),
+    ];
+    let mut published = [Vec::new(), Vec::new()];
+    for (eval, out) in [&mut scale_2, &mut scale_1].into_iter().zip(&mut published) {
+        for (i, &(metric, value)) in chart.iter().enumerate() {
+            let reading = Reading {
+                metric,
+                value,
+                timestamp: T0 + i as i64 * SEC,
+            };
+            eval.observe("P-1", reading, OWNER, i as i64 * SEC, out);
+        }
+    }
+    assert!(published[0].is_empty(), "{:?}", published[0]);
+    let ids: Vec<&str> = published[1].iter().map(|e| set.event_rule_id(e)).collect();
+    assert_eq!(ids, ["spo2_low", "news2_medium"]);
+}
+
+#[test]
+fn contexts_outlive_the_state_ttl_and_capacity_and_go_with_their_partition() {
+    let set = hr_high("");
+    let limits = StateLimits {
+        ttl_ms: 1000,
+        capacity: NonZeroUsize::new(1).unwrap(),
+    };
+    let mut eval = Evaluator::new(set.clone(), limits);
+    let own = context_of(
+        &set,
+        r#"{"patientId":"P-1","overrides":{"hr_high":{"above":150}}}"#,
+        3,
+    );
+    eval.set_context("P-1", 4, Some(own));
+    // Other patients push P-1's rule state out, and the TTL passes.
+    for (i, p) in ["P-2", "P-3", "P-4"].into_iter().enumerate() {
+        let reading = Reading {
+            metric: HeartRate,
+            value: 140.0,
+            timestamp: T0,
+        };
+        eval.observe(p, reading, OWNER, 5000 * (i as i64 + 1), &mut Vec::new());
+    }
+    eval.expire(60_000);
+    assert!(eval.context("P-1").is_some());
+    eval.forget_contexts(3);
+    assert!(eval.context("P-1").is_some(), "another partition's");
+    eval.forget_contexts(4);
+    assert!(eval.context("P-1").is_none());
+}
+
+#[test]
+fn on_a_reload_an_override_follows_its_rule_by_id_or_is_dropped() {
+    let set = hr_high("");
+    let mut eval = Evaluator::new(set.clone(), crate::settings::defaults().state_limits());
+    let own = context_of(
+        &set,
+        r#"{"patientId":"P-1","overrides":{"hr_high":{"above":150}}}"#,
+        3,
+    );
+    eval.set_context("P-1", 0, Some(own));
+    // A rule added before it: the override follows `hr_high` to its new index.
+    let moved = rules(
+        "[[threshold]]\nid = \"rr_high\"\nmetric = \"respiratory_rate\"\nabove = 24\nseverity = \"medium\"\n[[threshold]]\nid = \"hr_high\"\nmetric = \"heart_rate\"\nabove = 130\nseverity = \"medium\"\n",
+    );
+    eval.set_rules(moved.clone());
+    let applied = eval.context("P-1").expect("kept");
+    assert_eq!(applied.condition(&moved, 1), Condition::Above(150.0));
+    assert_eq!(applied.condition(&moved, 0), Condition::Above(24.0));
+    // `hr_high` now points the other way: the patient's `above` no longer applies.
+    let flipped = rules(
+        "[[threshold]]\nid = \"hr_high\"\nmetric = \"heart_rate\"\nbelow = 41\nseverity = \"medium\"\n",
+    );
+    eval.set_rules(flipped.clone());
+    let applied = eval.context("P-1").expect("kept");
+    assert_eq!(applied.condition(&flipped, 0), Condition::Below(41.0));
+}
