@@ -339,6 +339,23 @@ fn demo_runs_prints_alerts_and_a_lossless_summary() {
     assert_eq!(produced, consumed, "{output}");
     assert!(lines.iter().any(|l| l.contains("ok:")), "{output}");
     assert!(lines.iter().any(|l| l.contains("too_large")), "{output}");
+
+    // The COPD patients on Scale 2: named in the header, and quiet at SpO2 88-92 %.
+    assert!(
+        lines.iter().any(|l| l
+            .contains("COPD, NEWS2 SpO2 Scale 2: P-000011, P-000051, P-000131, P-000171")),
+        "{output}"
+    );
+    let copd = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("COPD, Scale 2"))
+        .unwrap_or_else(|| panic!("no COPD line in the summary:\n{output}"));
+    assert!(
+        copd.contains("4 patients at SpO2 88–92 %: 0 SpO2 or NEWS2 alerts")
+            && copd.contains("on Scale 1 the same readings raise")
+            && copd.contains("= 0 expected"),
+        "{copd}"
+    );
 }
 
 /// SIGINT mid-run: the demo drains, prints the summary (nothing lost) and exits 0.
