@@ -26,8 +26,10 @@ const T0: i64 = 1_763_798_400_000;
 /// A 60 s course at 2 000 observations/s over 200 patients, seed 42: the deteriorating
 /// patients (every 30th from P-000001) raise exactly heart_rate_high,
 /// respiratory_rate_high and spo2_low, none in the first 5% of the course and on every
-/// such reading in the last third; every other patient raises nothing; every DLQ reason
-/// appears in about 0.5% of the messages.
+/// such reading in the last third; the COPD patients (every 40th from P-000011 but
+/// P-000091) raise `spo2_low` on Scale 1, which is what their Scale 2 context silences
+/// (a unit test of the ward checks that); every other patient raises nothing; every DLQ
+/// reason appears in about 0.5% of the messages.
 #[test]
 fn ward_deteriorating_patients_raise_the_expected_rules_and_stable_ones_none() {
     let (patients, rate, secs) = (200u32, 2_000i64, 60i64);
@@ -42,6 +44,12 @@ fn ward_deteriorating_patients_raise_the_expected_rules_and_stable_ones_none() {
         .collect();
     assert_eq!(expected_ids.len(), 7);
     assert_eq!(w.deteriorating().collect::<Vec<_>>(), expected_ids);
+    let copd_ids: Vec<String> = (1..=patients)
+        .filter(|&n| ward::is_copd(n))
+        .map(ward::patient_id)
+        .collect();
+    assert_eq!(copd_ids, ["P-000011", "P-000051", "P-000131", "P-000171"]);
+    assert_eq!(w.copd().collect::<Vec<_>>(), copd_ids);
 
     let rules = RuleSet::news2_red_flags();
     let limits = vitalwatch::settings::defaults().decode_limits();
@@ -59,7 +67,7 @@ fn ward_deteriorating_patients_raise_the_expected_rules_and_stable_ones_none() {
                 assert_eq!(obs.patient_id, msg.key.as_str());
                 let raised: Vec<&str> = rules.evaluate(&obs).map(|r| r.id.as_str()).collect();
                 let deteriorating = expected_ids.contains(&msg.key);
-                if now < T0 + secs * 50 {
+                if now < T0 + secs * 50 && !copd_ids.contains(&msg.key) {
                     assert!(raised.is_empty(), "alert in the first 5%: {msg:?}");
                 }
                 let watched = matches!(
@@ -88,11 +96,14 @@ fn ward_deteriorating_patients_raise_the_expected_rules_and_stable_ones_none() {
     let expected_rules: BTreeSet<String> = ["heart_rate_high", "respiratory_rate_high", "spo2_low"]
         .map(String::from)
         .into();
+    let spo2_low: BTreeSet<String> = ["spo2_low".to_owned()].into();
     let expected: BTreeMap<String, BTreeSet<String>> = expected_ids
         .iter()
         .map(|id| (id.clone(), expected_rules.clone()))
+        .chain(copd_ids.iter().map(|id| (id.clone(), spo2_low.clone())))
         .collect();
-    // Equal maps: the deteriorating patients raise exactly these rules, nobody else any.
+    // Equal maps: the deteriorating patients raise exactly these rules, the COPD patients
+    // spo2_low (on Scale 1), nobody else any.
     assert_eq!(fired, expected);
 
     assert_eq!(
@@ -328,6 +339,23 @@ fn demo_runs_prints_alerts_and_a_lossless_summary() {
     assert_eq!(produced, consumed, "{output}");
     assert!(lines.iter().any(|l| l.contains("ok:")), "{output}");
     assert!(lines.iter().any(|l| l.contains("too_large")), "{output}");
+
+    // The COPD patients on Scale 2: named in the header, and quiet at SpO2 88-92 %.
+    assert!(
+        lines.iter().any(|l| l
+            .contains("COPD, NEWS2 SpO2 Scale 2: P-000011, P-000051, P-000131, P-000171")),
+        "{output}"
+    );
+    let copd = lines
+        .iter()
+        .find(|l| l.trim_start().starts_with("COPD, Scale 2"))
+        .unwrap_or_else(|| panic!("no COPD line in the summary:\n{output}"));
+    assert!(
+        copd.contains("4 patients at SpO2 88–92 %: 0 SpO2 or NEWS2 alerts")
+            && copd.contains("on Scale 1 the same readings raise")
+            && copd.contains("= 0 expected"),
+        "{copd}"
+    );
 }
 
 /// SIGINT mid-run: the demo drains, prints the summary (nothing lost) and exits 0.

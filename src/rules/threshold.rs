@@ -81,6 +81,11 @@ pub struct ThresholdRule {
 }
 
 impl ThresholdRule {
+    /// The metric the rule watches.
+    pub fn metric(&self) -> Metric {
+        self.metric
+    }
+
     /// Whether evaluating this rule needs per-patient memory.
     pub(crate) fn is_stateless(&self) -> bool {
         self.for_ms == 0 && self.alarm.is_stateless()

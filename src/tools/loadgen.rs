@@ -119,6 +119,8 @@ fn produce(brokers: &str, client: &ClientProps, args: &LoadgenArgs) -> anyhow::R
             .decode_limits()
             .max_message_bytes
             + 1,
+        // No COPD patients: the traffic the tests and benchmarks are calibrated on.
+        copd: false,
     });
     let mut pump = Pump::with_client(brokers, &args.topic, "vitalwatch-loadgen", client)?;
     pump.connect(CONNECT_TIMEOUT)

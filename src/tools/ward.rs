@@ -16,6 +16,11 @@
 //!   first two thirds of the course their pulse and respiratory rate rise and their SpO2
 //!   falls, linearly, to clearly beyond the red flags `heart_rate_high`,
 //!   `respiratory_rate_high` and `spo2_low`; they stay there for the last third.
+//! - COPD patients ([`is_copd`]: P-000011, P-000051, P-000131, … every 40th from 11,
+//!   leaving out the deteriorating ones; only when [`WardConfig::copd`] is on) are on
+//!   NEWS2 SpO2 Scale 2: their SpO2 stays in their target range of 88–92 % on air
+//!   ([`COPD_SPO2`]), which Scale 1 would flag; their other vitals are a stable
+//!   patient's. Whoever runs the ward writes their Scale 2 context (the demo does).
 //! - A share of messages is malformed, cycling through every DLQ reason code in the
 //!   order of [`DecodeError::REASONS`](vitalwatch::vitals::DecodeError::REASONS), each the
 //!   kind of mistake a real feed makes (°F sent as °C, seconds instead of milliseconds,
@@ -54,6 +59,13 @@ const _: () = {
 /// Every this-many patients, one deteriorates (patient numbers 1, 1 + N, 1 + 2N, …).
 pub const DETERIORATION_EVERY: u32 = 30;
 
+/// Every this-many patients from [`COPD_FIRST`], one has COPD (unless deteriorating).
+pub const COPD_EVERY: u32 = 40;
+/// The first COPD patient's number.
+pub const COPD_FIRST: u32 = 11;
+/// The range a COPD patient's SpO2 stays in, on air: Scale 2's target, scoring 0 there.
+pub const COPD_SPO2: (f64, f64) = (88.0, 92.0);
+
 /// Share of the course over which a deteriorating patient's vitals ramp to their worst.
 const RAMP_SHARE: f64 = 2.0 / 3.0;
 
@@ -71,6 +83,10 @@ pub struct WardConfig {
     pub invalid_ratio: f64,
     /// Size of the `too_large` messages: make it exceed `pipeline.max_message_bytes`.
     pub too_large_bytes: usize,
+    /// Whether the [`is_copd`] patients have COPD (SpO2 88–92 %, for Scale 2); off, they
+    /// are stable patients like the rest, and the traffic is what it was before COPD
+    /// patients existed, byte for byte (loadgen and the bench keep it off).
+    pub copd: bool,
 }
 
 /// A deterioration course, in the timestamps the caller passes to [`Ward::next`].
@@ -81,7 +97,8 @@ pub struct Course {
 }
 
 impl WardConfig {
-    /// The demo's ward: ~3% deteriorating patients over `course`, 0.5% malformed messages.
+    /// The demo's ward: ~3% deteriorating patients over `course`, ~2.5% COPD patients,
+    /// 0.5% malformed messages.
     pub fn demo(seed: u64, patients: u32, course: Course, too_large_bytes: usize) -> Self {
         WardConfig {
             seed,
@@ -90,6 +107,7 @@ impl WardConfig {
             abnormal_ratio: 0.0,
             invalid_ratio: 0.005,
             too_large_bytes,
+            copd: true,
         }
     }
 }
@@ -154,8 +172,19 @@ const PROFILES: [Profile; WARD_METRICS.len()] = [
     stable((36.4, 37.2), 0.4, 0.05, 0.1, 1), // temperature: 35.9–37.7 °C (< 35.1, > 39.0)
 ];
 
+/// A COPD patient's SpO2: baseline 89.5–90.5 %, drift ±1, noise ±0.5, so 88–92 %.
+const COPD_SPO2_PROFILE: Profile = stable((89.5, 90.5), 1.0, 0.2, 0.5, 0);
+
 const fn profile(metric: Metric) -> &'static Profile {
     &PROFILES[metric.index()]
+}
+
+/// How `metric` behaves for a stable patient, or a COPD patient when `copd`.
+const fn profile_of(metric: Metric, copd: bool) -> &'static Profile {
+    match metric {
+        Metric::Spo2 if copd => &COPD_SPO2_PROFILE,
+        _ => profile(metric),
+    }
 }
 
 /// A deteriorating patient's admission baseline range and total change at the worst,
@@ -189,6 +218,7 @@ const RED_FLAGS: [(Metric, f64); 9] = [
 struct Patient {
     id: String,
     deteriorating: bool,
+    copd: bool,
     baseline: [f64; WARD_METRICS.len()],
     drift: [f64; WARD_METRICS.len()],
 }
@@ -214,6 +244,12 @@ pub const fn is_deteriorating(n: u32) -> bool {
     n % DETERIORATION_EVERY == 1
 }
 
+/// Whether patient number `n` (1-based) has COPD when [`WardConfig::copd`] is on: every
+/// [`COPD_EVERY`]th from [`COPD_FIRST`], except the deteriorating ones (P-000091, …).
+pub const fn is_copd(n: u32) -> bool {
+    n % COPD_EVERY == COPD_FIRST % COPD_EVERY && !is_deteriorating(n)
+}
+
 impl Ward {
     pub fn new(mut config: WardConfig) -> Ward {
         config.patients = config.patients.max(1);
@@ -223,16 +259,19 @@ impl Ward {
         let patients = (1..=config.patients)
             .map(|n| {
                 let deteriorating = config.course.is_some() && is_deteriorating(n);
+                let copd = config.copd && is_copd(n);
+                // One draw per metric whatever the patient: the same random sequence.
                 let baseline = WARD_METRICS.map(|m| {
                     let (lo, hi) = match deterioration(m) {
                         Some((range, _)) if deteriorating => range,
-                        _ => profile(m).baseline,
+                        _ => profile_of(m, copd).baseline,
                     };
                     rng.random_range(lo..=hi)
                 });
                 Patient {
                     id: patient_id(n),
                     deteriorating,
+                    copd,
                     baseline,
                     drift: [0.0; WARD_METRICS.len()],
                 }
@@ -256,6 +295,14 @@ impl Ward {
             .map(|p| p.id.as_str())
     }
 
+    /// Ids of the COPD patients (SpO2 88–92 % on air, for NEWS2 SpO2 Scale 2).
+    pub fn copd(&self) -> impl Iterator<Item = &str> {
+        self.patients
+            .iter()
+            .filter(|p| p.copd)
+            .map(|p| p.id.as_str())
+    }
+
     pub fn patients(&self) -> u32 {
         self.config.patients
     }
@@ -276,7 +323,7 @@ impl Ward {
 
         let progress = self.progress(now_ms);
         let patient = &mut self.patients[index];
-        let p = profile(metric);
+        let p = profile_of(metric, patient.copd);
         let i = metric.index();
         patient.drift[i] =
             (patient.drift[i] * 0.95 + step * p.drift_step).clamp(-p.drift_max, p.drift_max);
@@ -285,6 +332,9 @@ impl Ward {
             && let Some((_, worst)) = deterioration(metric)
         {
             value += worst * (progress / RAMP_SHARE).min(1.0);
+        }
+        if patient.copd && metric == Metric::Spo2 {
+            value = value.clamp(COPD_SPO2.0, COPD_SPO2.1);
         }
         let (lo, hi) = metric.plausible_range();
         let value = round(value.clamp(lo, hi), p.decimals);
@@ -347,6 +397,12 @@ fn observation(patient: &str, metric: Metric, value: f64, ts: i64) -> Observatio
         device_id: None,
         site_id: None,
     }
+}
+
+/// The patient-context record (`kafka.context_topic`, keyed by `patient`) that puts a
+/// COPD patient on NEWS2 SpO2 Scale 2.
+pub fn scale_2_context(patient: &str) -> Vec<u8> {
+    format!(r#"{{"patientId":"{patient}","spo2Scale":2}}"#).into_bytes()
 }
 
 /// A malformed message of the given DLQ reason (one of [`DecodeError::REASONS`]), shaped
@@ -427,6 +483,133 @@ mod tests {
                 70_000,
             )
         })
+    }
+
+    /// FNV-1a over every message's key, payload and kind, `n` messages from `t0` at
+    /// 2 000 messages/s.
+    fn digest(mut w: Ward, n: i64, t0: i64) -> u64 {
+        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+        for i in 0..n {
+            let m = w.next(t0 + i / 2);
+            let kind = format!("{:?}", m.kind);
+            for b in [m.key.as_bytes(), &m.payload, kind.as_bytes(), b"\n"]
+                .into_iter()
+                .flatten()
+            {
+                h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+            }
+        }
+        h
+    }
+
+    /// With `copd` off, the ward generates what it did before COPD patients existed, to
+    /// the byte (digests of the generator before the change): loadgen's and the bench's
+    /// traffic, which the tests and the benchmarks are calibrated on, is unchanged.
+    #[test]
+    fn traffic_without_copd_patients_is_unchanged() {
+        let loadgen = Ward::new(WardConfig {
+            seed: 7,
+            patients: 1000,
+            course: None,
+            abnormal_ratio: 0.05,
+            invalid_ratio: 0.01,
+            too_large_bytes: 65_537,
+            copd: false,
+        });
+        assert_eq!(digest(loadgen, 20_000, T0), 0x10f2_5355_ce22_176c);
+        let demo = Ward::new(WardConfig {
+            copd: false,
+            ..WardConfig::demo(
+                1,
+                200,
+                Course {
+                    start_ms: T0,
+                    length_ms: 10_000,
+                },
+                65_537,
+            )
+        });
+        assert_eq!(digest(demo, 20_000, T0), 0x0dd9_dd63_7e52_32ec);
+    }
+
+    /// COPD patients: SpO2 always 88–92 %. Evaluated as the workers do (cooldown, NEWS2)
+    /// under their Scale 2 context they raise nothing; on Scale 1 the same readings raise
+    /// `spo2_low` and `news2_medium`. Nobody else changes.
+    #[test]
+    fn copd_patients_are_quiet_on_scale_2_and_alert_on_scale_1() {
+        use std::collections::{BTreeMap, BTreeSet};
+        use std::num::NonZeroUsize;
+        use std::sync::Arc;
+        use vitalwatch::rules::RuleSet;
+        use vitalwatch::rules::state::{Evaluator, Reading, StateLimits};
+
+        let rules = Arc::new(RuleSet::news2_red_flags());
+        let limits = vitalwatch::settings::defaults().decode_limits();
+        let state = StateLimits {
+            ttl_ms: i64::MAX,
+            capacity: NonZeroUsize::MAX,
+        };
+        for seed in 1..=4 {
+            let course = Course {
+                start_ms: T0,
+                length_ms: 30_000,
+            };
+            let mut w = Ward::new(WardConfig::demo(seed, 200, course, 65_537));
+            let copd: Vec<String> = w.copd().map(str::to_owned).collect();
+            assert_eq!(copd, ["P-000011", "P-000051", "P-000131", "P-000171"]);
+            let mut off = Ward::new(WardConfig {
+                copd: false,
+                ..WardConfig::demo(seed, 200, course, 65_537)
+            });
+            let (mut scale_2, mut scale_1) = (
+                Evaluator::new(rules.clone(), state),
+                Evaluator::new(rules.clone(), state),
+            );
+            for (i, id) in copd.iter().enumerate() {
+                let value = scale_2_context(id);
+                let (patient, context) = vitalwatch::rules::context::parse(
+                    Some(id.as_bytes()),
+                    Some(&value),
+                    i as i64,
+                    &rules,
+                )
+                .expect("a valid context");
+                scale_2.set_context(&patient, 0, context);
+            }
+            let (mut raised_2, mut raised_1) = (BTreeMap::new(), BTreeMap::new());
+            let mut events = Vec::new();
+            for i in 0..60_000 {
+                let now = T0 + i / 2;
+                let (m, o) = (w.next(now), off.next(now));
+                if !copd.contains(&m.key) {
+                    assert_eq!(m, o, "only COPD patients differ");
+                    continue;
+                }
+                let Ok(obs) = decode(&m.payload, &limits, now) else {
+                    continue;
+                };
+                if obs.metric == Metric::Spo2 {
+                    assert!((88.0..=92.0).contains(&obs.value), "{m:?}");
+                }
+                for (evaluator, raised) in
+                    [(&mut scale_2, &mut raised_2), (&mut scale_1, &mut raised_1)]
+                {
+                    events.clear();
+                    evaluator.observe(&obs.patient_id, Reading::of(&obs), (0, 0), now, &mut events);
+                    for e in &events {
+                        raised
+                            .entry(m.key.clone())
+                            .or_insert_with(BTreeSet::new)
+                            .insert(rules.event_rule_id(e).to_owned());
+                    }
+                }
+            }
+            assert!(raised_2.is_empty(), "seed {seed}: {raised_2:?}");
+            for id in &copd {
+                let rules: Vec<&str> = raised_1[id].iter().map(String::as_str).collect();
+                assert_eq!(rules, ["news2_medium", "spo2_low"], "seed {seed}, {id}");
+            }
+        }
     }
 
     #[test]

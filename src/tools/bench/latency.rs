@@ -198,6 +198,8 @@ fn warm_up(pump: &mut Pump, patients: u32, timestamp: i64) -> anyhow::Result<()>
             .decode_limits()
             .max_message_bytes
             + 1,
+        // No COPD patients: the traffic the tests and benchmarks are calibrated on.
+        copd: false,
     });
     let msg = ward.next(timestamp);
     pump.send(msg.key.as_bytes(), &msg.payload)?;

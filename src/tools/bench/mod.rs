@@ -461,6 +461,8 @@ pub(crate) fn traffic(seed: u64, patients: u32) -> Ward {
             .decode_limits()
             .max_message_bytes
             + 1,
+        // No COPD patients: the traffic the tests and benchmarks are calibrated on.
+        copd: false,
     })
 }
 

@@ -11,6 +11,11 @@
 //! pipeline published was read back, then print the summary. Every observation the
 //! ward sent was also decoded and evaluated on the side, so the summary compares the
 //! alerts read back, rule by rule, with the alerts that should exist.
+//!
+//! A few of the ward's patients have COPD: the demo puts them on NEWS2 SpO2 Scale 2 by
+//! writing their context to the context topic before the ward starts, and the summary
+//! checks that their SpO2 of 88–92 % on air raised no SpO2 or NEWS2 alert, beside what
+//! Scale 1 would have raised for the same readings.
 
 /// `println!` that ignores a closed stdout (`vitalwatch demo | head`) instead of
 /// panicking: the demo carries on and still shuts the pipeline down in order.
@@ -26,7 +31,7 @@ macro_rules! say {
 
 mod terminal;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::NonZeroUsize;
 use std::process::ExitCode;
@@ -35,30 +40,34 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use compact_str::CompactString;
 use console::style;
 use rdkafka::config::ClientConfig;
 use rdkafka::producer::{BaseProducer, Producer};
 use tokio_util::sync::CancellationToken;
 
 use super::scrape::Scrape;
-use super::ward::{Course, Ward, WardConfig};
+use super::ward::{COPD_SPO2, Course, Ward, WardConfig, scale_2_context};
 use crate::tools::cli::DemoArgs;
 use terminal::{Console, Reader, Tally, Topic};
 use vitalwatch::clock::now_ms;
 use vitalwatch::metrics::{PROCESSING_DURATION, WORKER_QUEUE_DEPTH};
 use vitalwatch::pipeline::{self, Counts, Hooks, PipelineConfig, Status};
 use vitalwatch::rules::RuleSet;
+use vitalwatch::rules::context::{self, PatientContext};
 use vitalwatch::rules::state::{Evaluator, Reading, StateLimits};
 use vitalwatch::rules::{AlertStatus, Event};
 use vitalwatch::settings::Settings;
 use vitalwatch::signals::Signals;
 use vitalwatch::telemetry::LogFormat;
-use vitalwatch::vitals::{DecodeLimits, decode};
+use vitalwatch::vitals::{DecodeLimits, Metric, decode};
 use vitalwatch::{http, telemetry};
 
 /// Partitions of the alert and dead-letter topics on the in-process cluster.
 const ALERT_PARTITIONS: i32 = 3;
 const DLQ_PARTITIONS: i32 = 1;
+/// The context topic when the configuration names none (`kafka.context_topic = ""`).
+const DEMO_CONTEXT_TOPIC: &str = "patient-context";
 /// The rules file the default configuration names.
 const DEFAULT_RULES_FILE: &str = "config/rules.toml";
 /// Deterioration course when the demo runs until Ctrl-C.
@@ -121,12 +130,26 @@ fn run(args: &DemoArgs) -> anyhow::Result<bool> {
     if !k.state_topic.is_empty() {
         topics.push((&k.state_topic, args.partitions));
     }
+    // The COPD patients' Scale 2 lives there, co-partitioned with the input.
+    let context_topic = if k.context_topic.is_empty() {
+        let taken = topics.iter().any(|(t, _)| t.as_str() == DEMO_CONTEXT_TOPIC);
+        anyhow::ensure!(
+            !taken,
+            "the demo's context topic {DEMO_CONTEXT_TOPIC} is another topic of the configuration: \
+             name one in kafka.context_topic"
+        );
+        DEMO_CONTEXT_TOPIC.to_owned()
+    } else {
+        k.context_topic.clone()
+    };
+    topics.push((&context_topic, args.partitions));
     for (topic, partitions) in topics {
         mock.create_topic(topic, partitions, 1)
             .with_context(|| format!("cannot create topic {topic} on the in-process cluster"))?;
     }
     let mut config = settings.pipeline_config();
     config.bootstrap_servers = mock.bootstrap_servers();
+    config.context_topic = Some(context_topic);
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -171,6 +194,11 @@ struct Fed {
     expected_alerts: BTreeMap<String, u64>,
     /// Malformed messages sent, by the reason the decoder gives.
     invalid_by_reason: BTreeMap<&'static str, u64>,
+    /// SpO2 and NEWS2 alerts the rules raise for the COPD patients under their Scale 2
+    /// context (0 when the demo works).
+    copd_expected: u64,
+    /// SpO2 and NEWS2 alerts the same readings raise on Scale 1 (firing ones).
+    copd_scale_1: u64,
 }
 
 async fn demo(
@@ -209,6 +237,22 @@ async fn demo(
         config.limits.max_message_bytes + 1,
     );
     let ward = Ward::new(ward_config);
+    // Each COPD patient's context record, checked as the pipeline will check it.
+    let copd: Vec<(String, Vec<u8>)> = ward
+        .copd()
+        .map(|id| (id.to_owned(), scale_2_context(id)))
+        .collect();
+    let contexts = copd
+        .iter()
+        .enumerate()
+        .map(|(i, (id, value))| {
+            match context::parse(Some(id.as_bytes()), Some(value), i as i64, &rules)? {
+                (patient, Some(c)) => Ok((patient, c)),
+                (patient, None) => Err(anyhow::anyhow!("no context parsed for {patient}")),
+            }
+        })
+        .collect::<anyhow::Result<Vec<_>>>()
+        .context("the demo's Scale 2 context does not parse")?;
 
     say!(
         "{} on an in-process Kafka cluster at {brokers}",
@@ -259,6 +303,14 @@ async fn demo(
         "           deteriorating over the run (pulse and breathing up, SpO2 down): {}",
         abbreviate(&deteriorating, 6)
     );
+    let copd_ids: Vec<&str> = copd.iter().map(|(id, _)| id.as_str()).collect();
+    say!(
+        "           COPD, NEWS2 SpO2 Scale 2: {} (SpO2 {}–{} % on air; context in {})",
+        abbreviate(&copd_ids, 6),
+        COPD_SPO2.0,
+        COPD_SPO2.1,
+        config.context_topic.as_deref().unwrap_or_default()
+    );
     say!(
         "  alerts   read back from {} and printed on lines marked + (seconds since start), with the",
         config.alert_topic
@@ -272,7 +324,18 @@ async fn demo(
     );
     say!();
 
+    // Written and acknowledged before the pipeline starts: every reading of theirs is
+    // evaluated on Scale 2 (the pipeline reads a partition's context before its input).
+    if let Some(topic) = config.context_topic.clone() {
+        let (brokers, records) = (brokers.clone(), copd.clone());
+        tokio::task::spawn_blocking(move || write_contexts(&brokers, &topic, &records))
+            .await
+            .context("writing the patient contexts panicked")??;
+    }
+
     let console = Console::new(started);
+    let copd_set: BTreeSet<String> = copd_ids.iter().map(|&id| id.to_owned()).collect();
+    let copd_patients = copd_set.len();
     let reader = Reader::spawn(
         &brokers,
         Topic {
@@ -283,6 +346,7 @@ async fn demo(
             name: &config.dlq_topic,
             partitions: DLQ_PARTITIONS,
         },
+        copd_set,
         console.clone(),
     )?;
 
@@ -320,6 +384,7 @@ async fn demo(
                 rate,
                 &stop,
                 &rules,
+                &contexts,
                 limits,
                 &progress,
             )
@@ -396,6 +461,7 @@ async fn demo(
         tally: &tally,
         latency,
         metrics_url: &metrics_url,
+        copd_patients,
     });
     http_stop.cancel();
     Ok(ok)
@@ -482,6 +548,36 @@ async fn stop_after(
     stop.cancel();
 }
 
+/// Writes each (patient, context record) to the context topic and waits for the acks.
+fn write_contexts(brokers: &str, topic: &str, records: &[(String, Vec<u8>)]) -> anyhow::Result<()> {
+    // The ward's producer settings: the same partitioner puts a patient's context on the
+    // partition number of its readings.
+    let mut pump = crate::tools::loadgen::Pump::new(brokers, topic, "vitalwatch-demo-context")?;
+    for (patient, value) in records {
+        pump.send(patient.as_bytes(), value)?;
+    }
+    let delivered = pump
+        .finish(FEED_FLUSH)
+        .with_context(|| format!("cannot write the patient contexts to {topic}"))?;
+    anyhow::ensure!(
+        delivered == records.len() as u64,
+        "{delivered} of {} patient contexts acknowledged by {topic}",
+        records.len()
+    );
+    Ok(())
+}
+
+/// Whether `event` is an SpO2 rule's or the NEWS2 score's: what Scale 2 changes.
+fn is_spo2_or_news2(rules: &RuleSet, event: &Event) -> bool {
+    match event {
+        Event::Threshold { rule, .. } => rules
+            .rules()
+            .get(*rule)
+            .is_some_and(|r| r.metric() == Metric::Spo2),
+        Event::News2 { .. } => true,
+    }
+}
+
 /// The ward's producer loop: one message at a time at `rate`, until `stop`. Each
 /// message is also decoded and evaluated here, to know which alerts must come out.
 #[allow(clippy::too_many_arguments)]
@@ -492,18 +588,24 @@ fn feed(
     rate: u64,
     stop: &CancellationToken,
     rules: &Arc<RuleSet>,
+    contexts: &[(CompactString, PatientContext)],
     limits: DecodeLimits,
     progress: &FeedProgress,
 ) -> anyhow::Result<Fed> {
     // The rules as the workers apply them (cooldown, hysteresis, NEWS2), over the same
     // observations in the same per-patient order: what must come out, exactly.
-    let mut evaluator = Evaluator::new(
-        rules.clone(),
-        StateLimits {
-            ttl_ms: i64::MAX,
-            capacity: NonZeroUsize::MAX,
-        },
-    );
+    let state = StateLimits {
+        ttl_ms: i64::MAX,
+        capacity: NonZeroUsize::MAX,
+    };
+    let mut evaluator = Evaluator::new(rules.clone(), state);
+    // With the contexts the pipeline reads (one partition for all, as the owner below).
+    for (patient, c) in contexts {
+        evaluator.set_context(patient, 0, Some(c.clone()));
+    }
+    // The COPD patients' readings once more, without their context: Scale 1.
+    let copd: BTreeSet<&str> = contexts.iter().map(|(p, _)| p.as_str()).collect();
+    let mut scale_1 = Evaluator::new(rules.clone(), state);
     let mut events = Vec::new();
     let mut pump = crate::tools::loadgen::Pump::new(brokers, topic, "vitalwatch-demo-ward")?;
     let pacer = crate::tools::loadgen::Pacer::new(rate);
@@ -519,10 +621,22 @@ fn feed(
                 let reading = Reading::of(&obs);
                 // One owner for everyone: the demo's partitions are never reassigned.
                 evaluator.observe(&obs.patient_id, reading, (0, 0), 0, &mut events);
+                let is_copd = copd.contains(obs.patient_id.as_ref());
                 for event in &events {
                     *fed.expected_alerts
                         .entry(event_key(rules, event))
                         .or_default() += 1;
+                    if is_copd && is_spo2_or_news2(rules, event) {
+                        fed.copd_expected += 1;
+                    }
+                }
+                if is_copd {
+                    events.clear();
+                    scale_1.observe(&obs.patient_id, reading, (0, 0), 0, &mut events);
+                    fed.copd_scale_1 += events
+                        .iter()
+                        .filter(|e| e.status() == AlertStatus::Firing && is_spo2_or_news2(rules, e))
+                        .count() as u64;
                 }
             }
             Err(e) => *fed.invalid_by_reason.entry(e.reason()).or_default() += 1,
@@ -601,6 +715,8 @@ struct Summary<'a> {
     tally: &'a Tally,
     latency: [Option<f64>; 2],
     metrics_url: &'a str,
+    /// COPD patients on Scale 2 (their alerts are in `tally.copd_alerts`).
+    copd_patients: usize,
 }
 
 /// Prints the summary; returns whether every end-of-run check passed.
@@ -659,6 +775,31 @@ fn summary(s: &Summary<'_>) -> bool {
             None => String::new(),
         };
         say!("    {rule:<24}{got:>8}  {mark}");
+    }
+    if s.copd_patients > 0 {
+        let got = s.tally.copd_alerts;
+        let want = s.fed.map(|f| f.copd_expected);
+        let mark = match want {
+            Some(w) if got != 0 || w != 0 => {
+                problems.push(format!(
+                    "COPD patients on Scale 2: {got} SpO2 or NEWS2 alerts read back, the rules raise {w}, expected 0"
+                ));
+                style(format!("≠ 0 expected (the rules raise {w})"))
+                    .red()
+                    .to_string()
+            }
+            Some(_) => style("= 0 expected").dim().to_string(),
+            None => String::new(),
+        };
+        let scale_1 = s.fed.map_or(String::new(), |f| {
+            format!(" (on Scale 1 the same readings raise {})", f.copd_scale_1)
+        });
+        say!(
+            "  COPD, Scale 2 {} patients at SpO2 {}–{} %: {got} SpO2 or NEWS2 alerts{scale_1}  {mark}",
+            s.copd_patients,
+            COPD_SPO2.0,
+            COPD_SPO2.1,
+        );
     }
     if !s.read_back || s.tally.alerts != c.alerts {
         problems.push(format!(

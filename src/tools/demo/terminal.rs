@@ -5,7 +5,7 @@
 //! downstream system would, so the console shows what was published rather than what
 //! the pipeline meant to publish.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -83,6 +83,8 @@ pub struct Tally {
     pub dlq_by_reason: BTreeMap<String, u64>,
     /// Records on the alert topic that were not alert JSON.
     pub unreadable: u64,
+    /// SpO2 and NEWS2 alerts (firing or resolved) of the watched (COPD) patients.
+    pub copd_alerts: u64,
 }
 
 /// A consumer of the alert and DLQ topics on its own thread, printing as it reads.
@@ -103,6 +105,7 @@ impl Reader {
         brokers: &str,
         alerts: Topic<'_>,
         dlq: Topic<'_>,
+        copd: BTreeSet<String>,
         console: Console,
     ) -> anyhow::Result<Reader> {
         let consumer: BaseConsumer = ClientConfig::new()
@@ -130,7 +133,7 @@ impl Reader {
             let (stop, tally) = (stop.clone(), tally.clone());
             std::thread::Builder::new()
                 .name("vw-demo-console".into())
-                .spawn(move || read(consumer, &alert_topic, &console, &stop, &tally))
+                .spawn(move || read(consumer, &alert_topic, &copd, &console, &stop, &tally))
                 .context("cannot start the console thread")?
         };
         Ok(Reader {
@@ -175,6 +178,7 @@ fn lock(t: &Mutex<Tally>) -> MutexGuard<'_, Tally> {
 fn read(
     consumer: BaseConsumer,
     alert_topic: &str,
+    copd: &BTreeSet<String>,
     console: &Console,
     stop: &AtomicBool,
     tally: &Mutex<Tally>,
@@ -201,6 +205,11 @@ fn read(
                     alert.rule_id.clone()
                 };
                 *t.alerts_by_rule.entry(key).or_default() += 1;
+                if matches!(alert.metric.as_str(), "spo2" | "news2")
+                    && copd.contains(&alert.patient_id)
+                {
+                    t.copd_alerts += 1;
+                }
             }
             let now = Instant::now();
             let key = (alert.patient_id.clone(), alert.rule_id.clone());
