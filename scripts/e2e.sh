@@ -55,8 +55,9 @@ rm -f "$VW_E2E_SUMMARY"
 
 # The service under test is the release binary; the harness (feeders, oracles, readers)
 # needs no optimisation, and its debug build is the one `cargo test` makes anyway.
-export VW_E2E_BIN="$PWD/target/release/vitalwatch"
-echo "== cargo test --test e2e -- --ignored --test-threads=1 --nocapture $* (VW_E2E_BIN=target/release/vitalwatch)"
+# cargo builds into $CARGO_TARGET_DIR when it is set (a shared target directory).
+export VW_E2E_BIN="${CARGO_TARGET_DIR:-$PWD/target}/release/vitalwatch"
+echo "== cargo test --test e2e -- --ignored --test-threads=1 --nocapture $* (VW_E2E_BIN=$VW_E2E_BIN)"
 set +e
 cargo test --test e2e -- --ignored --test-threads=1 --nocapture "$@"
 rc=$?

@@ -29,6 +29,7 @@ use support::wait;
 
 mod broker_restart;
 mod charts;
+mod context;
 mod continuity;
 mod poison;
 mod scale;
