@@ -353,7 +353,9 @@ impl IngestContext {
         {
             warn!(error = %e, "cannot pause newly assigned partitions for their state restore or context catch-up");
         }
-        if self.repartition_topic.is_some() {
+        // Re-keying, and the check that a context record is on its patient's home
+        // partition, need the input's partition count.
+        if self.repartition_topic.is_some() || st.contexts.is_some() {
             st.refresh_partition_count(consumer, &self.input_topic);
         }
         if st.paused

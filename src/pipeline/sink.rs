@@ -7,11 +7,23 @@
 //! retries, bounded by `message.timeout.ms`) is sent again after an exponential backoff,
 //! for as long as it takes: an alert is never dropped. While a sink fails, its health flag
 //! is down and readiness reports it.
+//!
+//! A *fatal* producer error (librdkafka's idempotent producer gives up on its sequence,
+//! `OutOfOrderSequenceNumber` for one: seen once when a broker lost a batch) makes every
+//! later send fail, so retrying alone would never deliver again. The alert and DLQ sinks
+//! then build a new producer and send everything again through it: their records are
+//! independent of each other (alerts carry their ids), so the new producer's order does
+//! not matter. The repartition and state sinks must keep each patient's order, which a
+//! second producer cannot promise against the first one's leftovers: they mark the sink
+//! fatal instead, and liveness fails so that the orchestrator restarts the process, which
+//! reads from the committed offsets and loses nothing.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use arc_swap::ArcSwap;
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use rdkafka::ClientContext;
 use rdkafka::config::ClientConfig;
@@ -19,7 +31,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Message, OwnedHeaders};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use tokio::sync::mpsc;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::offsets::Claim;
 use crate::deadletter;
@@ -149,11 +161,18 @@ struct Retry {
 #[derive(Debug, Default)]
 pub(crate) struct SinkHealth {
     failing: AtomicUsize,
+    /// The producer hit a fatal error it cannot be rebuilt from (module docs).
+    fatal: AtomicBool,
 }
 
 impl SinkHealth {
     pub(crate) fn is_failing(&self) -> bool {
         self.failing.load(Ordering::Relaxed) > 0
+    }
+
+    /// Whether only a restart of the process recovers this sink.
+    pub(crate) fn is_fatal(&self) -> bool {
+        self.fatal.load(Ordering::Relaxed)
     }
 
     /// A record failed for the first time.
@@ -269,10 +288,79 @@ pub(crate) struct Sink {
 }
 
 struct SinkInner {
-    producer: ThreadedProducer<SinkContext>,
+    /// Replaced after a fatal error (alert and DLQ sinks: module docs).
+    producer: ArcSwap<ThreadedProducer<SinkContext>>,
     topic: String,
     kind: SinkKind,
     health: Arc<SinkHealth>,
+    /// What a replacement producer is built from.
+    config: ClientConfig,
+    retry_tx: mpsc::UnboundedSender<Retry>,
+    /// One rebuild at a time.
+    rebuilding: Mutex<()>,
+}
+
+/// A producer for `kind` whose failed deliveries go to `retry_tx`.
+fn producer(
+    kind: SinkKind,
+    config: &ClientConfig,
+    health: &Arc<SinkHealth>,
+    retry_tx: &mpsc::UnboundedSender<Retry>,
+) -> anyhow::Result<ThreadedProducer<SinkContext>> {
+    let context = SinkContext {
+        kind,
+        explicit_partition: matches!(kind, SinkKind::Repartition | SinkKind::State),
+        client_errors: Episode::new(),
+        health: health.clone(),
+        retry_tx: retry_tx.clone(),
+    };
+    config.create_with_context(context).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot create the {} producer: {}",
+            kind.as_str(),
+            super::ClientConfigError::from_kafka(&e)
+        )
+    })
+}
+
+impl SinkInner {
+    /// After a failed send: when the producer has hit a fatal error, replaces it (alert
+    /// and DLQ sinks) or marks the sink fatal (module docs). The old producer's queued
+    /// and in-flight records are purged, which reports each as failed, so they are sent
+    /// again through the new one.
+    fn recover_if_fatal(&self) {
+        let current = self.producer.load_full();
+        let Some((code, reason)) = current.client().fatal_error() else {
+            return;
+        };
+        let _one = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        if !Arc::ptr_eq(&current, &self.producer.load()) {
+            return; // rebuilt meanwhile
+        }
+        if !matches!(self.kind, SinkKind::Alerts | SinkKind::Dlq) {
+            if !self.health.fatal.swap(true, Ordering::Relaxed) {
+                error!(sink = self.kind.as_str(), error = ?code, %reason, "fatal producer error: this sink must keep each patient's order, so only a restart recovers it (liveness now fails)");
+            }
+            return;
+        }
+        match producer(self.kind, &self.config, &self.health, &self.retry_tx) {
+            Ok(fresh) => {
+                warn!(sink = self.kind.as_str(), error = ?code, %reason, "fatal producer error: replaced the producer; sending its undelivered records again");
+                metrics::sink_error(self.kind);
+                let old = self.producer.swap(Arc::new(fresh));
+                // Its delivery reports (purged: failed) go to the retry task, which sends
+                // them through the new producer.
+                std::thread::spawn(move || {
+                    use rdkafka::producer::PurgeConfig;
+                    old.purge(PurgeConfig::default().queue().inflight());
+                    let _ = old.flush(Duration::from_secs(5));
+                });
+            }
+            Err(e) => {
+                error!(sink = self.kind.as_str(), error = %e, "fatal producer error, and no new producer could be built: retrying")
+            }
+        }
+    }
 }
 
 /// How long a full librdkafka queue is waited on before trying again.
@@ -283,27 +371,16 @@ impl Sink {
     pub(crate) fn new(kind: SinkKind, topic: &str, config: &ClientConfig) -> anyhow::Result<Sink> {
         let health = Arc::new(SinkHealth::default());
         let (retry_tx, retry_rx) = mpsc::unbounded_channel();
-        let context = SinkContext {
-            kind,
-            explicit_partition: matches!(kind, SinkKind::Repartition | SinkKind::State),
-            client_errors: Episode::new(),
-            health: health.clone(),
-            retry_tx,
-        };
-        let producer: ThreadedProducer<SinkContext> =
-            config.create_with_context(context).map_err(|e| {
-                anyhow::anyhow!(
-                    "cannot create the {} producer: {}",
-                    kind.as_str(),
-                    super::ClientConfigError::from_kafka(&e)
-                )
-            })?;
+        let first = producer(kind, config, &health, &retry_tx)?;
         let sink = Sink {
             inner: Arc::new(SinkInner {
-                producer,
+                producer: ArcSwap::from_pointee(first),
                 topic: topic.to_owned(),
                 kind,
                 health,
+                config: config.clone(),
+                retry_tx,
+                rebuilding: Mutex::new(()),
             }),
         };
         tokio::spawn(retry_loop(Arc::downgrade(&sink.inner), retry_rx));
@@ -315,6 +392,7 @@ impl Sink {
         use rdkafka::producer::PurgeConfig;
         self.inner
             .producer
+            .load()
             .purge(PurgeConfig::default().queue().inflight());
     }
 
@@ -369,7 +447,7 @@ impl Sink {
             if let Some(h) = &headers {
                 record = record.headers(h.clone());
             }
-            let (error, back) = match self.inner.producer.send(record) {
+            let (error, back) = match self.inner.producer.load().send(record) {
                 Ok(()) => return,
                 Err(refused) => refused,
             };
@@ -396,6 +474,7 @@ impl Sink {
                     if delivery.backoff.is_none() {
                         self.inner.health.record_failing(kind, &error);
                     }
+                    self.inner.recover_if_fatal();
                     let delay = delivery
                         .backoff
                         .get_or_insert_with(retry_backoff)
@@ -411,6 +490,7 @@ impl Sink {
     pub(crate) fn flush(&self, timeout: Duration) -> anyhow::Result<()> {
         self.inner
             .producer
+            .load()
             .flush(timeout)
             .map_err(|e| anyhow::anyhow!("{} producer flush: {e}", self.inner.kind.as_str()))
     }
@@ -472,5 +552,102 @@ async fn retry_loop(sink: std::sync::Weak<SinkInner>, mut rx: mpsc::UnboundedRec
             )
             .await;
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pipeline::offsets::Source;
+    use rdkafka::mocking::MockCluster;
+
+    fn done(offset: i64) -> Done {
+        Done {
+            claim: Claim {
+                source: Source::Input,
+                partition: 0,
+                epoch: 1,
+            },
+            offset,
+            received: Instant::now(),
+            kind: DoneKind::DeadLettered,
+        }
+    }
+
+    /// Sends one record through `sink` and waits for its acknowledgement.
+    async fn delivered(sink: &Sink, offset: i64) -> bool {
+        let (tx, mut rx) = mpsc::unbounded_channel();
+        let ticket = Ticket::new(done(offset), 1, tx);
+        // A send that cannot be delivered retries for ever: bounded here.
+        let acked = async {
+            sink.send(None, Some(b"k"), Some(b"v"), None, ticket).await;
+            rx.recv().await
+        };
+        matches!(
+            tokio::time::timeout(Duration::from_secs(30), acked).await,
+            Ok(Some(Completed::Acked(d))) if d.offset == offset
+        )
+    }
+
+    /// Raises a fatal error in `sink`'s producer, as librdkafka's idempotent producer does
+    /// when a broker's sequence numbers disagree with its own.
+    fn make_fatal(sink: &Sink) {
+        let producer = sink.inner.producer.load();
+        let reason = c"test: fatal idempotent producer error";
+        // SAFETY: the pointer is the live producer's, held by `producer` for the call;
+        // librdkafka copies the reason string.
+        unsafe {
+            rdkafka::bindings::rd_kafka_test_fatal_error(
+                producer.client().native_ptr(),
+                rdkafka::bindings::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_OUT_OF_ORDER_SEQUENCE_NUMBER,
+                reason.as_ptr(),
+            );
+        }
+        assert!(producer.client().fatal_error().is_some());
+    }
+
+    fn config(mock: &MockCluster<'_, rdkafka::producer::DefaultProducerContext>) -> ClientConfig {
+        let mut c = ClientConfig::new();
+        c.set("bootstrap.servers", mock.bootstrap_servers())
+            .set("enable.idempotence", "true")
+            .set("acks", "all")
+            .set("message.timeout.ms", "5000");
+        c
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_dead_letter_sink_replaces_a_producer_that_hit_a_fatal_error() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("dlq", 1, 1).expect("topic");
+        let sink = Sink::new(SinkKind::Dlq, "dlq", &config(&mock)).expect("sink");
+        assert!(delivered(&sink, 1).await);
+        make_fatal(&sink);
+        // Without a new producer this send would be retried forever.
+        assert!(
+            delivered(&sink, 2).await,
+            "not delivered after the fatal error"
+        );
+        assert!(sink.inner.producer.load().client().fatal_error().is_none());
+        assert!(!sink.health().is_fatal());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn an_order_keeping_sink_is_marked_fatal_for_a_restart() {
+        let mock = MockCluster::new(1).expect("mock cluster");
+        mock.create_topic("state", 1, 1).expect("topic");
+        let sink = Sink::new(SinkKind::State, "state", &config(&mock)).expect("sink");
+        assert!(delivered(&sink, 1).await);
+        make_fatal(&sink);
+        let (tx, _rx) = mpsc::unbounded_channel();
+        let send = sink.send(
+            Some(0),
+            Some(b"k"),
+            Some(b"v"),
+            None,
+            Ticket::new(done(2), 1, tx),
+        );
+        // The send keeps retrying (nothing is dropped); the health says restart.
+        let _ = tokio::time::timeout(Duration::from_secs(2), send).await;
+        assert!(sink.health().is_fatal());
     }
 }

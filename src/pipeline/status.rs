@@ -286,6 +286,15 @@ impl Status {
         if now.saturating_sub(self.ingest_beat_ms.load(Ordering::Relaxed)) > stall {
             return Err("ingest loop stalled");
         }
+        // The repartition or state producer hit a fatal error: only a restart recovers
+        // it (the sink module's docs), and a restart loses nothing.
+        if self
+            .sinks
+            .get()
+            .is_some_and(|sinks| sinks.iter().any(|(_, h)| h.is_fatal()))
+        {
+            return Err("a producer hit a fatal error: restart");
+        }
         // A worker waiting on a full producer queue during a sink outage is not stuck:
         // restarting it would not help, and liveness must not follow the broker.
         let sink_failing = self
