@@ -110,6 +110,9 @@ async fn readings_are_evaluated_under_their_patients_context_and_bad_records_are
     let group = "context-group";
     let mut config = cluster.config(group);
     fast_group_timeouts(&mut config);
+    // The test's producer is librdkafka's, keyed: crc32, the partitioner the pipeline
+    // checks context records against.
+    config.input_partitioner = vitalwatch::pipeline::repartition::Partitioner::Crc32;
     let running = start(config.clone(), rules(), Hooks::default());
     assert!(
         running
