@@ -313,3 +313,29 @@ impl Status {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn readiness_waits_for_context_catch_up_and_state_restore_of_new_partitions() {
+        let status = Status::new();
+        status.running.store(true, Ordering::Relaxed);
+        status.set_assigned(3);
+        assert_eq!(status.readiness(), Ok(()));
+        status.set_catching_up(2);
+        status.set_restoring(1);
+        assert_eq!(
+            status.readiness(),
+            Err("catching up with patient context of newly assigned partitions")
+        );
+        status.set_catching_up(0);
+        assert_eq!(
+            status.readiness(),
+            Err("restoring patient state of newly assigned partitions")
+        );
+        status.set_restoring(0);
+        assert_eq!(status.readiness(), Ok(()));
+    }
+}
