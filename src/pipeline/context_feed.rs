@@ -50,9 +50,9 @@ pub(crate) struct ContextRecord {
 /// Ingest's side: which partitions are still catching up, and the thread's news.
 pub(crate) struct ContextFeed {
     topic: String,
-    /// Input partitions whose context is being read to its end: the epoch of the
-    /// request, and when it began.
-    catching_up: HashMap<i32, (u64, Instant)>,
+    /// Input partitions whose context is being read to its end, and since when (their
+    /// epoch is in `following`).
+    catching_up: HashMap<i32, Instant>,
     /// The epoch of each partition followed (caught up or not).
     following: HashMap<i32, u64>,
     next_epoch: u64,
@@ -119,7 +119,7 @@ impl ContextFeed {
     pub(crate) fn begin(&mut self, p: i32) {
         self.next_epoch += 1;
         let epoch = self.next_epoch;
-        self.catching_up.insert(p, (epoch, Instant::now()));
+        self.catching_up.insert(p, Instant::now());
         self.following.insert(p, epoch);
         self.status.set_catching_up(self.catching_up.len());
         let _ = self.requests.send(Request::Start {
@@ -163,7 +163,7 @@ impl ContextFeed {
                     bytes,
                     ..
                 } => {
-                    let Some((_, started)) = self.catching_up.remove(&partition) else {
+                    let Some(started) = self.catching_up.remove(&partition) else {
                         continue;
                     };
                     self.status.set_catching_up(self.catching_up.len());
